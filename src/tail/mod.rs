@@ -1,1 +1,222 @@
-//! Tails an append-only log file (a CDR file) the way log shippers do. (being written)
+//! Tails an append-only log file (a CDR file) the way log shippers do, without losing or
+//! duplicating a line across crashes, restarts and log rotation.
+//!
+//! # Model
+//!
+//! [`FileTailer::poll`] hands out [`Batch`]es: complete lines (their `"\n"` has arrived) from
+//! exactly ONE file, plus the [`Checkpoint`] that names that file and the offset just past the
+//! last byte consumed. The caller stores the parsed rows of a batch and its checkpoint in one
+//! transaction, in the order the batches were returned, and hands the last committed checkpoint
+//! back to [`FileTailer::new`] on restart. Because the checkpoint never runs ahead of the lines
+//! that were handed out with it, a crash at any point loses nothing and duplicates nothing.
+//!
+//! A file is identified by `(dev, ino)`, and a checkpoint also carries the CRC-32 of up to
+//! [`WINDOW_MAX`] bytes just before its offset, so that a file that was truncated (copytruncate)
+//! and written again past the old offset is recognised and re-read from the start.
+//!
+//! Rotation is handled both while running (rename + create: the still-open handle of the old file
+//! is read to its end first, then reading moves to offset 0 of the new file) and while stopped
+//! (the saved file is looked up by inode in the same directory, e.g. `Master.csv.1`, and finished
+//! before the new file is started).
+//!
+//! [`ChangeWaiter`] wakes the caller's poll loop when the file's directory changes; the poll loop
+//! stays the source of truth, so lost notifications cost latency, never data.
+//!
+//! # Caller loop
+//!
+//! ```no_run
+//! # use pbxlink::tail::{ChangeWaiter, FileTailer, TailOptions};
+//! # use std::time::Duration;
+//! # fn commit(_: &pbxlink::tail::Batch) {}
+//! # fn run() -> std::io::Result<()> {
+//! let path = std::path::PathBuf::from("/var/log/asterisk/cdr-csv/Master.csv");
+//! let mut tailer = FileTailer::new(path.clone(), None, TailOptions::default());
+//! let mut waiter = ChangeWaiter::new(&path);
+//! loop {
+//!     while let Some(batch) = tailer.poll()? {
+//!         commit(&batch); // rows + batch.checkpoint in ONE transaction, even when `lines` is empty
+//!     }
+//!     waiter.wait(Duration::from_secs(1));
+//! }
+//! # }
+//! ```
+//!
+//! # Known limits
+//!
+//! - Lines written to a file between the tailer's last read and a copytruncate are only in the
+//!   copy: the tailer restarts the live file from 0 and does not look into the copy.
+//! - If the file was rotated more than once while stopped, only the file holding the saved inode
+//!   and the current file are read; intermediate generations are skipped.
+//! - A writer that keeps appending to a renamed file after the new file has been picked up (more
+//!   than one poll after the rename was seen) is not followed.
+
+mod lines;
+mod tailer;
+mod waiter;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+pub use tailer::FileTailer;
+pub use waiter::ChangeWaiter;
+
+/// Largest number of bytes before a checkpoint's offset covered by its checksum.
+pub const WINDOW_MAX: usize = 4096;
+
+/// Identity of a file on disk: device and inode numbers, as in `stat(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// Device number (`st_dev`).
+    pub dev: u64,
+    /// Inode number (`st_ino`).
+    pub ino: u64,
+}
+
+/// Where reading stopped in one file: everything before `offset` has been handed out as
+/// complete lines (or deliberately skipped: NUL bytes, empty or oversized lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Device number of the file.
+    pub dev: u64,
+    /// Inode number of the file.
+    pub ino: u64,
+    /// Byte offset of the first byte not yet consumed; always at the start of a line.
+    pub offset: u64,
+    /// CRC-32 (crc32fast, IEEE) of the `window_len` bytes immediately before `offset`.
+    pub window_crc: u32,
+    /// Number of bytes covered by `window_crc`: `min(offset, WINDOW_MAX)`.
+    pub window_len: u32,
+}
+
+impl Checkpoint {
+    /// The identity of the file this checkpoint points into.
+    pub fn file_id(&self) -> FileId {
+        FileId {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+}
+
+/// Limits applied while reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailOptions {
+    /// A line longer than this (without its `"\r\n"`) is skipped and reported with
+    /// [`TailEvent::LineTooLong`]; it is never buffered whole. Default 64 KiB.
+    pub max_line_bytes: usize,
+    /// Upper bound on the bytes read for one batch (raised to `max_line_bytes + 2` if smaller),
+    /// so a large backlog is handed out in pieces. Default 1 MiB.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            max_line_bytes: 64 * 1024,
+            max_batch_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// One read's worth: complete lines from ONE file and the checkpoint to commit with them.
+///
+/// Commit every batch, in order, including those with no lines: a batch without lines carries
+/// events and may move the checkpoint to another file (after a rotation) or back to offset 0
+/// (after a truncation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Complete lines, without `"\n"` (nor a `"\r"` before it), NUL bytes removed, never empty.
+    pub lines: Vec<Vec<u8>>,
+    /// Position just after the last line (or skipped bytes) of this batch, in the file the lines
+    /// were read from.
+    pub checkpoint: Checkpoint,
+    /// What happened while producing this batch, for logs and counters; events that concern a
+    /// switch of file come in the first batch of the new file.
+    pub events: Vec<TailEvent>,
+}
+
+/// Something the caller should log or count. None of them needs action beyond committing the
+/// batch that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TailEvent {
+    /// The path now names another file (rename + create rotation, or recreation after a
+    /// deletion). The old file was read to its end; reading continues at offset 0 of `to`.
+    Rotated {
+        /// The file that was being read.
+        from: FileId,
+        /// The file now at the path.
+        to: FileId,
+    },
+    /// The path disappeared while `file` was open. The open handle keeps being read; reading
+    /// moves to the new file once the path reappears.
+    Deleted {
+        /// The file that was being read.
+        file: FileId,
+    },
+    /// The file became shorter than the read offset (truncated, e.g. copytruncate): reading
+    /// restarts at offset 0 of the same file.
+    Truncated {
+        /// The truncated file.
+        file: FileId,
+        /// The offset reading had reached.
+        offset: u64,
+        /// The size found.
+        size: u64,
+    },
+    /// The bytes before the read offset are not the ones that were read (truncated and written
+    /// again past the offset, or another file reusing the inode): reading restarts at offset 0.
+    ChecksumMismatch {
+        /// The file whose content changed.
+        file: FileId,
+        /// The offset reading had reached.
+        offset: u64,
+    },
+    /// At startup the path named another file; the saved file was found in the same directory
+    /// under another name (e.g. `Master.csv.1`) and is finished from the saved offset before the
+    /// file at the path is started at offset 0.
+    ResumedRotated {
+        /// Where the saved file was found.
+        path: PathBuf,
+        /// Its identity (the saved one).
+        file: FileId,
+        /// The saved offset reading resumes at.
+        offset: u64,
+    },
+    /// At startup the path named another file (or nothing) and the saved file could not be
+    /// found (or no longer matched the checkpoint): anything written to it after the saved
+    /// offset is lost to this tailer. Reading starts at offset 0 of the file at the path.
+    RotatedFileNotFound {
+        /// The checkpoint given to [`FileTailer::new`].
+        saved: Checkpoint,
+    },
+    /// A line longer than [`TailOptions::max_line_bytes`] was skipped.
+    LineTooLong {
+        /// The file it was in.
+        file: FileId,
+        /// Offset of its first byte.
+        offset: u64,
+        /// Its length in bytes, without the `"\n"`.
+        len: u64,
+    },
+    /// NUL bytes (holes left by a crash) were removed from this batch's data.
+    NulBytesSkipped {
+        /// The file they were in.
+        file: FileId,
+        /// How many NUL bytes were removed.
+        bytes: u64,
+        /// How many lines were dropped because nothing but NUL bytes was in them.
+        lines_dropped: u64,
+    },
+    /// Reading moved to another file while the old one ended with bytes not followed by
+    /// `"\n"`; they are abandoned.
+    UnterminatedTail {
+        /// The file being left.
+        file: FileId,
+        /// Offset of the first abandoned byte.
+        offset: u64,
+        /// Number of abandoned bytes.
+        len: u64,
+    },
+}
