@@ -1,0 +1,537 @@
+//! [`FileTailer`]: reading one path across rotations.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::lines::{push_window, split_lines};
+use super::{Batch, Checkpoint, FileId, TailEvent, TailOptions, WINDOW_MAX};
+
+/// Adds the path (and what was being done) to an I/O error, keeping its kind.
+fn ctx(path: &Path, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+fn id_of(meta: &fs::Metadata) -> FileId {
+    FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
+}
+
+/// Opens `path` for reading; `Ok(None)` if it does not exist.
+fn open_existing(path: &Path) -> io::Result<Option<(File, FileId)>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ctx(path, "opening", e)),
+    };
+    let meta = file.metadata().map_err(|e| ctx(path, "stat of", e))?;
+    Ok(Some((file, id_of(&meta))))
+}
+
+/// Identity of the file at `path` now; `Ok(None)` if there is none.
+fn identity_at(path: &Path) -> io::Result<Option<FileId>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(id_of(&m))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ctx(path, "stat of", e)),
+    }
+}
+
+/// Reads from `at` until `buf` is full or the end of the file; returns the bytes read.
+fn read_full_at(file: &File, buf: &mut [u8], mut at: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], at) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                at += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads the `len` bytes before `offset`; `Ok(None)` if the file is too short.
+fn read_window(file: &File, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+    if len as u64 > offset {
+        return Ok(None);
+    }
+    let mut w = vec![0; len];
+    let n = read_full_at(file, &mut w, offset - len as u64)?;
+    Ok((n == len).then_some(w))
+}
+
+/// Why a file does not match a checkpoint.
+enum Mismatch {
+    /// The file is shorter than the checkpoint's offset.
+    Short(u64),
+    /// The bytes before the offset have another checksum (or the checkpoint is malformed).
+    Checksum,
+}
+
+/// Checks that `file` still holds what `cp` describes; returns the window bytes if it does.
+fn verify(file: &File, path: &Path, cp: &Checkpoint) -> io::Result<Result<Vec<u8>, Mismatch>> {
+    let size = file.metadata().map_err(|e| ctx(path, "stat of", e))?.len();
+    if size < cp.offset {
+        return Ok(Err(Mismatch::Short(size)));
+    }
+    let len = cp.window_len as usize;
+    if len > WINDOW_MAX || len as u64 != cp.offset.min(WINDOW_MAX as u64) {
+        return Ok(Err(Mismatch::Checksum));
+    }
+    let window = read_window(file, cp.offset, len).map_err(|e| ctx(path, "reading", e))?;
+    Ok(match window {
+        Some(w) if crc32fast::hash(&w) == cp.window_crc => Ok(w),
+        Some(_) => Err(Mismatch::Checksum),
+        None => Err(Mismatch::Short(size)),
+    })
+}
+
+/// Looks in `path`'s directory for another name of the file `id`.
+fn find_by_id(path: &Path, id: FileId) -> io::Result<Option<(PathBuf, File)>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ctx(dir, "listing", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| ctx(dir, "listing", e))?;
+        if entry.ino() != id.ino {
+            continue;
+        }
+        let candidate = entry.path();
+        // The entry may vanish or be unreadable; then it is not a file we can finish.
+        if let Ok(Some((file, found))) = open_existing(&candidate) {
+            if found == id {
+                return Ok(Some((candidate, file)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The file currently being read.
+struct Current {
+    file: File,
+    id: FileId,
+    /// Start of the first byte not consumed yet; always at the start of a line.
+    offset: u64,
+    /// The last (up to WINDOW_MAX) bytes before `offset`.
+    window: Vec<u8>,
+    /// End of the bytes already looked at (>= offset); nothing is new until the file grows
+    /// past it.
+    seen_end: u64,
+    /// Inside a line too long to keep, starting at `offset`: the last bytes of it seen so far
+    /// (up to WINDOW_MAX) to rebuild the window once it ends. The scan resumes at `seen_end`.
+    skipping: Option<Vec<u8>>,
+    /// The path names another file (or nothing): move on once this one is at its end.
+    rotation_seen: bool,
+    /// A `Deleted` event was reported for this file.
+    deleted_reported: bool,
+}
+
+impl Current {
+    fn new(file: File, id: FileId, offset: u64, window: Vec<u8>) -> Self {
+        Current {
+            file,
+            id,
+            offset,
+            window,
+            seen_end: offset,
+            skipping: None,
+            rotation_seen: false,
+            deleted_reported: false,
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            dev: self.id.dev,
+            ino: self.id.ino,
+            offset: self.offset,
+            window_crc: crc32fast::hash(&self.window),
+            window_len: self.window.len() as u32,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.offset = 0;
+        self.seen_end = 0;
+        self.window.clear();
+        self.skipping = None;
+    }
+
+    /// Reads what is new into `lines`; returns true if the end of the file was reached.
+    /// State only changes after successful reads, so an error can be retried.
+    fn read(
+        &mut self,
+        path: &Path,
+        buf: &mut Vec<u8>,
+        opts: &TailOptions,
+        lines: &mut Vec<Vec<u8>>,
+        events: &mut Vec<TailEvent>,
+    ) -> io::Result<bool> {
+        let data_cap = opts.max_batch_bytes.max(opts.max_line_bytes + 2);
+        if buf.len() != WINDOW_MAX + data_cap {
+            *buf = vec![0; WINDOW_MAX + data_cap];
+        }
+        let rd = |e| ctx(path, "reading", e);
+        // A truncation or mismatch restarts at 0, after which neither can happen again barring
+        // a concurrent truncation; bound the retries anyway.
+        for _ in 0..4 {
+            let size = self.file.metadata().map_err(rd)?.len();
+            if size < self.offset {
+                events.push(TailEvent::Truncated {
+                    file: self.id,
+                    offset: self.offset,
+                    size,
+                });
+                self.restart();
+                continue;
+            }
+            if size < self.seen_end {
+                // Bytes after the offset vanished: look again, verifying the window.
+                self.seen_end = self.offset;
+                self.skipping = None;
+            }
+            if size == self.seen_end {
+                return Ok(true);
+            }
+
+            if let Some(tail) = self.skipping.as_mut() {
+                let wl = self.window.len();
+                match read_window(&self.file, self.offset, wl).map_err(rd)? {
+                    Some(w) if w == self.window => {}
+                    _ => {
+                        events.push(TailEvent::ChecksumMismatch {
+                            file: self.id,
+                            offset: self.offset,
+                        });
+                        self.restart();
+                        continue;
+                    }
+                }
+                // Scan for the end of the oversized line, keeping only its last bytes.
+                loop {
+                    let data = &mut buf[..data_cap];
+                    let n = read_full_at(&self.file, data, self.seen_end).map_err(rd)?;
+                    let data = &data[..n];
+                    if let Some(i) = data.iter().position(|&b| b == b'\n') {
+                        push_window(tail, &data[..=i]);
+                        let end = self.seen_end + i as u64;
+                        events.push(TailEvent::LineTooLong {
+                            file: self.id,
+                            offset: self.offset,
+                            len: end - self.offset,
+                        });
+                        push_window(&mut self.window, tail);
+                        self.offset = end + 1;
+                        self.seen_end = self.offset;
+                        self.skipping = None;
+                        break;
+                    }
+                    push_window(tail, data);
+                    self.seen_end += n as u64;
+                    if n < data_cap {
+                        return Ok(true);
+                    }
+                }
+                continue; // Read the lines after it.
+            }
+
+            // Read the window again along with the new bytes, in one call, to notice a file
+            // that was truncated and written again past the offset.
+            let wl = self.window.len();
+            let start = self.offset - wl as u64;
+            let n = read_full_at(&self.file, &mut buf[..wl + data_cap], start).map_err(rd)?;
+            if n < wl {
+                events.push(TailEvent::Truncated {
+                    file: self.id,
+                    offset: self.offset,
+                    size: start + n as u64,
+                });
+                self.restart();
+                continue;
+            }
+            if buf[..wl] != self.window[..] {
+                events.push(TailEvent::ChecksumMismatch {
+                    file: self.id,
+                    offset: self.offset,
+                });
+                self.restart();
+                continue;
+            }
+            let data = &buf[wl..n];
+            let split = split_lines(data, opts.max_line_bytes, lines);
+            for &(at, len) in &split.too_long {
+                events.push(TailEvent::LineTooLong {
+                    file: self.id,
+                    offset: self.offset + at as u64,
+                    len: len as u64,
+                });
+            }
+            if split.nul_bytes > 0 || split.nul_lines > 0 {
+                events.push(TailEvent::NulBytesSkipped {
+                    file: self.id,
+                    bytes: split.nul_bytes,
+                    lines_dropped: split.nul_lines,
+                });
+            }
+            push_window(&mut self.window, &data[..split.consumed]);
+            self.seen_end = self.offset + data.len() as u64;
+            self.offset += split.consumed as u64;
+            if split.oversized_partial {
+                let mut tail = Vec::new();
+                push_window(&mut tail, &data[split.consumed..]);
+                self.skipping = Some(tail);
+                if lines.is_empty() {
+                    continue; // Nothing to hand out yet: find the end of that line now.
+                }
+            }
+            return Ok(n < wl + data_cap);
+        }
+        Ok(false)
+    }
+}
+
+/// Follows one path: reads complete lines as they are appended, across rotations, truncations,
+/// deletions and restarts (see the [module docs](super)).
+pub struct FileTailer {
+    path: PathBuf,
+    opts: TailOptions,
+    /// The checkpoint given at startup, until it has been resolved to a file.
+    saved: Option<Checkpoint>,
+    current: Option<Current>,
+    /// Events to deliver with the next batch (kept when a poll fails half-way).
+    pending: Vec<TailEvent>,
+    /// Read buffer, allocated on first read and reused.
+    buf: Vec<u8>,
+}
+
+impl FileTailer {
+    /// Creates a tailer for `path`. `saved` is the last committed checkpoint (None = never
+    /// read: start at offset 0 of whatever file is at `path`). Nothing is opened until the first
+    /// [`poll`](Self::poll).
+    pub fn new(path: PathBuf, saved: Option<Checkpoint>, opts: TailOptions) -> Self {
+        FileTailer {
+            path,
+            opts,
+            saved,
+            current: None,
+            pending: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The path being followed.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where reading stands now in the file being read, or None if no file has been opened.
+    /// This is ahead of what the caller committed if batches are still uncommitted.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        self.current.as_ref().map(Current::checkpoint)
+    }
+
+    /// Size of the read buffer, to check that memory stays bounded.
+    #[cfg(test)]
+    pub(super) fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Reads what is available now, without waiting for data. Returns `Ok(None)` when there
+    /// is nothing new and no event to report (including while the path does not exist), and
+    /// otherwise one [`Batch`] of at most about `max_batch_bytes`: call again until it returns
+    /// `Ok(None)` to drain a backlog. On error (with the path in its message) nothing is lost:
+    /// the next call retries.
+    ///
+    /// After the path was seen to name a new file, the old file is read to its end on at least
+    /// one more call before reading moves to the new file, so a writer that opened the old file
+    /// just before the rename is not cut off.
+    pub fn poll(&mut self) -> io::Result<Option<Batch>> {
+        let mut events = std::mem::take(&mut self.pending);
+        let res = self.poll_inner(&mut events);
+        if res.is_err() {
+            self.pending = events;
+        }
+        res
+    }
+
+    fn poll_inner(&mut self, events: &mut Vec<TailEvent>) -> io::Result<Option<Batch>> {
+        let mut lost = None;
+        if self.current.is_none() {
+            lost = self.open_first(events)?;
+        }
+        let Some(cur) = self.current.as_mut() else {
+            // Nothing to read. A startup event is reported against the saved checkpoint, which
+            // is harmless to commit again.
+            return Ok(match lost {
+                Some(checkpoint) if !events.is_empty() => Some(Batch {
+                    lines: Vec::new(),
+                    checkpoint,
+                    events: std::mem::take(events),
+                }),
+                _ => None,
+            });
+        };
+
+        // Look at the path BEFORE reading, so that once a new file is seen there, everything
+        // written to the old one up to that moment is read before moving on.
+        let at_path = identity_at(&self.path)?;
+        let mut lines = Vec::new();
+        let at_eof = cur.read(&self.path, &mut self.buf, &self.opts, &mut lines, events)?;
+        if !lines.is_empty() || !at_eof {
+            return Ok(Some(Batch {
+                lines,
+                checkpoint: cur.checkpoint(),
+                events: std::mem::take(events),
+            }));
+        }
+        match at_path {
+            Some(id) if id == cur.id => {
+                cur.rotation_seen = false;
+                cur.deleted_reported = false;
+            }
+            Some(_) if cur.rotation_seen => return self.switch(events),
+            Some(_) => cur.rotation_seen = true,
+            None => {
+                if !cur.deleted_reported {
+                    cur.deleted_reported = true;
+                    events.push(TailEvent::Deleted { file: cur.id });
+                }
+            }
+        }
+        Ok((!events.is_empty()).then(|| Batch {
+            lines: Vec::new(),
+            checkpoint: cur.checkpoint(),
+            events: std::mem::take(events),
+        }))
+    }
+
+    /// Moves from the current (finished) file to the file at the path, at offset 0, and reads
+    /// from it.
+    fn switch(&mut self, events: &mut Vec<TailEvent>) -> io::Result<Option<Batch>> {
+        let Some((file, id)) = open_existing(&self.path)? else {
+            return Ok(None); // Gone again; look next time.
+        };
+        let Some(old) = self.current.take() else {
+            return Ok(None);
+        };
+        if old.seen_end > old.offset {
+            events.push(TailEvent::UnterminatedTail {
+                file: old.id,
+                offset: old.offset,
+                len: old.seen_end - old.offset,
+            });
+        }
+        events.push(TailEvent::Rotated {
+            from: old.id,
+            to: id,
+        });
+        let mut cur = Current::new(file, id, 0, Vec::new());
+        let mut lines = Vec::new();
+        let read = cur.read(&self.path, &mut self.buf, &self.opts, &mut lines, events);
+        let checkpoint = cur.checkpoint();
+        self.current = Some(cur);
+        read?;
+        Ok(Some(Batch {
+            lines,
+            checkpoint,
+            events: std::mem::take(events),
+        }))
+    }
+
+    /// Opens the first file: where the saved checkpoint points if it can be found, else the
+    /// file at the path at offset 0. Leaves `current` empty if there is nothing to open yet,
+    /// and then returns the saved checkpoint if it was just found to be lost.
+    fn open_first(&mut self, events: &mut Vec<TailEvent>) -> io::Result<Option<Checkpoint>> {
+        let at_path = open_existing(&self.path)?;
+        let Some(saved) = self.saved else {
+            if let Some((file, id)) = at_path {
+                self.current = Some(Current::new(file, id, 0, Vec::new()));
+            }
+            return Ok(None);
+        };
+
+        if let Some((file, id)) = at_path {
+            if id == saved.file_id() {
+                let cur = match verify(&file, &self.path, &saved)? {
+                    Ok(window) => Current::new(file, id, saved.offset, window),
+                    Err(Mismatch::Short(size)) => {
+                        events.push(TailEvent::Truncated {
+                            file: id,
+                            offset: saved.offset,
+                            size,
+                        });
+                        Current::new(file, id, 0, Vec::new())
+                    }
+                    Err(Mismatch::Checksum) => {
+                        events.push(TailEvent::ChecksumMismatch {
+                            file: id,
+                            offset: saved.offset,
+                        });
+                        Current::new(file, id, 0, Vec::new())
+                    }
+                };
+                self.current = Some(cur);
+                self.saved = None;
+                return Ok(None);
+            }
+            // Rotated while stopped: finish the saved file first if it is still around.
+            if self.resume_rotated(&saved, events)? {
+                return Ok(None);
+            }
+            events.push(TailEvent::RotatedFileNotFound { saved });
+            self.current = Some(Current::new(file, id, 0, Vec::new()));
+            self.saved = None;
+            return Ok(None);
+        }
+
+        // Nothing at the path: the saved file may have been renamed without a new one yet.
+        if self.resume_rotated(&saved, events)? {
+            return Ok(None);
+        }
+        // Lost. Reading will start at 0 of whatever file appears at the path.
+        events.push(TailEvent::RotatedFileNotFound { saved });
+        self.saved = None;
+        Ok(Some(saved))
+    }
+
+    /// Looks for the saved file under another name and, if it still matches the checkpoint,
+    /// makes it the current file, to be left for the path once finished.
+    fn resume_rotated(
+        &mut self,
+        saved: &Checkpoint,
+        events: &mut Vec<TailEvent>,
+    ) -> io::Result<bool> {
+        let Some((found, file)) = find_by_id(&self.path, saved.file_id())? else {
+            return Ok(false);
+        };
+        let Ok(window) = verify(&file, &found, saved)? else {
+            return Ok(false);
+        };
+        events.push(TailEvent::ResumedRotated {
+            path: found,
+            file: saved.file_id(),
+            offset: saved.offset,
+        });
+        let mut cur = Current::new(file, saved.file_id(), saved.offset, window);
+        // Its path already names another file (or none): no need to report that again.
+        cur.rotation_seen = true;
+        cur.deleted_reported = true;
+        self.current = Some(cur);
+        self.saved = None;
+        Ok(true)
+    }
+}
