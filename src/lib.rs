@@ -1,6 +1,16 @@
 //! pbxlink connects a self-hosted PBX (Asterisk, later FreeSWITCH) to the LeadSquared CRM.
 //!
-//! Data flows one way: a PBX source (CDR file, live events) → the PBX-neutral call model
-//! ([`call`]) → the durable SQLite outbox ([`outbox`]) → the CRM client ([`crm`]).
+//! Data flows one way: a PBX source ([`pbx`]: CDR files, live events) → the PBX-neutral
+//! call model ([`call`]) → the durable SQLite outbox ([`outbox`]) → the CRM client ([`crm`]).
+//! [`pipeline`] is the file-tailing path shared by every PBX; [`daemon`] wires it all.
 
+pub mod call;
+pub mod config;
+pub mod crm;
+pub mod daemon;
+pub mod demo;
+pub mod outbox;
+pub mod pbx;
+pub mod phone;
+pub mod pipeline;
 pub mod tail;

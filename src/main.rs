@@ -1,1 +1,244 @@
-fn main() {}
+//! The `pbxlink` command: the daemon and its operator commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use pbxlink::config::{Config, ConfigError};
+use pbxlink::outbox::Store;
+
+/// Connects an Asterisk PBX to the LeadSquared CRM: call logs, with an offline-safe outbox.
+#[derive(Parser)]
+#[command(name = "pbxlink", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (tail CDRs, deliver call logs) until SIGTERM.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/pbxlink/pbxlink.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; print every problem with its key (exit 1 on error).
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/pbxlink/pbxlink.toml")]
+        config: PathBuf,
+    },
+    /// Run the whole pipeline against a built-in PBX simulator and a local CRM stand-in.
+    Demo {
+        /// Seconds to wait after a call's last CDR row (the real default is 5).
+        #[arg(long, default_value_t = 1)]
+        settle_secs: u64,
+    },
+    /// Show the outbox: depth by state, oldest pending age, last delivery, last error.
+    Status {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/pbxlink/pbxlink.toml")]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or retry call logs the CRM refused.
+    DeadLetter {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+    /// Feed old CDR files through the pipeline (calls already queued or delivered are skipped).
+    Import {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/pbxlink/pbxlink.toml")]
+        config: PathBuf,
+        /// CDR files in the configured format.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// List dead-lettered call logs with the CRM's answer.
+    List {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/pbxlink/pbxlink.toml")]
+        config: PathBuf,
+    },
+    /// Queue one dead-lettered call log again.
+    Retry {
+        /// The row id from `dead-letter list`.
+        id: i64,
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/pbxlink/pbxlink.toml")]
+        config: PathBuf,
+    },
+    /// Queue every dead-lettered call log again.
+    RetryAll {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/pbxlink/pbxlink.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pbxlink: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(anyhow::Error::from)
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.store.path, config.store.synchronous).context("opening the store")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let config = load(&config)?;
+            runtime()?.block_on(pbxlink::daemon::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => Ok(check_config(&config)),
+        Command::Demo { settle_secs } => {
+            runtime()?.block_on(pbxlink::demo::run(settle_secs))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, json } => {
+            let config = load(&config)?;
+            let report = open_store(&config)?.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!(
+                    "{}",
+                    pbxlink::outbox::store::format_status(&report, chrono::Utc::now())
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetter { action } => dead_letter(action),
+        Command::Import { config, files } => {
+            let config = load(&config)?;
+            let store = std::sync::Arc::new(open_store(&config)?);
+            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            let mut total = 0;
+            for file in &files {
+                let name = format!("import:{}", file.display());
+                let mut source = pbxlink::pbx::asterisk::cdr_source(
+                    &config,
+                    store.clone(),
+                    wake.clone(),
+                    Some(name),
+                )?;
+                let queued = source
+                    .import_file(file)
+                    .with_context(|| format!("reading {}", file.display()))??;
+                println!("{}: {queued} new call(s) queued", file.display());
+                total += queued;
+            }
+            let status = store.status()?;
+            println!(
+                "{total} new call(s) queued; {} pending in the outbox. The running daemon delivers them.",
+                status.pending
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            if let Err(problem) = config.credentials() {
+                println!("{}: {problem}", path.display());
+                return ExitCode::FAILURE;
+            }
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            for p in problems {
+                println!("{}: {}: {}", path.display(), p.key, p.message);
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dead_letter(action: DeadLetterAction) -> anyhow::Result<ExitCode> {
+    match action {
+        DeadLetterAction::List { config } => {
+            let store = open_store(&load(&config)?)?;
+            let dead = store.dead_letters()?;
+            if dead.is_empty() {
+                println!("no dead letters");
+            }
+            for d in dead {
+                let created = chrono::DateTime::from_timestamp_millis(d.created_at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{}\tcall {}\tqueued {}\tattempts {}\tHTTP {}\t{}",
+                    d.id,
+                    d.call_id,
+                    created,
+                    d.attempts,
+                    d.last_status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    d.last_error.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadLetterAction::Retry { id, config } => {
+            let n = open_store(&load(&config)?)?.retry_dead(Some(id))?;
+            if n == 0 {
+                println!("no dead letter with id {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("dead letter {id} queued again");
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadLetterAction::RetryAll { config } => {
+            let n = open_store(&load(&config)?)?.retry_dead(None)?;
+            println!("{n} dead letter(s) queued again");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -16,8 +16,12 @@ DEFAULT_ROOT="${PBXLINK_ASTERISK_ROOT:-/var/tmp/pbxlink-asterisk-root}"
 DEFAULT_CONFDIR="${SCRIPT_DIR}/etc"
 AMI_HOST="${PBXLINK_AMI_HOST:-127.0.0.1}"
 AMI_PORT="${PBXLINK_AMI_PORT:-5038}"
-AMI_USER="${PBXLINK_AMI_USER:-pbxlink}"
-AMI_SECRET="${PBXLINK_AMI_SECRET:-pbxlink-test-secret}"
+# rig.sh's own AMI account (manager.conf [rig]); pbxlink uses [pbxlink].
+AMI_USER="${PBXLINK_RIG_AMI_USER:-rig}"
+AMI_SECRET="${PBXLINK_RIG_AMI_SECRET:-rig-test-secret}"
+# Time zone of the PBX. Not UTC on purpose: cdr_csv (usegmtime=yes) writes UTC,
+# cdr_custom writes local time, and tests should notice the difference.
+ASTERISK_TZ="${PBXLINK_ASTERISK_TZ:-Asia/Kolkata}"
 BOOT_TIMEOUT="${PBXLINK_ASTERISK_BOOT_TIMEOUT:-60}"
 STOP_TIMEOUT="${PBXLINK_ASTERISK_STOP_TIMEOUT:-15}"
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
@@ -58,7 +62,8 @@ need_root() {
 # Asterisk's pid inside the chroot (pid namespace is shared with the host).
 asterisk_pid() {
     local root="$1" pid=""
-    for f in "${root}/var/run/asterisk/asterisk.pid" "${root}/run/asterisk/asterisk.pid" "${root}/var/tmp/pbxlink-rig.pid"; do
+    # (DIR/var/run is an absolute symlink to /run: never go through it from the host)
+    for f in "${root}/run/asterisk/asterisk.pid" "${root}/var/tmp/pbxlink-rig.pid"; do
         if [ -r "$f" ]; then
             pid="$(tr -dc '0-9' <"$f")"
             if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
@@ -108,6 +113,14 @@ cmd_install() {
         log "installing debootstrap on the host"
         apt-get "${APT_OPTS[@]}" update
         apt-get "${APT_OPTS[@]}" install -y --no-install-recommends debootstrap
+    fi
+    case "$(readlink -m "$root")" in
+        / | /usr | /var | /var/tmp | /tmp | /root | /home) die "refusing to use ${root} as the chroot" ;;
+    esac
+    if [ -d "${root}/debootstrap" ]; then
+        log "${root} holds an incomplete debootstrap; removing it"
+        umount_proc "$root"
+        rm -rf --one-file-system "$root"
     fi
     mkdir -p "$root"
     if [ ! -x "${root}/usr/bin/apt-get" ] || [ ! -e "${root}/var/lib/dpkg/status" ]; then
@@ -187,18 +200,23 @@ cmd_start() {
     find "${root}/etc/asterisk" -mindepth 1 -delete
     cp -r "${confdir}/." "${root}/etc/asterisk/"
 
+    # Asterisk ignores $TZ: its local time comes from the chroot's /etc/localtime.
+    [ -e "${root}/usr/share/zoneinfo/${ASTERISK_TZ}" ] || die "unknown time zone ${ASTERISK_TZ}"
+    ln -sfn "/usr/share/zoneinfo/${ASTERISK_TZ}" "${root}/etc/localtime"
+    echo "${ASTERISK_TZ}" >"${root}/etc/timezone"
+
     log "clearing old CDR files and logs"
     mkdir -p "${root}/var/log/asterisk/cdr-csv" "${root}/var/log/asterisk/cdr-custom" \
-        "${root}/var/run/asterisk" "${root}/var/lib/asterisk" "${root}/var/spool/asterisk"
+        "${root}/run/asterisk" "${root}/var/lib/asterisk" "${root}/var/spool/asterisk"
     rm -f "${root}"/var/log/asterisk/cdr-csv/*.csv "${root}"/var/log/asterisk/cdr-custom/*.csv \
         "${root}/var/log/asterisk/messages" "${root}/var/log/asterisk/messages.log" \
         "${root}/var/log/asterisk/full" "${root}/var/log/asterisk/rig-console.log"
     chroot "$root" chown -R asterisk:asterisk /etc/asterisk /var/log/asterisk \
-        /var/run/asterisk/ /var/lib/asterisk /var/spool/asterisk
+        /run/asterisk /var/lib/asterisk /var/spool/asterisk
     chmod 750 "${root}/etc/asterisk"
 
     log "starting asterisk (log: ${root}/var/log/asterisk/rig-console.log)"
-    setsid chroot "$root" /usr/sbin/asterisk -f -U asterisk -G asterisk \
+    setsid chroot "$root" /usr/sbin/asterisk -f -n -U asterisk -G asterisk \
         </dev/null >"${root}/var/log/asterisk/rig-console.log" 2>&1 &
     pid=$!
     echo "$pid" >"${root}/var/tmp/pbxlink-rig.pid"
@@ -225,14 +243,16 @@ cmd_start() {
         fi
         sleep 0.1
     done
-    log "asterisk $(cli "$root" "core show version" | awk '{print $2}') fully booted in $(($(date +%s) - t0))s; AMI on ${AMI_HOST}:${AMI_PORT}"
+    log "asterisk $(cli "$root" "core show version" | awk '{print $2}') (TZ=${ASTERISK_TZ}) fully booted in $(($(date +%s) - t0))s; AMI on ${AMI_HOST}:${AMI_PORT}"
 }
 
 # AMI client: ami.py ACTION [Key: Value]... ; prints the response block(s).
 # With --wait-originate it waits for the OriginateResponse event of its ActionID.
 ami_py() {
     python3 - "$@" <<'PY'
-import os, socket, sys, time, uuid
+import os, signal, socket, sys, time, uuid
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 host = os.environ.get("AMI_HOST", "127.0.0.1")
 port = int(os.environ.get("AMI_PORT", "5038"))
@@ -286,19 +306,19 @@ while time.time() < deadline:
     if m.get("ActionID") != aid:
         continue
     if "Response" in m:
-        print("\n".join(raw))
+        print("\n".join(raw) + "\n")
         if m["Response"] == "Error":
             rc = 1
             break
         if not wait_orig and m.get("EventList") != "start":
             break
     elif m.get("Event") == "OriginateResponse":
-        print("\n".join(raw))
+        print("\n".join(raw) + "\n")
         if m.get("Response") != "Success":
             rc = 2
         break
     else:
-        print("\n".join(raw))
+        print("\n".join(raw) + "\n")
         if m.get("EventList") == "Complete":
             break
 send(["Action: Logoff"])

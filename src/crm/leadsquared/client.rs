@@ -1,0 +1,261 @@
+//! The HTTP client for LeadSquared's telephony endpoints and the classification of answers.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::payload::PayloadFormat;
+use crate::call::CallRecord;
+use crate::config::{Config, Credentials};
+use crate::outbox::delivery::parse_retry_after;
+use crate::outbox::{OutboxRow, SendOutcome, Sender};
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// reqwest could not build its client (TLS roots, ...).
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+}
+
+/// Posts call logs to the configured Call Log URL.
+#[derive(Debug, Clone)]
+pub struct LeadSquaredClient {
+    http: reqwest::Client,
+    call_log_url: String,
+    credentials: Credentials,
+    format: PayloadFormat,
+}
+
+/// Longest response body kept in logs and dead letters.
+const MAX_BODY_KEPT: usize = 2_000;
+
+impl LeadSquaredClient {
+    /// A client for the configuration's endpoints.
+    pub fn new(config: &Config, credentials: Credentials) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.leadsquared.request_timeout())
+            .connect_timeout(
+                config
+                    .leadsquared
+                    .request_timeout()
+                    .min(Duration::from_secs(10)),
+            )
+            .user_agent(concat!("pbxlink/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            call_log_url: config.leadsquared.call_log_url.clone(),
+            credentials,
+            format: PayloadFormat::from_config(&config.leadsquared),
+        })
+    }
+
+    /// The payload format in use.
+    pub fn format(&self) -> &PayloadFormat {
+        &self.format
+    }
+
+    async fn post_json(&self, url: &str, body: &serde_json::Value) -> SendOutcome {
+        let mut request = self.http.post(url).json(body);
+        if let Some(key) = &self.credentials.access_key {
+            request = request.header("x-LSQ-AccessKey", key);
+        }
+        if let Some(key) = &self.credentials.secret_key {
+            request = request.header("x-LSQ-SecretKey", key);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                match response.text().await {
+                    Ok(text) => classify(status, &headers, &text),
+                    Err(e) => SendOutcome::Retry {
+                        status: Some(status.as_u16()),
+                        reason: format!("reading the response body failed: {e}"),
+                        retry_after: None,
+                    },
+                }
+            }
+            Err(e) => SendOutcome::Retry {
+                status: None,
+                reason: transport_error(&e),
+                retry_after: None,
+            },
+        }
+    }
+}
+
+impl Sender for LeadSquaredClient {
+    async fn send(&self, row: &OutboxRow) -> SendOutcome {
+        let call: CallRecord = match serde_json::from_str(&row.body) {
+            Ok(call) => call,
+            Err(e) => {
+                return SendOutcome::Reject {
+                    status: 0,
+                    reason: format!("stored call cannot be read: {e}"),
+                };
+            }
+        };
+        let body = self.format.call_log(&call, None);
+        self.post_json(&self.call_log_url, &body).await
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    // reqwest's Display omits the cause chain; the cause says e.g. "Connection refused".
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn truncate(text: &str) -> String {
+    if text.len() <= MAX_BODY_KEPT {
+        return text.to_owned();
+    }
+    let mut end = MAX_BODY_KEPT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// What an answer from LeadSquared means for the row that was sent.
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> SendOutcome {
+    let code = status.as_u16();
+    let body_kept = truncate(body);
+    if status.is_success() {
+        // LeadSquared answers some failures with 200 and `"Status":"Error"`.
+        let says_error = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("Status").and_then(|s| s.as_str()).map(str::to_owned))
+            .is_some_and(|s| s.eq_ignore_ascii_case("error"));
+        return if says_error {
+            SendOutcome::Reject {
+                status: code,
+                reason: format!("HTTP {code} with an error body: {body_kept}"),
+            }
+        } else {
+            SendOutcome::Delivered {
+                status: code,
+                response: body_kept,
+            }
+        };
+    }
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    match code {
+        408 | 429 | 500..=599 => SendOutcome::Retry {
+            status: Some(code),
+            reason: format!("HTTP {code}: {body_kept}"),
+            retry_after,
+        },
+        401 | 403 | 404 => SendOutcome::Pause {
+            status: code,
+            reason: format!("HTTP {code}: {body_kept}"),
+        },
+        300..=399 => SendOutcome::Pause {
+            status: code,
+            reason: format!("HTTP {code} redirect not followed; check the URL: {body_kept}"),
+        },
+        _ => SendOutcome::Reject {
+            status: code,
+            reason: format!("HTTP {code}: {body_kept}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_retry_after(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, v.parse().expect("header"));
+        h
+    }
+
+    #[test]
+    fn success_and_error_bodies() {
+        let ok = classify(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            r#"{"Status":"Success","Message":{"Id":"x"}}"#,
+        );
+        assert!(matches!(ok, SendOutcome::Delivered { status: 200, .. }));
+        let err = classify(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            r#"{"Status":"Error","ExceptionMessage":"Invalid Number"}"#,
+        );
+        assert!(
+            matches!(err, SendOutcome::Reject { status: 200, ref reason } if reason.contains("Invalid Number"))
+        );
+    }
+
+    #[test]
+    fn transient_failures_retry_with_retry_after() {
+        let r = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &with_retry_after("12"),
+            "slow down",
+        );
+        assert_eq!(
+            r,
+            SendOutcome::Retry {
+                status: Some(429),
+                reason: "HTTP 429: slow down".into(),
+                retry_after: Some(Duration::from_secs(12)),
+            }
+        );
+        for code in [408u16, 500, 502, 503, 504] {
+            let s = StatusCode::from_u16(code).expect("code");
+            assert!(matches!(
+                classify(s, &HeaderMap::new(), ""),
+                SendOutcome::Retry { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn auth_pauses_and_bad_requests_are_rejected() {
+        for code in [401u16, 403, 404] {
+            let s = StatusCode::from_u16(code).expect("code");
+            assert!(matches!(
+                classify(s, &HeaderMap::new(), ""),
+                SendOutcome::Pause { .. }
+            ));
+        }
+        for code in [400u16, 413, 422] {
+            let s = StatusCode::from_u16(code).expect("code");
+            assert!(matches!(
+                classify(s, &HeaderMap::new(), ""),
+                SendOutcome::Reject { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn huge_bodies_are_truncated() {
+        let body = "é".repeat(5_000);
+        match classify(StatusCode::BAD_REQUEST, &HeaderMap::new(), &body) {
+            SendOutcome::Reject { reason, .. } => assert!(reason.len() < 2_100),
+            other => panic!("{other:?}"),
+        }
+    }
+}

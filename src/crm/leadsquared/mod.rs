@@ -1,0 +1,8 @@
+//! LeadSquared: payloads, the HTTP client and its answer classification, and a local stand-in.
+
+pub mod client;
+pub mod payload;
+pub mod standin;
+
+pub use client::LeadSquaredClient;
+pub use payload::PayloadFormat;

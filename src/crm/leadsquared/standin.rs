@@ -1,0 +1,385 @@
+//! A local HTTP server that stands in for LeadSquared's telephony endpoints.
+//!
+//! It checks every request as LeadSquared would (the key in the URL path, the access-key
+//! headers when configured, every mandatory JSON field and its format) and can be told to
+//! fail, stall or rate-limit. `pbxlink demo` prints what it receives; the tests assert on it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use regex::Regex;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+/// How the stand-in answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Behaviour {
+    /// Validate and accept.
+    #[default]
+    Healthy,
+    /// Answer every request with this status (e.g. 503), without looking at it.
+    Fail(u16),
+    /// Answer 429 with `Retry-After: secs`.
+    RateLimited {
+        /// Seconds in the Retry-After header.
+        retry_after_secs: u64,
+    },
+    /// Hold every request this long before answering (longer than the client's timeout).
+    Stall(Duration),
+}
+
+/// What the stand-in expects of requests.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// The key in the URL path (`/LogCallComplete/{key}`).
+    pub url_key: String,
+    /// `x-LSQ-AccessKey` and `x-LSQ-SecretKey`, when the deployment uses them.
+    pub access_keys: Option<(String, String)>,
+    /// CallSessionIds answered with 400 (to test dead-lettering).
+    pub reject_call_ids: Vec<String>,
+}
+
+/// One request the stand-in saw, valid or not.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// When it arrived.
+    pub at: SystemTime,
+    /// `call_log`.
+    pub endpoint: &'static str,
+    /// The status the stand-in answered.
+    pub status: u16,
+    /// The JSON body (Null when it was not JSON).
+    pub body: Value,
+    /// Why it was refused, when it was.
+    pub problem: Option<String>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    behaviour: Behaviour,
+    expectations: Expectations,
+    received: Vec<Received>,
+}
+
+/// Handle to a running stand-in.
+#[derive(Debug, Clone)]
+pub struct StandIn {
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    events: broadcast::Sender<Received>,
+    _stop: Arc<watch::Sender<bool>>,
+}
+
+impl StandIn {
+    /// Starts a stand-in on `addr` (port 0 picks a free port) in the current tokio runtime.
+    pub async fn start(addr: SocketAddr, expectations: Expectations) -> std::io::Result<StandIn> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Mutex::new(Shared {
+            behaviour: Behaviour::Healthy,
+            expectations,
+            received: Vec::new(),
+        }));
+        let (events, _) = broadcast::channel(1024);
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let app = Router::new()
+            .route("/1/api/Telephony/LogCallComplete/{key}", post(call_log))
+            .with_state(AppState {
+                shared: shared.clone(),
+                events: events.clone(),
+            });
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.changed().await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!("CRM stand-in stopped: {e}");
+            }
+        });
+        Ok(StandIn {
+            addr,
+            shared,
+            events,
+            _stop: Arc::new(stop_tx),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Call Log URL to put in `[leadsquared] call_log_url`.
+    pub fn call_log_url(&self) -> String {
+        let key = self.lock().expectations.url_key.clone();
+        format!("http://{}/1/api/Telephony/LogCallComplete/{key}", self.addr)
+    }
+
+    /// Changes how it answers from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        self.lock().behaviour = behaviour;
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.lock().received.clone()
+    }
+
+    /// The bodies of accepted call logs, in arrival order.
+    pub fn accepted_call_logs(&self) -> Vec<Value> {
+        self.lock()
+            .received
+            .iter()
+            .filter(|r| r.endpoint == "call_log" && r.status == 200)
+            .map(|r| r.body.clone())
+            .collect()
+    }
+
+    /// A stream of requests as they arrive.
+    pub fn subscribe(&self) -> broadcast::Receiver<Received> {
+        self.events.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Mutex<Shared>>,
+    events: broadcast::Sender<Received>,
+}
+
+impl AppState {
+    fn record(&self, received: Received) {
+        let _ = self.events.send(received.clone());
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .received
+            .push(received);
+    }
+}
+
+fn lsq_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "Status": "Error",
+            "ExceptionType": "MXInvalidInputException",
+            "ExceptionMessage": message,
+        })),
+    )
+        .into_response()
+}
+
+async fn call_log(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let at = SystemTime::now();
+    let (behaviour, expectations) = {
+        let shared = state.shared.lock().unwrap_or_else(|p| p.into_inner());
+        (shared.behaviour.clone(), shared.expectations.clone())
+    };
+    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let record = |status: u16, problem: Option<String>| {
+        state.record(Received {
+            at,
+            endpoint: "call_log",
+            status,
+            body: body_json.clone(),
+            problem,
+        })
+    };
+    match behaviour {
+        Behaviour::Healthy => {}
+        Behaviour::Fail(code) => {
+            record(code, Some("told to fail".into()));
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return (status, "stand-in told to fail").into_response();
+        }
+        Behaviour::RateLimited { retry_after_secs } => {
+            record(429, Some("rate limited".into()));
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("Retry-After", retry_after_secs.to_string())],
+                "Rate limit exceeded",
+            )
+                .into_response();
+        }
+        Behaviour::Stall(time) => {
+            tokio::time::sleep(time).await;
+            record(504, Some("stalled".into()));
+            return (StatusCode::GATEWAY_TIMEOUT, "stalled").into_response();
+        }
+    }
+    if key != expectations.url_key {
+        record(404, Some(format!("unknown connector key {key:?}")));
+        return lsq_error(StatusCode::NOT_FOUND, "Invalid connector key");
+    }
+    if let Some((access, secret)) = &expectations.access_keys {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if header("x-LSQ-AccessKey") != Some(access) || header("x-LSQ-SecretKey") != Some(secret) {
+            record(401, Some("bad access keys".into()));
+            return lsq_error(StatusCode::UNAUTHORIZED, "Invalid AccessKey or SecretKey");
+        }
+    }
+    if let Err(problem) = check_call_log(&body_json) {
+        record(400, Some(problem.clone()));
+        return lsq_error(StatusCode::BAD_REQUEST, &problem);
+    }
+    let session = body_json["CallSessionId"].as_str().unwrap_or_default();
+    if expectations.reject_call_ids.iter().any(|id| id == session) {
+        record(400, Some("rejected by the test".into()));
+        return lsq_error(StatusCode::BAD_REQUEST, "Lead could not be created");
+    }
+    record(200, None);
+    let id = format!(
+        "{:x}",
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    axum::Json(json!({"Status": "Success", "Message": {"Id": id}})).into_response()
+}
+
+const KNOWN_FIELDS: &[&str] = &[
+    "SourceNumber",
+    "DestinationNumber",
+    "DisplayNumber",
+    "StartTime",
+    "EndTime",
+    "CallDuration",
+    "Status",
+    "Direction",
+    "CallNotes",
+    "ResourceURL",
+    "CallSessionId",
+    "CallerName",
+    "CallerCity",
+    "CallerState",
+    "CallerCountry",
+    "CallerZipCode",
+    "LeadId",
+    "UserId",
+    "Tag",
+    "CallerSource",
+];
+
+/// Checks a Call Log body the way LeadSquared's API page describes it.
+pub fn check_call_log(body: &Value) -> Result<(), String> {
+    let object = body.as_object().ok_or("body is not a JSON object")?;
+    for key in object.keys() {
+        if !KNOWN_FIELDS.contains(&key.as_str()) {
+            return Err(format!("unknown field {key}"));
+        }
+    }
+    let text = |key: &str| -> Result<&str, String> {
+        match object.get(key) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(format!("{key} must be a non-empty string")),
+            None => Err(format!("{key} is mandatory")),
+        }
+    };
+    let number = Regex::new(r"^(\+|%2b)?[0-9][0-9-]{1,20}$").map_err(|e| e.to_string())?;
+    for key in ["SourceNumber", "DestinationNumber", "DisplayNumber"] {
+        let value = text(key)?;
+        if !number.is_match(value) {
+            return Err(format!("{key} {value:?} is not a phone number"));
+        }
+    }
+    let time = Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$").map_err(|e| e.to_string())?;
+    let start = text("StartTime")?;
+    let end = text("EndTime")?;
+    for (key, value) in [("StartTime", start), ("EndTime", end)] {
+        if !time.is_match(value)
+            || chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S").is_err()
+        {
+            return Err(format!("{key} {value:?} is not YYYY-MM-DD HH:MM:SS"));
+        }
+    }
+    if end < start {
+        return Err("EndTime is before StartTime".into());
+    }
+    match object.get("CallDuration") {
+        Some(Value::Number(n)) if n.is_u64() => {}
+        Some(Value::String(s)) if s.parse::<u64>().is_ok() => {}
+        Some(other) => return Err(format!("CallDuration {other} is not a number of seconds")),
+        None => return Err("CallDuration is mandatory".into()),
+    }
+    let status = text("Status")?;
+    if !["Answered", "Missed", "Voicemail", "NotAnswered"].contains(&status) {
+        return Err(format!(
+            "Status {status:?} is not Answered, Missed or Voicemail"
+        ));
+    }
+    let direction = text("Direction")?;
+    if !["Inbound", "Outbound"].contains(&direction) {
+        return Err(format!(
+            "Direction {direction:?} is not Inbound or Outbound"
+        ));
+    }
+    text("CallSessionId")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Value {
+        json!({
+            "SourceNumber": "+919611795983",
+            "DestinationNumber": "+919876543210",
+            "DisplayNumber": "+918044556677",
+            "StartTime": "2026-01-02 03:04:05",
+            "EndTime": "2026-01-02 03:06:05",
+            "CallDuration": 100,
+            "Status": "Answered",
+            "Direction": "Inbound",
+            "CallSessionId": "1.2"
+        })
+    }
+
+    #[test]
+    fn accepts_a_valid_call_log() {
+        assert_eq!(check_call_log(&valid()), Ok(()));
+    }
+
+    #[test]
+    fn refuses_what_leadsquared_would() {
+        let cases: Vec<(&str, Value)> = vec![
+            ("SourceNumber", Value::Null),
+            ("StartTime", json!("2026-01-02T03:04:05Z")),
+            ("EndTime", json!("2026-01-01 00:00:00")),
+            ("CallDuration", json!(-3)),
+            ("Status", json!("Completed")),
+            ("Direction", json!("Sideways")),
+            ("DisplayNumber", json!("s")),
+            ("Bogus", json!(1)),
+        ];
+        for (key, value) in cases {
+            let mut body = valid();
+            if value.is_null() {
+                body.as_object_mut().expect("object").remove(key);
+            } else {
+                body[key] = value;
+            }
+            assert!(check_call_log(&body).is_err(), "{key} should be refused");
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! `pbxlink demo`: the real pipeline (the same code as `run`) against a built-in PBX
+//! simulator that appends realistic `Master.csv` lines and a local LeadSquared stand-in
+//! that prints each call log it accepts. Needs no PBX, no network and no root.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncWriteExt;
+
+use crate::config::Config;
+use crate::crm::leadsquared::standin::{Expectations, StandIn};
+use crate::daemon::Daemon;
+
+/// Calls the simulator places; the demo ends when the stand-in has accepted this many.
+const EXPECTED_CALL_LOGS: usize = 5;
+
+/// Runs the demo: about 15 seconds with the default settle time of 1 s.
+pub async fn run(settle_secs: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let cdr = dir.path().join("Master.csv");
+    let standin = StandIn::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Expectations {
+            url_key: "demo-connector-key".into(),
+            access_keys: Some(("demo-access-key".into(), "demo-secret-key".into())),
+            reject_call_ids: Vec::new(),
+        },
+    )
+    .await
+    .context("starting the local LeadSquared stand-in")?;
+    let config = demo_config(dir.path(), &cdr, &standin.call_log_url(), settle_secs)?;
+    println!("pbxlink demo");
+    println!("  PBX simulator writes      {}", cdr.display());
+    println!(
+        "  outbox (SQLite)           {}",
+        config.store.path.display()
+    );
+    println!("  LeadSquared stand-in      {}", standin.call_log_url());
+    println!();
+
+    let mut events = standin.subscribe();
+    let daemon = Daemon::start(&config).await?;
+    let writer = tokio::spawn(simulate_calls(cdr.clone()));
+
+    let mut accepted = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60 + settle_secs * 6);
+    while accepted < EXPECTED_CALL_LOGS {
+        tokio::select! {
+            event = events.recv() => {
+                let Ok(received) = event else { break };
+                if received.status == 200 {
+                    accepted += 1;
+                    println!(
+                        "LeadSquared stand-in accepted call log {accepted}/{EXPECTED_CALL_LOGS} ({} {}):",
+                        received.body["Direction"].as_str().unwrap_or("?"),
+                        received.body["Status"].as_str().unwrap_or("?"),
+                    );
+                    println!("{}\n", serde_json::to_string_pretty(&received.body).unwrap_or_default());
+                } else {
+                    println!(
+                        "LeadSquared stand-in answered HTTP {}: {}",
+                        received.status,
+                        received.problem.unwrap_or_default()
+                    );
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    writer.await.context("the PBX simulator failed")??;
+    let store = daemon.store();
+    daemon.stop(Duration::from_secs(5)).await;
+    let status = store.status()?;
+    print!(
+        "{}",
+        crate::outbox::store::format_status(&status, Utc::now())
+    );
+    if accepted < EXPECTED_CALL_LOGS {
+        anyhow::bail!("only {accepted} of {EXPECTED_CALL_LOGS} call logs arrived");
+    }
+    println!(
+        "\ndemo complete: {accepted} calls went CDR file → SQLite outbox → LeadSquared stand-in."
+    );
+    Ok(())
+}
+
+fn demo_config(
+    dir: &Path,
+    cdr: &Path,
+    call_log_url: &str,
+    settle_secs: u64,
+) -> anyhow::Result<Config> {
+    let text = format!(
+        r#"
+[store]
+path = {store:?}
+synchronous = "normal"
+
+[leadsquared]
+call_log_url = {call_log_url:?}
+access_key = "demo-access-key"
+secret_key = "demo-secret-key"
+default_country_code = "91"
+time_zone = "Asia/Kolkata"
+
+[[virtual_numbers]]
+number = "+918044556677"
+tag = "Sales hotline"
+
+[[agents]]
+extension = "100"
+phone = "+919876500100"
+email = "asha@example.com"
+name = "Asha"
+user_id = "a1b2c3d4-0100"
+
+[[agents]]
+extension = "101"
+phone = "+919876500101"
+email = "ravi@example.com"
+name = "Ravi"
+user_id = "a1b2c3d4-0101"
+
+[asterisk]
+cdr_csv = {cdr:?}
+cdr_time_zone = "UTC"
+settle_ms = {settle_ms}
+poll_interval_ms = 200
+"#,
+        store = dir.join("pbxlink.db"),
+        settle_ms = settle_secs * 1000,
+    );
+    let config = Config::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+    let problems = config.problems();
+    anyhow::ensure!(problems.is_empty(), "demo config: {problems:?}");
+    Ok(config)
+}
+
+/// One cdr_csv row with `loguniqueid` and `loguserfield` (18 columns), as Asterisk writes it.
+struct Row<'a> {
+    src: &'a str,
+    dst: &'a str,
+    dcontext: &'a str,
+    clid: &'a str,
+    channel: &'a str,
+    dstchannel: &'a str,
+    lastapp: &'a str,
+    lastdata: &'a str,
+    start: DateTime<Utc>,
+    answer: Option<DateTime<Utc>>,
+    end: DateTime<Utc>,
+    disposition: &'a str,
+    uniqueid: &'a str,
+}
+
+impl Row<'_> {
+    fn line(&self) -> String {
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let t = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        let duration = (self.end - self.start).num_seconds();
+        let billsec = self.answer.map_or(0, |a| (self.end - a).num_seconds());
+        format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{duration},{billsec},{},{},{},{}\n",
+            q(""),
+            q(self.src),
+            q(self.dst),
+            q(self.dcontext),
+            q(self.clid),
+            q(self.channel),
+            q(self.dstchannel),
+            q(self.lastapp),
+            q(self.lastdata),
+            q(&t(self.start)),
+            self.answer.map(|a| q(&t(a))).unwrap_or_default(),
+            q(&t(self.end)),
+            q(self.disposition),
+            q("DOCUMENTATION"),
+            q(self.uniqueid),
+            q(""),
+        )
+    }
+}
+
+async fn append(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+    // Like Asterisk: open, append, close, for every record.
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(text.as_bytes()).await?;
+    Ok(())
+}
+
+/// Writes the calls of a small call centre, as Asterisk would, a few seconds apart.
+async fn simulate_calls(path: PathBuf) -> anyhow::Result<()> {
+    let s = |secs: i64| chrono::Duration::seconds(secs);
+    let base = Utc::now() - s(120);
+    let uid = |n: u32| format!("{}.{n}", base.timestamp());
+    let pause = || tokio::time::sleep(Duration::from_millis(700));
+
+    println!(
+        "PBX simulator: inbound call from +91 96117 95983 on the sales line, agent 100 answers"
+    );
+    let (a, b) = (uid(1), uid(2));
+    let t0 = base;
+    append(
+        &path,
+        &[
+            Row {
+                src: "+919611795983",
+                dst: "918044556677",
+                dcontext: "from-trunk",
+                clid: "\"Priya Sharma\" <+919611795983>",
+                channel: "PJSIP/airtel-00000001",
+                dstchannel: "PJSIP/100-00000002",
+                lastapp: "Dial",
+                lastdata: "PJSIP/100,30",
+                start: t0,
+                answer: Some(t0 + s(4)),
+                end: t0 + s(95),
+                disposition: "ANSWERED",
+                uniqueid: &a,
+            },
+            Row {
+                src: "100",
+                dst: "s",
+                dcontext: "from-internal",
+                clid: "\"Asha\" <100>",
+                channel: "PJSIP/100-00000002",
+                dstchannel: "",
+                lastapp: "AppDial",
+                lastdata: "(Outgoing Line)",
+                start: t0,
+                answer: Some(t0 + s(4)),
+                end: t0 + s(95),
+                disposition: "ANSWERED",
+                uniqueid: &b,
+            },
+        ]
+        .map(|r| r.line())
+        .concat(),
+    )
+    .await?;
+    pause().await;
+
+    println!(
+        "PBX simulator: inbound call from 09845012345 rings agent 101 for 20 s, nobody answers"
+    );
+    let t1 = base + s(10);
+    append(
+        &path,
+        &Row {
+            src: "09845012345",
+            dst: "918044556677",
+            dcontext: "from-trunk",
+            clid: "\"\" <09845012345>",
+            channel: "PJSIP/airtel-00000003",
+            dstchannel: "PJSIP/101-00000004",
+            lastapp: "Dial",
+            lastdata: "PJSIP/101,20",
+            start: t1,
+            answer: None,
+            end: t1 + s(20),
+            disposition: "NO ANSWER",
+            uniqueid: &uid(3),
+        }
+        .line(),
+    )
+    .await?;
+    pause().await;
+
+    println!(
+        "PBX simulator: a corrupt line lands in the CDR file (it is logged, counted and skipped)"
+    );
+    append(&path, "\"\",\"garbage\",\"no closing quote,\n").await?;
+    pause().await;
+
+    println!("PBX simulator: agent 101 calls 98450 11111, the lead answers");
+    let t2 = base + s(30);
+    append(
+        &path,
+        &Row {
+            src: "101",
+            dst: "9845011111",
+            dcontext: "from-internal",
+            clid: "\"Ravi\" <101>",
+            channel: "PJSIP/101-00000005",
+            dstchannel: "PJSIP/airtel-00000006",
+            lastapp: "Dial",
+            lastdata: "PJSIP/9845011111@airtel,60",
+            start: t2,
+            answer: Some(t2 + s(7)),
+            end: t2 + s(187),
+            disposition: "ANSWERED",
+            uniqueid: &uid(5),
+        }
+        .line(),
+    )
+    .await?;
+    pause().await;
+
+    println!(
+        "PBX simulator: inbound call into the ring-all queue: agents 100 and 101 ring, 101 answers (3 CDR rows)"
+    );
+    let t3 = base + s(60);
+    let q = uid(7);
+    append(
+        &path,
+        &[
+            Row {
+                src: "+14155552671",
+                dst: "918044556677",
+                dcontext: "from-trunk",
+                clid: "\"Dana\" <+14155552671>",
+                channel: "PJSIP/airtel-00000007",
+                dstchannel: "PJSIP/100-00000008",
+                lastapp: "Queue",
+                lastdata: "sales,r,,,30",
+                start: t3,
+                answer: Some(t3),
+                end: t3 + s(12),
+                disposition: "NO ANSWER",
+                uniqueid: &q,
+            },
+            Row {
+                src: "+14155552671",
+                dst: "918044556677",
+                dcontext: "from-trunk",
+                clid: "\"Dana\" <+14155552671>",
+                channel: "PJSIP/airtel-00000007",
+                dstchannel: "PJSIP/101-00000009",
+                lastapp: "Queue",
+                lastdata: "sales,r,,,30",
+                start: t3,
+                answer: Some(t3 + s(12)),
+                end: t3 + s(70),
+                disposition: "ANSWERED",
+                uniqueid: &q,
+            },
+            Row {
+                src: "+14155552671",
+                dst: "918044556677",
+                dcontext: "from-trunk",
+                clid: "\"Dana\" <+14155552671>",
+                channel: "PJSIP/airtel-00000007",
+                dstchannel: "",
+                lastapp: "Hangup",
+                lastdata: "",
+                start: t3 + s(70),
+                answer: Some(t3 + s(70)),
+                end: t3 + s(70),
+                disposition: "ANSWERED",
+                uniqueid: &q,
+            },
+        ]
+        .map(|r| r.line())
+        .concat(),
+    )
+    .await?;
+    pause().await;
+
+    println!(
+        "PBX simulator: inbound call answered only by the IVR, caller hangs up (Missed: no agent answered)"
+    );
+    let t4 = base + s(80);
+    append(
+        &path,
+        &Row {
+            src: "+919611700000",
+            dst: "918044556677",
+            dcontext: "from-trunk",
+            clid: "\"\" <+919611700000>",
+            channel: "PJSIP/airtel-0000000a",
+            dstchannel: "",
+            lastapp: "BackGround",
+            lastdata: "main-menu",
+            start: t4,
+            answer: Some(t4),
+            end: t4 + s(9),
+            disposition: "ANSWERED",
+            uniqueid: &uid(10),
+        }
+        .line(),
+    )
+    .await?;
+
+    println!("PBX simulator: agent 100 calls agent 101 (internal: not posted)\n");
+    let t5 = base + s(90);
+    append(
+        &path,
+        &Row {
+            src: "100",
+            dst: "101",
+            dcontext: "from-internal",
+            clid: "\"Asha\" <100>",
+            channel: "PJSIP/100-0000000b",
+            dstchannel: "PJSIP/101-0000000c",
+            lastapp: "Dial",
+            lastdata: "PJSIP/101,30",
+            start: t5,
+            answer: Some(t5 + s(2)),
+            end: t5 + s(30),
+            disposition: "ANSWERED",
+            uniqueid: &uid(11),
+        }
+        .line(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,546 @@
+//! Delivers outbox rows to a CRM endpoint: rate limit, endpoint-wide backoff, and the
+//! state transitions pending → delivered | dead.
+//!
+//! What a response *means* (retry, reject, pause, success) is decided by the CRM client
+//! ([`SendOutcome`]); how long to wait after a failure is decided here ([`Backoff`]).
+//! While an endpoint fails, the whole endpoint backs off, not each row; a failed row goes
+//! behind the rows due now, so one row the CRM keeps refusing never blocks the rest.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::{Quota, RateLimiter as Governor};
+use rand::Rng;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::store::{OutboxRow, Store, StoreError, now_ms};
+
+/// What one delivery attempt came to, as classified by the CRM client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The CRM accepted the row.
+    Delivered {
+        /// HTTP status.
+        status: u16,
+        /// The response body (kept for audits).
+        response: String,
+    },
+    /// A transient failure (408, 429, 5xx, timeout, connection error): try again later.
+    Retry {
+        /// HTTP status, None for transport errors.
+        status: Option<u16>,
+        /// What happened.
+        reason: String,
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The CRM refused this row for good (400, 422, a 200 whose body says `"Status":"Error"`).
+    Reject {
+        /// HTTP status.
+        status: u16,
+        /// Why, with the response body.
+        reason: String,
+    },
+    /// The CRM refused our credentials or URL (401, 403, 404): pause, lose nothing.
+    Pause {
+        /// HTTP status.
+        status: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Sends one outbox row to the CRM.
+pub trait Sender: Send + Sync + 'static {
+    /// Sends and classifies the answer. Never panics on a bad answer.
+    fn send(&self, row: &OutboxRow) -> impl Future<Output = SendOutcome> + Send;
+}
+
+/// Exponential backoff with full jitter: the n-th consecutive failure waits a uniformly
+/// random time in `[0, min(cap, initial · 2ⁿ⁻¹)]`, and never less than a `Retry-After`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// Ceiling of the first wait.
+    pub initial: Duration,
+    /// Ceiling of every wait.
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// The ceiling of the wait after `failures` consecutive failures (≥ 1).
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        self.initial.saturating_mul(1u32 << doublings).min(self.cap)
+    }
+
+    /// The wait after `failures` consecutive failures, given a server's `Retry-After`.
+    pub fn delay(
+        &self,
+        failures: u32,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Duration {
+        let ceiling = self.ceiling(failures);
+        let jittered = Duration::from_secs_f64(rng.random::<f64>() * ceiling.as_secs_f64());
+        match retry_after {
+            Some(after) => jittered.max(after),
+            None => jittered,
+        }
+    }
+}
+
+/// A clock for the rate limiter that follows tokio's clock, so paused-time tests hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> Self::Instant {
+        Instant::now().into_std()
+    }
+}
+
+/// Client-side rate limit shared by everything that calls one CRM (GCRA, via `governor`).
+pub struct RateLimiter {
+    inner: Governor<
+        governor::state::NotKeyed,
+        governor::state::InMemoryState,
+        TokioClock,
+        governor::middleware::NoOpMiddleware<std::time::Instant>,
+    >,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RateLimiter")
+    }
+}
+
+impl RateLimiter {
+    /// At most `requests` in any sliding window of `period`, bursts included.
+    ///
+    /// GCRA admits `burst + window / interval` requests in any window, so a burst of a
+    /// fifth of the quota is allowed and the rest is spread evenly over the period.
+    pub fn new(requests: u32, period: Duration) -> Self {
+        let requests = requests.max(1);
+        let burst = (requests / 5).max(1);
+        let steady = (requests - burst).max(1);
+        let interval = (period / steady).max(Duration::from_micros(1));
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(interval)
+            .unwrap_or_else(|| Quota::per_second(burst))
+            .allow_burst(burst);
+        Self {
+            inner: Governor::direct_with_clock(quota, TokioClock),
+        }
+    }
+
+    /// Waits until one more request is allowed, and takes it.
+    pub async fn acquire(&self) {
+        loop {
+            match self.inner.check() {
+                Ok(()) => return,
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(TokioClock.now());
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Settings of one delivery worker.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Which outbox rows (kind) this worker delivers.
+    pub kind: &'static str,
+    /// Endpoint name used in the store's endpoint state and logs.
+    pub endpoint: &'static str,
+    /// Backoff after transient failures.
+    pub backoff: Backoff,
+    /// Pause after 401/403/404.
+    pub pause: Duration,
+    /// How often to look for due rows when nothing wakes the worker.
+    pub idle_poll: Duration,
+}
+
+/// Counts what the worker did, for logs, tests and metrics.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Rows delivered.
+    pub delivered: std::sync::atomic::AtomicU64,
+    /// Attempts that will be retried.
+    pub retried: std::sync::atomic::AtomicU64,
+    /// Rows dead-lettered.
+    pub dead: std::sync::atomic::AtomicU64,
+    /// Pauses after 401/403/404.
+    pub paused: std::sync::atomic::AtomicU64,
+}
+
+/// Delivers the rows of one kind to one endpoint until shut down.
+pub struct DeliveryWorker<S: Sender> {
+    store: Arc<Store>,
+    sender: S,
+    settings: DeliverySettings,
+    limiter: Arc<RateLimiter>,
+    wake: Arc<Notify>,
+    stats: Arc<DeliveryStats>,
+    consecutive_failures: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl<S: Sender> DeliveryWorker<S> {
+    /// A worker; `wake` is notified whenever new rows are enqueued.
+    pub fn new(
+        store: Arc<Store>,
+        sender: S,
+        settings: DeliverySettings,
+        limiter: Arc<RateLimiter>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            sender,
+            settings,
+            limiter,
+            wake,
+            stats: Arc::default(),
+            consecutive_failures: 0,
+            blocked_until: None,
+        }
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> Arc<DeliveryStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` becomes true. A request in flight is finished first.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
+        while !*shutdown.borrow() {
+            if let Some(until) = self.blocked_until {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.changed() => continue,
+                }
+                self.blocked_until = None;
+            }
+            let Some(row) = self.store.next_due(self.settings.kind, now_ms())? else {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.idle_poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            };
+            self.limiter.acquire().await;
+            let outcome = self.sender.send(&row).await;
+            self.record(&row, outcome)?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, row: &OutboxRow, outcome: SendOutcome) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let endpoint = self.settings.endpoint;
+        match outcome {
+            SendOutcome::Delivered { status, response } => {
+                self.consecutive_failures = 0;
+                self.store
+                    .mark_delivered(row.id, endpoint, status, &response)?;
+                self.stats.delivered.fetch_add(1, Relaxed);
+                tracing::info!(
+                    endpoint,
+                    call_id = %row.call_id,
+                    status,
+                    attempts = row.attempts + 1,
+                    "delivered"
+                );
+            }
+            SendOutcome::Retry {
+                status,
+                reason,
+                retry_after,
+            } => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                let delay = self.settings.backoff.delay(
+                    self.consecutive_failures,
+                    retry_after,
+                    &mut rand::rng(),
+                );
+                self.blocked_until = Some(Instant::now() + delay);
+                self.store.mark_retry(row.id, endpoint, status, &reason)?;
+                self.stats.retried.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    endpoint,
+                    call_id = %row.call_id,
+                    status,
+                    failures = self.consecutive_failures,
+                    delay_ms = delay.as_millis() as u64,
+                    "delivery failed, endpoint backs off: {reason}"
+                );
+            }
+            SendOutcome::Reject { status, reason } => {
+                // The endpoint answered; it is up. Only this row is bad.
+                self.consecutive_failures = 0;
+                self.store
+                    .mark_dead(row.id, endpoint, Some(status), &reason)?;
+                self.stats.dead.fetch_add(1, Relaxed);
+                tracing::error!(
+                    endpoint,
+                    call_id = %row.call_id,
+                    status,
+                    "CRM rejected the call log; moved to dead letters \
+                     (see `pbxlink dead-letter list`): {reason}"
+                );
+            }
+            SendOutcome::Pause { status, reason } => {
+                let pause = self.settings.pause;
+                self.blocked_until = Some(Instant::now() + pause);
+                let until = now_ms() + pause.as_millis() as i64;
+                self.store.mark_paused(endpoint, &reason, until)?;
+                self.stats.paused.fetch_add(1, Relaxed);
+                tracing::error!(
+                    endpoint,
+                    status,
+                    pause_s = pause.as_secs(),
+                    "DELIVERY PAUSED: the CRM refused pbxlink's credentials or URL; \
+                     nothing is dropped, check [leadsquared] keys and URLs: {reason}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, relative to now.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::outbox::store::{KIND_CALL_LOG, NewOutboxRow};
+    use std::sync::Mutex;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_full_jitter() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            cap: Duration::from_secs(300),
+        };
+        assert_eq!(b.ceiling(1), Duration::from_secs(1));
+        assert_eq!(b.ceiling(2), Duration::from_secs(2));
+        assert_eq!(b.ceiling(9), Duration::from_secs(256));
+        assert_eq!(b.ceiling(10), Duration::from_secs(300));
+        assert_eq!(b.ceiling(1000), Duration::from_secs(300));
+        let mut rng = rand::rng();
+        for failures in 1..40 {
+            let d = b.delay(failures, None, &mut rng);
+            assert!(d <= b.ceiling(failures));
+        }
+        assert!(b.delay(1, Some(Duration::from_secs(30)), &mut rng) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let parsed = parse_retry_after(&httpdate::fmt_http_date(later)).expect("date");
+        assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    /// A sender that plays a script of outcomes and records when (tokio time) each call came.
+    #[derive(Clone)]
+    struct Scripted {
+        script: Arc<Mutex<Vec<SendOutcome>>>,
+        calls: Arc<Mutex<Vec<(Instant, String)>>>,
+    }
+
+    impl Sender for Scripted {
+        async fn send(&self, row: &OutboxRow) -> SendOutcome {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push((Instant::now(), row.call_id.clone()));
+            let mut script = self.script.lock().expect("lock");
+            if script.is_empty() {
+                SendOutcome::Delivered {
+                    status: 200,
+                    response: "{}".into(),
+                }
+            } else {
+                script.remove(0)
+            }
+        }
+    }
+
+    fn setup(
+        outcomes: Vec<SendOutcome>,
+        calls: &[&str],
+    ) -> (
+        tempfile::TempDir,
+        Arc<Store>,
+        Scripted,
+        DeliveryWorker<Scripted>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("open"));
+        let rows: Vec<NewOutboxRow> = calls
+            .iter()
+            .map(|c| NewOutboxRow {
+                kind: KIND_CALL_LOG,
+                idempotency_key: format!("call_log:{c}"),
+                call_id: (*c).into(),
+                source: "t".into(),
+                body: "{}".into(),
+                raw: String::new(),
+            })
+            .collect();
+        store.enqueue(&rows, &[], &[]).expect("enqueue");
+        let sender = Scripted {
+            script: Arc::new(Mutex::new(outcomes)),
+            calls: Arc::default(),
+        };
+        let worker = DeliveryWorker::new(
+            store.clone(),
+            sender.clone(),
+            DeliverySettings {
+                kind: KIND_CALL_LOG,
+                endpoint: "call_log",
+                backoff: Backoff {
+                    initial: Duration::from_secs(1),
+                    cap: Duration::from_secs(300),
+                },
+                pause: Duration::from_secs(60),
+                idle_poll: Duration::from_millis(100),
+            },
+            Arc::new(RateLimiter::new(25, Duration::from_secs(5))),
+            Arc::new(Notify::new()),
+        );
+        (dir, store, sender, worker)
+    }
+
+    async fn run_for(worker: DeliveryWorker<Scripted>, time: Duration) {
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(worker.run(rx));
+        tokio::time::sleep(time).await;
+        tx.send(true).expect("stop");
+        task.await.expect("join").expect("run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_for_the_whole_endpoint() {
+        let (_d, store, sender, worker) = setup(
+            vec![SendOutcome::Retry {
+                status: Some(429),
+                reason: "rate limited".into(),
+                retry_after: Some(Duration::from_secs(30)),
+            }],
+            &["a", "b"],
+        );
+        let start = Instant::now();
+        run_for(worker, Duration::from_secs(120)).await;
+        let calls = sender.calls.lock().expect("lock").clone();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert_eq!(calls[0].1, "a");
+        // No request of any row before the Retry-After deadline.
+        assert!(calls[1].0 - start >= Duration::from_secs(30), "{calls:?}");
+        assert_eq!(store.status().expect("status").delivered, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_row_is_dead_lettered_and_the_rest_flow() {
+        let (_d, store, sender, worker) = setup(
+            vec![SendOutcome::Reject {
+                status: 400,
+                reason: "CallDuration missing".into(),
+            }],
+            &["bad", "good1", "good2"],
+        );
+        run_for(worker, Duration::from_secs(5)).await;
+        assert_eq!(sender.calls.lock().expect("lock").len(), 3);
+        let status = store.status().expect("status");
+        assert_eq!((status.delivered, status.dead), (2, 1));
+        let dead = store.dead_letters().expect("list");
+        assert_eq!(dead[0].call_id, "bad");
+        assert_eq!(dead[0].last_status, Some(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_backs_off_exponentially_and_loses_nothing() {
+        let failures: Vec<SendOutcome> = (0..8)
+            .map(|_| SendOutcome::Retry {
+                status: Some(503),
+                reason: "down".into(),
+                retry_after: None,
+            })
+            .collect();
+        let (_d, store, sender, worker) = setup(failures, &["a", "b", "c"]);
+        run_for(worker, Duration::from_secs(1200)).await;
+        let calls = sender.calls.lock().expect("lock").clone();
+        assert_eq!(calls.len(), 8 + 3);
+        // Attempt n+1 comes no later than the backoff ceiling after attempt n.
+        for (n, pair) in calls.windows(2).take(8).enumerate() {
+            let gap = pair[1].0 - pair[0].0;
+            let ceiling = Duration::from_secs(1 << n).min(Duration::from_secs(300));
+            assert!(
+                gap <= ceiling + Duration::from_millis(1),
+                "gap {n}: {gap:?}"
+            );
+        }
+        assert_eq!(store.status().expect("status").delivered, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auth_failure_pauses_without_losing_rows() {
+        let (_d, store, sender, worker) = setup(
+            vec![SendOutcome::Pause {
+                status: 401,
+                reason: "bad keys".into(),
+            }],
+            &["a"],
+        );
+        let start = Instant::now();
+        run_for(worker, Duration::from_secs(90)).await;
+        let calls = sender.calls.lock().expect("lock").clone();
+        assert_eq!(calls.len(), 2);
+        assert!(calls[1].0 - start >= Duration::from_secs(60));
+        let status = store.status().expect("status");
+        assert_eq!((status.delivered, status.dead), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_holds_25_per_5_seconds() {
+        let keys: Vec<String> = (0..60).map(|i| format!("c{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let (_d, _store, sender, worker) = setup(vec![], &refs);
+        let start = Instant::now();
+        run_for(worker, Duration::from_secs(20)).await;
+        let calls = sender.calls.lock().expect("lock").clone();
+        assert_eq!(calls.len(), 60);
+        // No sliding 5 s window holds more than 25 requests.
+        for window in calls.windows(26) {
+            assert!(window[25].0 - window[0].0 >= Duration::from_secs(5));
+        }
+        // A short burst goes out at once.
+        assert!(calls[4].0 - start < Duration::from_millis(10));
+    }
+}

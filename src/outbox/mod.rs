@@ -1,0 +1,8 @@
+//! The durable outbox: every record is stored in SQLite before any network call, then
+//! delivered with retries until the CRM takes it or refuses it for good.
+
+pub mod delivery;
+pub mod store;
+
+pub use delivery::{Backoff, DeliverySettings, DeliveryWorker, RateLimiter, SendOutcome, Sender};
+pub use store::{KIND_CALL_LOG, NewOutboxRow, OutboxRow, StatusReport, Store, StoreError};

@@ -1,0 +1,1 @@
+//! Tests of grouping and classification on rows real Asterisk 22 wrote.
