@@ -353,12 +353,17 @@ impl FileTailer {
     /// Reads what is available now, without waiting for data. Returns `Ok(None)` when there
     /// is nothing new and no event to report (including while the path does not exist), and
     /// otherwise one [`Batch`] of at most about `max_batch_bytes`: call again until it returns
-    /// `Ok(None)` to drain a backlog. On error (with the path in its message) nothing is lost:
-    /// the next call retries.
+    /// `Ok(None)` to drain a backlog.
     ///
     /// After the path was seen to name a new file, the old file is read to its end on at least
     /// one more call before reading moves to the new file, so a writer that opened the old file
     /// just before the rename is not cut off.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors from opening, `stat`ing or reading the file or listing its directory, with
+    /// the path in the message. Nothing is lost or skipped: the next call retries from the same
+    /// place, and events already produced are delivered then.
     pub fn poll(&mut self) -> io::Result<Option<Batch>> {
         let mut events = std::mem::take(&mut self.pending);
         let res = self.poll_inner(&mut events);

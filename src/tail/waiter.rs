@@ -154,3 +154,35 @@ fn classify(ev: &Event, dir: &Path, name: &OsString) -> Option<Wake> {
     }
     wake
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, ModifyKind, RemoveKind};
+
+    fn ev(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn only_the_file_and_its_rotations_wake() {
+        let dir = Path::new("/cdr");
+        let name = OsString::from("Master.csv");
+        let modify = EventKind::Modify(ModifyKind::Any);
+        let c = |e: &Event| classify(e, dir, &name);
+        assert_eq!(c(&ev(modify, "/cdr/Master.csv")), Some(Wake::Changed));
+        assert_eq!(
+            c(&ev(
+                EventKind::Create(CreateKind::File),
+                "/cdr/Master.csv.1"
+            )),
+            Some(Wake::Changed)
+        );
+        assert_eq!(c(&ev(modify, "/cdr/acct42.csv")), None);
+        assert_eq!(c(&Event::new(modify)), Some(Wake::Changed));
+        assert_eq!(
+            c(&ev(EventKind::Remove(RemoveKind::Folder), "/cdr")),
+            Some(Wake::WatchLost)
+        );
+    }
+}
