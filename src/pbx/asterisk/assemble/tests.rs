@@ -248,17 +248,9 @@ fn settle_time_holds_then_releases() {
     assert_eq!(asm.take_settled(15_000).len(), 1);
 }
 
-fn pjsip(
-    src: &str,
-    dst: &str,
-    ctx: &str,
-    chan: &str,
-    dstchan: &str,
-    app: &str,
-    disp: &str,
-    billsec: u32,
-    uid: &str,
-) -> String {
+/// One PJSIP-trunk row: `[src, dst, dcontext, channel, dstchannel, lastapp, disposition, uniqueid]`.
+fn pjsip(f: [&str; 8], billsec: u32) -> String {
+    let [src, dst, ctx, chan, dstchan, app, disp, uid] = f;
     let answer = if billsec > 0 {
         "\"2026-01-01 10:00:05\""
     } else {
@@ -273,37 +265,43 @@ fn pjsip(
 fn pjsip_trunk_queue_call_and_internal_call() {
     let rows = [
         pjsip(
-            "+919611795983",
-            "918044556677",
-            "from-trunk",
-            "PJSIP/airtel-00000001",
-            "PJSIP/100-00000002",
-            "Queue",
-            "NO ANSWER",
+            [
+                "+919611795983",
+                "918044556677",
+                "from-trunk",
+                "PJSIP/airtel-00000001",
+                "PJSIP/100-00000002",
+                "Queue",
+                "NO ANSWER",
+                "1.1",
+            ],
             0,
-            "1.1",
         ),
         pjsip(
-            "+919611795983",
-            "918044556677",
-            "from-trunk",
-            "PJSIP/airtel-00000001",
-            "PJSIP/101-00000003",
-            "Queue",
-            "ANSWERED",
+            [
+                "+919611795983",
+                "918044556677",
+                "from-trunk",
+                "PJSIP/airtel-00000001",
+                "PJSIP/101-00000003",
+                "Queue",
+                "ANSWERED",
+                "1.1",
+            ],
             55,
-            "1.1",
         ),
         pjsip(
-            "100",
-            "101",
-            "from-internal",
-            "PJSIP/100-00000009",
-            "PJSIP/101-0000000a",
-            "Dial",
-            "ANSWERED",
+            [
+                "100",
+                "101",
+                "from-internal",
+                "PJSIP/100-00000009",
+                "PJSIP/101-0000000a",
+                "Dial",
+                "ANSWERED",
+                "1.9",
+            ],
             55,
-            "1.9",
         ),
     ]
     .join("\n");

@@ -1,0 +1,254 @@
+//! Shared helpers of the integration tests: a pbxlink daemon as a real subprocess, a CDR
+//! writer that appends lines like Asterisk, and the local LeadSquared stand-in.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
+use serde_json::Value;
+
+/// A test's world: a temp dir with the CDR file, the store and the config.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub cdr: PathBuf,
+    pub config: PathBuf,
+    pub standin: StandIn,
+}
+
+pub const URL_KEY: &str = "test-connector-key";
+
+impl World {
+    /// A stand-in and a config pointing at it, with fast retries and a short settle time.
+    pub async fn new(reject_call_ids: Vec<String>) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let standin = StandIn::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Expectations {
+                url_key: URL_KEY.into(),
+                access_keys: Some(("ak".into(), "sk".into())),
+                reject_call_ids,
+            },
+        )
+        .await
+        .expect("stand-in");
+        let cdr = dir.path().join("Master.csv");
+        let config = dir.path().join("pbxlink.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[store]
+path = {store:?}
+synchronous = "normal"
+[leadsquared]
+call_log_url = {url:?}
+access_key = "ak"
+secret_key = "sk"
+default_country_code = "91"
+request_timeout_ms = 2000
+retry_initial_ms = 100
+retry_max_ms = 1000
+auth_failure_pause_ms = 1000
+rate_limit_requests = 500
+rate_limit_period_ms = 1000
+[[virtual_numbers]]
+number = "+918044556677"
+tag = "sales"
+[[agents]]
+extension = "100"
+phone = "+919876500100"
+[asterisk]
+cdr_csv = {cdr:?}
+settle_ms = 300
+poll_interval_ms = 100
+"#,
+                store = dir.path().join("pbxlink.db"),
+                url = standin.call_log_url(),
+                cdr = cdr,
+            ),
+        )
+        .expect("config");
+        World {
+            dir,
+            cdr,
+            config,
+            standin,
+        }
+    }
+
+    /// Starts `pbxlink run` with this world's config.
+    pub fn start_daemon(&self) -> Daemon {
+        let log = self.dir.path().join(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn pbxlink");
+        Daemon { child, log }
+    }
+
+    /// Appends text to the CDR file the way Asterisk does: open, append, close.
+    pub fn append(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.cdr)
+            .expect("open CDR file");
+        f.write_all(text.as_bytes()).expect("append");
+    }
+
+    /// Runs a pbxlink subcommand with this world's config; returns (exit ok, stdout).
+    pub fn pbxlink(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run pbxlink");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// `pbxlink status --json`.
+    pub fn status(&self) -> Value {
+        let (ok, out) = self.pbxlink(&["status", "--json"]);
+        assert!(ok, "status failed: {out}");
+        serde_json::from_str(&out).expect("status JSON")
+    }
+
+    /// A counter from `status`.
+    pub fn counter(&self, name: &str) -> i64 {
+        self.status()["counters"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c[0] == name).and_then(|c| c[1].as_i64()))
+            .unwrap_or(0)
+    }
+
+    /// Polls `cond` every 50 ms until it holds; on timeout the panic shows the outbox
+    /// status and what the stand-in received, so a failure explains itself.
+    pub async fn wait_for(&self, limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond() {
+            if Instant::now() >= deadline {
+                let received: Vec<(u16, Option<String>)> = self
+                    .standin
+                    .received()
+                    .into_iter()
+                    .map(|r| (r.status, r.problem))
+                    .collect();
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\nstatus: {}\nstand-in saw {} request(s): {:?}",
+                    self.status(),
+                    received.len(),
+                    &received[received.len().saturating_sub(10)..]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Accepted call logs counted by CallSessionId.
+    pub fn accepted_by_id(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for body in self.standin.accepted_call_logs() {
+            let id = body["CallSessionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// A running `pbxlink run`; killed (SIGKILL) on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "daemon exited with {status}: {}",
+                    self.log_tail()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not stop on SIGTERM: {}", self.log_tail());
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One inbound call from a lead over a PJSIP trunk, answered by agent 100: one CDR row
+/// (cdr_csv, 18 columns). `n` makes the channels and the uniqueid unique.
+pub fn inbound_call(n: u32) -> String {
+    let start = chrono::Utc::now() - chrono::Duration::seconds(120);
+    let t = |s: i64| {
+        (start + chrono::Duration::seconds(s))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    format!(
+        r#""","+9196117{n:05}","918044556677","from-trunk","""Lead {n}"" <+9196117{n:05}>","PJSIP/airtel-{n:08x}","PJSIP/100-{m:08x}","Dial","PJSIP/100,30","{s}","{a}","{e}",60,55,"ANSWERED","DOCUMENTATION","1700000000.{n}",""
+"#,
+        m = n + 0x100000,
+        s = t(0),
+        a = t(5),
+        e = t(60),
+    )
+}
+
+/// The CallSessionId of `inbound_call(n)`.
+pub fn call_id(n: u32) -> String {
+    format!("1700000000.{n}")
+}
+
+/// Path helper for tests that need another file next to the CDR file.
+pub fn sibling(path: &Path, name: &str) -> PathBuf {
+    path.with_file_name(name)
+}
