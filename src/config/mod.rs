@@ -603,6 +603,12 @@ cdr_csv = "/var/log/asterisk/cdr-csv/Master.csv"
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let c = Config::parse(include_str!("../../examples/pbxlink.toml")).expect("parses");
+        assert_eq!(c.problems(), vec![]);
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let text = MINIMAL.replace("[store]", "[store]\npathh = 1");
         let err = Config::parse(&text).expect_err("unknown key");
