@@ -228,6 +228,80 @@ pub struct AsteriskConfig {
     /// URL of a recording, built from the CDR's `recordingfile` column:
     /// `{file}`, `{uniqueid}`, `{linkedid}`, `{year}`, `{month}`, `{day}` are replaced.
     pub recording_url_template: Option<String>,
+    /// `[asterisk.ami]`: the Manager Interface connection, for the live features.
+    pub ami: Option<AmiSettings>,
+}
+
+/// `[asterisk.ami]`: how to reach the Asterisk Manager Interface.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmiSettings {
+    /// Host of the AMI.
+    pub host: String,
+    /// TCP port of the AMI.
+    pub port: u16,
+    /// manager.conf user.
+    pub username: String,
+    /// Its secret (or `secret_file`).
+    pub secret: Option<String>,
+    /// File holding the secret (first line).
+    pub secret_file: Option<PathBuf>,
+    /// Server-side event filter: only these events are sent to pbxlink.
+    pub events: Vec<String>,
+}
+
+impl Default for AmiSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5038,
+            username: String::new(),
+            secret: None,
+            secret_file: None,
+            events: [
+                "Newchannel",
+                "Newstate",
+                "DialBegin",
+                "DialEnd",
+                "BridgeEnter",
+                "BridgeLeave",
+                "Hangup",
+                "QueueCallerJoin",
+                "AgentCalled",
+                "AgentConnect",
+                "AgentComplete",
+                "AgentRingNoAnswer",
+                "QueueMemberPause",
+                "VarSet",
+                "OriginateResponse",
+                "FullyBooted",
+                "Shutdown",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl AmiSettings {
+    /// The secret: inline, else from `secret_file`.
+    pub fn resolve_secret(&self) -> Result<String, ConfigProblem> {
+        match (&self.secret, &self.secret_file) {
+            (Some(s), None) => Ok(s.clone()),
+            (None, Some(f)) => read_secret_file(f).map_err(|message| ConfigProblem {
+                key: "asterisk.ami.secret_file".into(),
+                message,
+            }),
+            (Some(_), Some(_)) => Err(ConfigProblem {
+                key: "asterisk.ami.secret".into(),
+                message: "set either secret or secret_file, not both".into(),
+            }),
+            (None, None) => Err(ConfigProblem {
+                key: "asterisk.ami.secret".into(),
+                message: "is required (or secret_file)".into(),
+            }),
+        }
+    }
 }
 
 impl Default for AsteriskConfig {
@@ -252,6 +326,7 @@ impl Default for AsteriskConfig {
             outbound_dial_prefix: String::new(),
             voicemail_apps: vec!["VoiceMail".into()],
             recording_url_template: None,
+            ami: None,
         }
     }
 }
@@ -358,6 +433,7 @@ impl Config {
     /// Every problem with the values, each with its key. Empty means valid.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
+        let mut problems_ami = Vec::new();
         let mut problem = |key: &str, message: String| {
             problems.push(ConfigProblem {
                 key: key.to_owned(),
@@ -498,6 +574,14 @@ impl Config {
                         "must be between 1 and 1000".into(),
                     );
                 }
+                if let Some(ami) = &ast.ami {
+                    if ami.username.is_empty() {
+                        problem("asterisk.ami.username", "is required".into());
+                    }
+                    if let Err(p) = ami.resolve_secret() {
+                        problems_ami.push(p);
+                    }
+                }
                 if let (Some(number), Some(n)) = (&ast.outbound_display_number, &normalizer) {
                     if n.normalize(number).is_none() {
                         problem(
@@ -508,6 +592,7 @@ impl Config {
                 }
             }
         }
+        problems.extend(problems_ami);
         problems
     }
 
