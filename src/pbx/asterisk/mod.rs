@@ -2,6 +2,7 @@
 
 pub mod assemble;
 pub mod cdr;
+pub mod tracker;
 
 use std::path::PathBuf;
 use std::sync::Arc;

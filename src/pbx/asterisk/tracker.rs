@@ -1,0 +1,434 @@
+//! Follows live calls from AMI events, keyed by `Linkedid` (one id for the whole call).
+//!
+//! It turns events into two things: an agent popup when an inbound call from outside starts
+//! ringing an agent (`DialBegin` towards an agent's channel, or `AgentCalled` for a queue
+//! member; every ringing agent of a ring-all queue, once each), and, when the last channel of
+//! a call hangs up, the finished [`CallRecord`] (used when `call_log_source = "ami"`).
+//! The `CallSessionId` of both is the Linkedid, the same id the CDR path uses, so a call
+//! seen by both paths is delivered once.
+//!
+//! The tracker is bounded: calls silent for longer than the maximum call length are
+//! expired, and beyond `max_calls` the oldest are dropped. After an AMI reconnect it is
+//! cleared and rebuilt from `CoreShowChannel` events.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use super::assemble::channel_extension;
+use crate::call::{AgentInfo, CallRecord, Direction, Directory, Number, Outcome};
+
+/// Read access to one AMI event's headers (first value of a repeated key, like Asterisk).
+pub trait EventFields {
+    /// The value of `key`, if present.
+    fn field(&self, key: &str) -> Option<&str>;
+}
+
+impl EventFields for HashMap<String, String> {
+    fn field(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+/// An agent popup to send now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PopupRequest {
+    /// The call's Linkedid, later the call log's CallSessionId.
+    pub call_id: String,
+    /// The caller.
+    pub lead_number: Number,
+    /// The ringing agent's extension.
+    pub agent_extension: String,
+    /// The agent, when configured.
+    pub agent: Option<AgentInfo>,
+    /// The virtual number the call came in on.
+    pub display_number: Option<Number>,
+    /// Its tag.
+    pub tag: Option<String>,
+    /// When the event arrived (ms on the caller's monotonic clock), for the popup's TTL.
+    pub event_at_ms: i64,
+}
+
+/// What handling an event produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackerOutput {
+    /// Post an agent popup.
+    Popup(PopupRequest),
+    /// A call ended; `None` for calls the CRM is not told about (internal calls).
+    Ended(Option<CallRecord>),
+}
+
+/// Limits and rules of the tracker.
+#[derive(Debug, Clone)]
+pub struct TrackerSettings {
+    /// Contexts that receive outside calls.
+    pub inbound_contexts: Vec<String>,
+    /// At most this many calls are followed at once.
+    pub max_calls: usize,
+    /// A call silent for this long is dropped.
+    pub max_call_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Root {
+    channel: String,
+    caller_num: String,
+    caller_name: String,
+    exten: String,
+    context: String,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    started_at: DateTime<Utc>,
+    last_event_ms: i64,
+    root: Option<Root>,
+    /// Uniqueid → hung up yet.
+    channels: HashMap<String, bool>,
+    popped: HashSet<String>,
+    rung_agent: Option<String>,
+    answered: Option<(String, DateTime<Utc>)>,
+    dial_statuses: Vec<String>,
+    lead_id: Option<String>,
+}
+
+/// The live call table. See the module documentation.
+#[derive(Debug)]
+pub struct CallTracker {
+    directory: Directory,
+    settings: TrackerSettings,
+    calls: HashMap<String, Call>,
+    source: String,
+}
+
+impl CallTracker {
+    /// An empty tracker.
+    pub fn new(directory: Directory, settings: TrackerSettings) -> Self {
+        Self {
+            directory,
+            settings,
+            calls: HashMap::new(),
+            source: "asterisk-ami".into(),
+        }
+    }
+
+    /// Replaces the agent table and virtual numbers (config reload).
+    pub fn set_directory(&mut self, directory: Directory) {
+        self.directory = directory;
+    }
+
+    /// Calls followed now.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether no call is followed.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Forgets every call (the AMI connection was lost: events were missed).
+    pub fn clear(&mut self) {
+        self.calls.clear();
+    }
+
+    /// Handles one event that arrived at `now_ms` (monotonic ms) and `wall` time.
+    pub fn handle(
+        &mut self,
+        event: &impl EventFields,
+        now_ms: i64,
+        wall: DateTime<Utc>,
+    ) -> Vec<TrackerOutput> {
+        let Some(name) = event.field("Event") else {
+            return Vec::new();
+        };
+        let Some(linkedid) = event.field("Linkedid").filter(|l| !l.is_empty()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        match name {
+            "Newchannel" | "CoreShowChannel" => {
+                self.touch(linkedid, now_ms, wall);
+                self.add_channel(linkedid, event);
+            }
+            "DialBegin" | "AgentCalled" => {
+                self.touch(linkedid, now_ms, wall);
+                if let Some(popup) = self.ringing(linkedid, event, now_ms) {
+                    out.push(TrackerOutput::Popup(popup));
+                }
+            }
+            "DialEnd" => {
+                self.touch(linkedid, now_ms, wall);
+                let status = event.field("DialStatus").unwrap_or_default().to_owned();
+                let dest = event.field("DestChannel").unwrap_or_default();
+                let agent = self.agent_of(dest);
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    if status == "ANSWER" {
+                        if let (Some(ext), None) = (agent, &call.answered) {
+                            call.answered = Some((ext, wall));
+                        }
+                    }
+                    call.dial_statuses.push(status);
+                }
+            }
+            "AgentConnect" => {
+                self.touch(linkedid, now_ms, wall);
+                let dest = event.field("DestChannel").or(event.field("Interface"));
+                let agent = dest.and_then(|d| self.agent_of(d));
+                if let (Some(call), Some(ext)) = (self.calls.get_mut(linkedid), agent) {
+                    if call.answered.is_none() {
+                        call.answered = Some((ext, wall));
+                    }
+                }
+            }
+            "VarSet" => {
+                let is_lead = event
+                    .field("Variable")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("LEADID"));
+                if let (true, Some(call)) = (is_lead, self.calls.get_mut(linkedid)) {
+                    call.lead_id = event
+                        .field("Value")
+                        .map(str::to_owned)
+                        .filter(|v| !v.is_empty());
+                }
+            }
+            "Hangup" => {
+                let uniqueid = event.field("Uniqueid").unwrap_or_default();
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    call.last_event_ms = now_ms;
+                    if let Some(hung_up) = call.channels.get_mut(uniqueid) {
+                        *hung_up = true;
+                    }
+                    if call.channels.values().all(|hung_up| *hung_up) {
+                        if let Some(call) = self.calls.remove(linkedid) {
+                            out.push(TrackerOutput::Ended(self.record(linkedid, &call, wall)));
+                        }
+                    }
+                }
+            }
+            _ => {
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    call.last_event_ms = now_ms;
+                }
+            }
+        }
+        out
+    }
+
+    /// Drops calls silent for longer than the maximum call length; returns how many.
+    pub fn expire(&mut self, now_ms: i64) -> usize {
+        let before = self.calls.len();
+        let max = self.settings.max_call_ms;
+        self.calls
+            .retain(|_, c| now_ms.saturating_sub(c.last_event_ms) < max);
+        before - self.calls.len()
+    }
+
+    fn touch(&mut self, linkedid: &str, now_ms: i64, wall: DateTime<Utc>) {
+        if !self.calls.contains_key(linkedid) && self.calls.len() >= self.settings.max_calls {
+            if let Some(oldest) = self
+                .calls
+                .iter()
+                .min_by_key(|(_, c)| c.last_event_ms)
+                .map(|(k, _)| k.clone())
+            {
+                tracing::warn!(call_id = %oldest, "call table full; forgetting the oldest call");
+                self.calls.remove(&oldest);
+            }
+        }
+        let call = self
+            .calls
+            .entry(linkedid.to_owned())
+            .or_insert_with(|| Call {
+                started_at: wall,
+                last_event_ms: now_ms,
+                root: None,
+                channels: HashMap::new(),
+                popped: HashSet::new(),
+                rung_agent: None,
+                answered: None,
+                dial_statuses: Vec::new(),
+                lead_id: None,
+            });
+        call.last_event_ms = now_ms;
+    }
+
+    fn add_channel(&mut self, linkedid: &str, event: &impl EventFields) {
+        let Some(uniqueid) = event.field("Uniqueid") else {
+            return;
+        };
+        let channel = event.field("Channel").unwrap_or_default();
+        let Some(call) = self.calls.get_mut(linkedid) else {
+            return;
+        };
+        call.channels.entry(uniqueid.to_owned()).or_insert(false);
+        if uniqueid == linkedid && call.root.is_none() {
+            let text = |k: &str| event.field(k).unwrap_or_default().to_owned();
+            call.root = Some(Root {
+                channel: channel.to_owned(),
+                caller_num: text("CallerIDNum"),
+                caller_name: text("CallerIDName"),
+                exten: text("Exten"),
+                context: text("Context"),
+            });
+        }
+    }
+
+    /// The agent extension a channel belongs to, if it is a configured agent's.
+    fn agent_of(&self, channel: &str) -> Option<String> {
+        channel_extension(channel)
+            .filter(|e| self.directory.is_agent_extension(e))
+            .map(str::to_owned)
+    }
+
+    fn is_inbound(&self, root: &Root) -> bool {
+        let from_agent = channel_extension(&root.channel)
+            .is_some_and(|e| self.directory.is_agent_extension(e))
+            || self.directory.is_agent_extension(&root.caller_num);
+        !from_agent
+            && (self.directory.is_external(&root.caller_num)
+                || self.settings.inbound_contexts.contains(&root.context)
+                || self.directory.virtual_number(&root.exten).is_some())
+    }
+
+    fn ringing(
+        &mut self,
+        linkedid: &str,
+        event: &impl EventFields,
+        now_ms: i64,
+    ) -> Option<PopupRequest> {
+        let dest = event
+            .field("DestChannel")
+            .or_else(|| event.field("Interface"))
+            .unwrap_or_default();
+        let ext = self.agent_of(dest).or_else(|| {
+            event
+                .field("MemberName")
+                .filter(|m| self.directory.is_agent_extension(m))
+                .map(str::to_owned)
+        })?;
+        let inbound = {
+            let call = self.calls.get(linkedid)?;
+            call.root.as_ref().is_some_and(|r| self.is_inbound(r))
+        };
+        let call = self.calls.get_mut(linkedid)?;
+        if call.rung_agent.is_none() {
+            call.rung_agent = Some(ext.clone());
+        }
+        if !inbound || !call.popped.insert(ext.clone()) {
+            return None;
+        }
+        let root = call.root.clone()?;
+        let did = self.directory.virtual_number(&root.exten);
+        let (display, tag) = match did {
+            Some(v) => (Some(self.directory.number(&root.exten)), v.tag.clone()),
+            None => match self.directory.first_virtual_number() {
+                Some(v) => (
+                    Some(self.directory.number(&v.number.to_e164())),
+                    v.tag.clone(),
+                ),
+                None => (None, None),
+            },
+        };
+        Some(PopupRequest {
+            call_id: linkedid.to_owned(),
+            lead_number: self.directory.number(&root.caller_num),
+            agent: self.directory.agent(&ext).cloned(),
+            agent_extension: ext,
+            display_number: display,
+            tag,
+            event_at_ms: now_ms,
+        })
+    }
+
+    fn record(&self, linkedid: &str, call: &Call, end: DateTime<Utc>) -> Option<CallRecord> {
+        let root = call.root.as_ref()?;
+        let from_agent = channel_extension(&root.channel)
+            .filter(|e| self.directory.is_agent_extension(e))
+            .map(str::to_owned)
+            .or_else(|| {
+                self.directory
+                    .is_agent_extension(&root.caller_num)
+                    .then(|| root.caller_num.clone())
+            });
+        let (direction, lead, agent_ext) = match from_agent {
+            Some(agent) if self.directory.is_external(&root.exten) => {
+                (Direction::Outbound, root.exten.clone(), Some(agent))
+            }
+            Some(_) => return None,
+            None if self.is_inbound(root) => (
+                Direction::Inbound,
+                root.caller_num.clone(),
+                call.answered
+                    .as_ref()
+                    .map(|(e, _)| e.clone())
+                    .or_else(|| call.rung_agent.clone()),
+            ),
+            None => return None,
+        };
+        let answered_at = match direction {
+            Direction::Inbound => call.answered.as_ref().map(|(_, t)| *t),
+            Direction::Outbound => call.dial_statuses.iter().any(|s| s == "ANSWER").then(|| {
+                call.answered
+                    .as_ref()
+                    .map(|(_, t)| *t)
+                    .unwrap_or(call.started_at)
+            }),
+        };
+        let outcome = match answered_at {
+            Some(_) => Outcome::Answered,
+            None if !call.dial_statuses.is_empty()
+                && call.dial_statuses.iter().all(|s| s == "BUSY") =>
+            {
+                Outcome::Busy
+            }
+            None if call.dial_statuses.iter().any(|s| s == "CONGESTION") => Outcome::Congestion,
+            None if call.dial_statuses.iter().any(|s| s == "CHANUNAVAIL") => Outcome::Failed,
+            None => Outcome::NoAnswer,
+        };
+        let display = match direction {
+            Direction::Inbound => self
+                .directory
+                .virtual_number(&root.exten)
+                .map(|_| self.directory.number(&root.exten)),
+            Direction::Outbound => None,
+        }
+        .or_else(|| {
+            self.directory
+                .first_virtual_number()
+                .map(|v| self.directory.number(&v.number.to_e164()))
+        });
+        let tag = display
+            .as_ref()
+            .and_then(|d| self.directory.virtual_number(&d.raw))
+            .and_then(|v| v.tag.clone());
+        Some(CallRecord {
+            call_id: linkedid.to_owned(),
+            source: self.source.clone(),
+            direction,
+            outcome,
+            lead_number: self.directory.number(&lead),
+            agent: agent_ext
+                .as_deref()
+                .and_then(|e| self.directory.agent(e))
+                .cloned(),
+            agent_extension: agent_ext,
+            display_number: display,
+            tag,
+            start: call.started_at,
+            answer: answered_at,
+            end,
+            talk_seconds: answered_at
+                .map_or(0, |a| u64::try_from((end - a).num_seconds()).unwrap_or(0)),
+            caller_name: (direction == Direction::Inbound)
+                .then(|| root.caller_name.clone())
+                .filter(|n| !n.is_empty() && n != "<unknown>"),
+            recording_url: None,
+            lead_id: call.lead_id.clone(),
+            legs: call.channels.len() as u32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
