@@ -9,6 +9,7 @@ pub mod config;
 pub mod crm;
 pub mod daemon;
 pub mod demo;
+pub mod http;
 pub mod outbox;
 pub mod pbx;
 pub mod phone;

@@ -21,6 +21,9 @@ pub struct AgentInfo {
     pub email: Option<String>,
     /// Display name.
     pub name: Option<String>,
+    /// Queue member interface to unpause after a disposition.
+    #[serde(default)]
+    pub queue_interface: Option<String>,
 }
 
 /// A virtual number (DID) of the company.
@@ -56,6 +59,7 @@ impl Directory {
                         user_id: a.user_id.clone(),
                         email: a.email.clone(),
                         name: a.name.clone(),
+                        queue_interface: a.queue_interface.clone(),
                     },
                 )
             })
@@ -90,6 +94,32 @@ impl Directory {
     /// The agent with this extension.
     pub fn agent(&self, extension: &str) -> Option<&AgentInfo> {
         self.agents.get(extension)
+    }
+
+    /// The agent whose phone is this number (any form the normaliser understands).
+    pub fn agent_by_phone(&self, raw: &str) -> Option<&AgentInfo> {
+        let number = self.normalizer.normalize(raw)?;
+        self.agents.values().find(|a| a.phone.as_ref() == Some(&number))
+    }
+
+    /// The agent with this e-mail (case-insensitive).
+    pub fn agent_by_email(&self, email: &str) -> Option<&AgentInfo> {
+        let email = email.trim();
+        self.agents
+            .values()
+            .find(|a| a.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+    }
+
+    /// The agent with this LeadSquared user id.
+    pub fn agent_by_user_id(&self, user_id: &str) -> Option<&AgentInfo> {
+        self.agents
+            .values()
+            .find(|a| a.user_id.as_deref() == Some(user_id.trim()))
+    }
+
+    /// Normalises a raw number (None when it is not a phone number).
+    pub fn normalize(&self, raw: &str) -> Option<E164> {
+        self.normalizer.normalize(raw)
     }
 
     /// Whether this text is a configured agent extension.

@@ -34,6 +34,126 @@ pub struct Config {
     pub agents: Vec<Agent>,
     /// The Asterisk side; absent when no Asterisk is connected.
     pub asterisk: Option<AsteriskConfig>,
+    /// The HTTP API LeadSquared and the dialplan call; absent: no HTTP server.
+    pub http: Option<HttpConfig>,
+}
+
+/// `[http]`: the API for click to call, disposition, call routing, health and metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// Every endpoint but `/healthz` needs it (query `token=` or `Authorization: Bearer`).
+    pub token: Option<String>,
+    /// File holding the token (first line).
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain, for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key, for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Only these networks may call (CIDR); empty: any.
+    pub allow_from: Vec<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Requests per second allowed from one address (bursts of the same size).
+    pub requests_per_second: u32,
+    /// The word click to call answers when the PBX accepted the call.
+    pub response_keyword: String,
+    /// The same click to call repeated within this time does not ring twice.
+    pub click_to_call_dedupe_ms: u64,
+    /// `/route` answers within this time whatever the CRM does.
+    pub route_timeout_ms: u64,
+    /// What `/route` answers when the CRM does not name a known agent in time.
+    pub route_fallback: String,
+    /// How long a `/route` answer is cached per caller.
+    pub route_cache_ms: u64,
+    /// Parameter names of click to call and disposition.
+    pub params: ParamNames,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8478)),
+            token: None,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_from: Vec::new(),
+            max_body_bytes: 16 * 1024,
+            requests_per_second: 20,
+            response_keyword: "OK".into(),
+            click_to_call_dedupe_ms: 5_000,
+            route_timeout_ms: 1_500,
+            route_fallback: String::new(),
+            route_cache_ms: 60_000,
+            params: ParamNames::default(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The token: inline, else from `token_file`; None when neither is set.
+    pub fn resolve_token(&self) -> Result<Option<String>, ConfigProblem> {
+        match (&self.token, &self.token_file) {
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(f)) => read_secret_file(f)
+                .map(Some)
+                .map_err(|message| ConfigProblem {
+                    key: "http.token_file".into(),
+                    message,
+                }),
+            (Some(_), Some(_)) => Err(ConfigProblem {
+                key: "http.token".into(),
+                message: "set either token or token_file, not both".into(),
+            }),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// `[http.params]`: the names LeadSquared's mail-merge fields arrive under.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParamNames {
+    /// The virtual number to show the lead.
+    pub virtual_number: String,
+    /// The lead's id.
+    pub lead_id: String,
+    /// The lead's number without country code.
+    pub customer_number: String,
+    /// The lead's number with country code (preferred).
+    pub phone_with_country_code: String,
+    /// The agent's phone.
+    pub agent_number: String,
+    /// The agent's name.
+    pub agent_name: String,
+    /// The agent's e-mail.
+    pub agent_email: String,
+    /// Disposition: the call's id.
+    pub call_session_id: String,
+    /// Disposition: the value picked.
+    pub disposition_value: String,
+    /// Disposition: free-text notes.
+    pub notes: String,
+}
+
+impl Default for ParamNames {
+    fn default() -> Self {
+        Self {
+            virtual_number: "virtualNumber".into(),
+            lead_id: "leadId".into(),
+            customer_number: "customerNumber".into(),
+            phone_with_country_code: "PhoneNumberWithCountryCode".into(),
+            agent_number: "agentNumber".into(),
+            agent_name: "agentName".into(),
+            agent_email: "agentEmail".into(),
+            call_session_id: "callSessionId".into(),
+            disposition_value: "dispositionValue".into(),
+            notes: "notes".into(),
+        }
+    }
 }
 
 /// `[store]`: where the outbox lives and how long delivered rows are kept.
@@ -108,6 +228,8 @@ pub struct LeadSquaredConfig {
     pub call_duration_as_string: bool,
     /// The `Status` word sent for each call outcome.
     pub status: StatusNames,
+    /// An agent popup not delivered within this time is dropped (counted, logged).
+    pub popup_ttl_ms: u64,
 }
 
 impl Default for LeadSquaredConfig {
@@ -131,6 +253,7 @@ impl Default for LeadSquaredConfig {
             auth_failure_pause_ms: 300_000,
             call_duration_as_string: false,
             status: StatusNames::default(),
+            popup_ttl_ms: 30_000,
         }
     }
 }
@@ -195,6 +318,10 @@ pub struct Agent {
     /// LeadSquared user id, sent as `UserId`.
     #[serde(default)]
     pub user_id: Option<String>,
+    /// The agent's queue member interface (for unpausing after a disposition);
+    /// default: the originate agent channel, e.g. `PJSIP/100`.
+    #[serde(default)]
+    pub queue_interface: Option<String>,
 }
 
 /// `[asterisk]`: where and how Asterisk writes its CDRs, and how calls are classified.
@@ -230,6 +357,75 @@ pub struct AsteriskConfig {
     pub recording_url_template: Option<String>,
     /// `[asterisk.ami]`: the Manager Interface connection, for the live features.
     pub ami: Option<AmiSettings>,
+    /// Where call logs come from: the CDR file (`cdr`), AMI events (`ami`) or both
+    /// (the call's id keeps one delivery per call).
+    pub call_log_source: CallLogSource,
+    /// `[asterisk.originate]`: how click to call places calls.
+    pub originate: OriginateConfig,
+    /// After a disposition: `unpause` the agent's queue member, or `none`.
+    pub free_agent: FreeAgent,
+}
+
+/// Where call logs come from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CallLogSource {
+    /// The CDR file (`cdr_csv`).
+    Cdr,
+    /// Live AMI events.
+    Ami,
+    /// Both; one delivery per call.
+    Both,
+}
+
+/// What a disposition does on the PBX.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FreeAgent {
+    /// `QueuePause` with `Paused: false` on the agent's queue interface.
+    Unpause,
+    /// Nothing.
+    None,
+}
+
+/// `[asterisk.originate]`: click to call rings the agent first, then dials the lead.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginateConfig {
+    /// The agent's channel; `{extension}` is replaced, e.g. `PJSIP/{extension}`.
+    pub agent_channel: String,
+    /// The context the lead's number is dialled in.
+    pub context: String,
+    /// Prepended to the lead's number.
+    pub dial_prefix: String,
+    /// How the lead's number is written before the prefix: `e164`, `national`, `e164_digits`.
+    pub number_format: DialFormat,
+    /// How long the agent's phone rings.
+    pub timeout_ms: u64,
+}
+
+impl Default for OriginateConfig {
+    fn default() -> Self {
+        Self {
+            agent_channel: "PJSIP/{extension}".into(),
+            context: "from-internal".into(),
+            dial_prefix: String::new(),
+            number_format: DialFormat::E164,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+/// How the lead's number is dialled.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DialFormat {
+    /// `+919611795983`
+    E164,
+    /// `919611795983`
+    E164Digits,
+    /// `9611795983`
+    National,
 }
 
 /// `[asterisk.ami]`: how to reach the Asterisk Manager Interface.
@@ -327,6 +523,9 @@ impl Default for AsteriskConfig {
             voicemail_apps: vec!["VoiceMail".into()],
             recording_url_template: None,
             ami: None,
+            call_log_source: CallLogSource::Cdr,
+            originate: OriginateConfig::default(),
+            free_agent: FreeAgent::Unpause,
         }
     }
 }
@@ -542,7 +741,7 @@ impl Config {
                 "no PBX configured: add an [asterisk] table with cdr_csv".into(),
             ),
             Some(ast) => {
-                if ast.cdr_csv.is_none() {
+                if ast.cdr_csv.is_none() && ast.call_log_source != CallLogSource::Ami {
                     problem("asterisk.cdr_csv", "is required".into());
                 }
                 if ast.cdr_time_zone.parse::<chrono_tz::Tz>().is_err() {
@@ -590,6 +789,45 @@ impl Config {
                         );
                     }
                 }
+            }
+        }
+        if let Some(http) = &self.http {
+            if let Err(p) = http.resolve_token() {
+                problems_ami.push(p);
+            }
+            if http.tls_cert.is_some() != http.tls_key.is_some() {
+                problems_ami.push(ConfigProblem {
+                    key: "http.tls_cert".into(),
+                    message: "tls_cert and tls_key go together".into(),
+                });
+            }
+            for (i, net) in http.allow_from.iter().enumerate() {
+                if crate::http::auth::parse_cidr(net).is_none() {
+                    problems_ami.push(ConfigProblem {
+                        key: format!("http.allow_from[{i}]"),
+                        message: format!("{net:?} is not an address or CIDR network"),
+                    });
+                }
+            }
+            if http.response_keyword.is_empty() {
+                problems_ami.push(ConfigProblem {
+                    key: "http.response_keyword".into(),
+                    message: "must not be empty".into(),
+                });
+            }
+        }
+        if let Some(ast) = &self.asterisk {
+            if ast.call_log_source != CallLogSource::Cdr && ast.ami.is_none() {
+                problems_ami.push(ConfigProblem {
+                    key: "asterisk.call_log_source".into(),
+                    message: "\"ami\" and \"both\" need an [asterisk.ami] table".into(),
+                });
+            }
+            if !ast.originate.agent_channel.contains("{extension}") {
+                problems_ami.push(ConfigProblem {
+                    key: "asterisk.originate.agent_channel".into(),
+                    message: "must contain {extension}".into(),
+                });
             }
         }
         problems.extend(problems_ami);

@@ -66,10 +66,30 @@ const MIGRATIONS: &[&str] = &[
         paused_until     INTEGER
     );
     "#,
+    // 2: what the CRM told pbxlink about a call (lead id of a click to call, disposition).
+    r#"
+    CREATE TABLE call_annotations (
+        call_id      TEXT PRIMARY KEY,
+        lead_id      TEXT,
+        disposition  TEXT,
+        notes        TEXT,
+        updated_at   INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Row kind for call logs.
 pub const KIND_CALL_LOG: &str = "call_log";
+/// Row kind for a call log posted again with a disposition given after its delivery.
+pub const KIND_DISPOSITION_UPDATE: &str = "disposition_update";
+
+fn join_notes(disposition: Option<String>, notes: Option<String>) -> Option<String> {
+    match (disposition, notes) {
+        (Some(d), Some(n)) if !n.is_empty() => Some(format!("{d}: {n}")),
+        (Some(d), _) => Some(d),
+        (None, n) => n,
+    }
+}
 
 /// Errors of the store, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +188,10 @@ pub struct OutboxRow {
     pub attempts: u32,
     /// When it was enqueued (unix ms).
     pub created_at: i64,
+    /// The lead id the CRM gave for this call (click to call), if any.
+    pub lead_id: Option<String>,
+    /// The disposition (and notes) the agent gave, for `CallNotes`.
+    pub notes: Option<String>,
 }
 
 /// A dead-lettered row, for `pbxlink dead-letter list`.
@@ -453,6 +477,71 @@ impl Store {
         })
     }
 
+    /// Remembers the lead id LeadSquared gave for a call it asked pbxlink to place.
+    pub fn set_lead_id(&self, call_id: &str, lead_id: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.with_tx("store lead id", |tx| {
+            tx.execute(
+                "INSERT INTO call_annotations (call_id, lead_id, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(call_id) DO UPDATE SET lead_id = ?2, updated_at = ?3",
+                params![call_id, lead_id, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Stores a disposition. When the call's log was already delivered, a `disposition_update`
+    /// row is queued to post it again with the notes; a pending call log simply carries them.
+    /// Returns whether an update was queued.
+    pub fn set_disposition(
+        &self,
+        call_id: &str,
+        disposition: &str,
+        notes: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        self.with_tx("store disposition", |tx| {
+            tx.execute(
+                "INSERT INTO call_annotations (call_id, disposition, notes, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(call_id) DO UPDATE SET disposition = ?2, notes = ?3, updated_at = ?4",
+                params![call_id, disposition, notes, now],
+            )?;
+            let delivered: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT body, source FROM outbox WHERE idempotency_key = ?1
+                     AND state = 'delivered' AND body IS NOT NULL",
+                    [format!("{KIND_CALL_LOG}:{call_id}")],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((body, source)) = delivered else {
+                return Ok(false);
+            };
+            tx.execute(
+                "INSERT INTO outbox (kind, idempotency_key, call_id, source, body, raw, state,
+                     attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, '', 'pending', 0, ?6, ?6, ?6)
+                 ON CONFLICT(idempotency_key) DO UPDATE SET state = 'pending', body = ?5,
+                     next_attempt_at = ?6, updated_at = ?6",
+                params![
+                    KIND_DISPOSITION_UPDATE,
+                    format!("{KIND_DISPOSITION_UPDATE}:{call_id}"),
+                    call_id,
+                    source,
+                    body,
+                    now
+                ],
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Checks the store can take a write (for readiness probes).
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.with_tx("check the store is writable", |_| Ok(()))
+    }
+
     /// Whether an idempotency key is already in the outbox (any state).
     pub fn has_key(&self, key: &str) -> Result<bool, StoreError> {
         self.with_conn("look up key", |c| {
@@ -470,9 +559,11 @@ impl Store {
     pub fn next_due(&self, kind: &str, now: i64) -> Result<Option<OutboxRow>, StoreError> {
         self.with_conn("read next due row", |c| {
             c.query_row(
-                "SELECT id, kind, idempotency_key, call_id, body, attempts, created_at FROM outbox
-                 WHERE kind = ?1 AND state = 'pending' AND next_attempt_at <= ?2
-                 ORDER BY next_attempt_at, id LIMIT 1",
+                "SELECT o.id, o.kind, o.idempotency_key, o.call_id, o.body, o.attempts,
+                        o.created_at, a.lead_id, a.disposition, a.notes
+                 FROM outbox o LEFT JOIN call_annotations a ON a.call_id = o.call_id
+                 WHERE o.kind = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
+                 ORDER BY o.next_attempt_at, o.id LIMIT 1",
                 params![kind, now],
                 |r| {
                     Ok(OutboxRow {
@@ -483,6 +574,8 @@ impl Store {
                         body: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
                         attempts: r.get(5)?,
                         created_at: r.get(6)?,
+                        lead_id: r.get(7)?,
+                        notes: join_notes(r.get(8)?, r.get(9)?),
                     })
                 },
             )
@@ -811,6 +904,29 @@ mod tests {
             body: format!("{{\"id\":\"{key}\"}}"),
             raw: "raw".into(),
         }
+    }
+
+    #[test]
+    fn dispositions_ride_on_pending_logs_and_requeue_delivered_ones() {
+        let (_d, s) = store();
+        s.set_disposition("early", "Interested", Some("call back")).expect("before the call");
+        s.enqueue(&[call("early"), call("late")], &[], &[]).expect("enqueue");
+        s.set_lead_id("early", "lead-1").expect("lead");
+        let row = s.next_due(KIND_CALL_LOG, now_ms() + 10).expect("read").expect("due");
+        assert_eq!(row.call_id, "early");
+        assert_eq!(row.notes.as_deref(), Some("Interested: call back"));
+        assert_eq!(row.lead_id.as_deref(), Some("lead-1"));
+        s.mark_delivered(row.id, "call_log", 200, "{}").expect("delivered");
+        let other = s.next_due(KIND_CALL_LOG, now_ms() + 10).expect("read").expect("due");
+        assert!(!s.set_disposition("late", "Pending", None).expect("pending: no update"));
+        s.mark_delivered(other.id, "call_log", 200, "{}").expect("delivered");
+        assert!(s.set_disposition("late", "Not interested", None).expect("update queued"));
+        let update = s
+            .next_due(KIND_DISPOSITION_UPDATE, now_ms() + 10)
+            .expect("read")
+            .expect("an update");
+        assert_eq!(update.notes.as_deref(), Some("Not interested"));
+        assert!(!s.set_disposition("nobody-knows", "x", None).expect("unknown call stored"));
     }
 
     #[test]

@@ -37,3 +37,53 @@ pub trait CallAssembler: Send {
     /// Records held, waiting to settle.
     fn pending_records(&self) -> usize;
 }
+
+/// A call click to call asks the PBX to place: ring the agent, then dial the lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginateRequest {
+    /// The id the call will have (Asterisk: the agent channel's uniqueid, so the Linkedid).
+    pub call_id: String,
+    /// The agent's extension.
+    pub agent_extension: String,
+    /// The number to dial for the lead, as the dialplan expects it.
+    pub lead_dial: String,
+    /// The caller id the lead sees (the virtual number).
+    pub caller_id: String,
+    /// Channel variables to set (e.g. the LeadSquared lead id).
+    pub variables: Vec<(String, String)>,
+}
+
+/// Why the PBX did not do what was asked.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PbxError {
+    /// No connection to the PBX right now.
+    #[error("PBX not connected")]
+    NotConnected,
+    /// The PBX refused or failed the request.
+    #[error("the PBX refused: {0}")]
+    Refused(String),
+    /// A value could not be sent safely (e.g. a line break in it).
+    #[error("unsafe value: {0}")]
+    Unsafe(String),
+    /// No answer in time.
+    #[error("the PBX did not answer in time")]
+    Timeout,
+}
+
+/// What the HTTP API asks of a PBX, whichever it is.
+pub trait PbxControl: Send + Sync + 'static {
+    /// Places a click-to-call call; returns once the PBX accepted it.
+    fn originate(
+        &self,
+        request: OriginateRequest,
+    ) -> impl std::future::Future<Output = Result<(), PbxError>> + Send;
+
+    /// Frees an agent after a disposition (e.g. unpauses the queue member `interface`).
+    fn free_agent(
+        &self,
+        interface: String,
+    ) -> impl std::future::Future<Output = Result<(), PbxError>> + Send;
+
+    /// Whether the PBX connection is up.
+    fn is_connected(&self) -> bool;
+}

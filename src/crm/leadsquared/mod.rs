@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod payload;
+pub mod route;
 pub mod standin;
 
 pub use client::LeadSquaredClient;

@@ -147,6 +147,7 @@ mod tests {
                 user_id: Some("u-1".into()),
                 email: None,
                 name: None,
+                queue_interface: None,
             }),
             agent_extension: Some("100".into()),
             display_number: Some(Number {

@@ -1,0 +1,374 @@
+//! The HTTP API LeadSquared and the dialplan call: click to call, disposition, call
+//! routing, health, readiness.
+//!
+//! Every endpoint but `/healthz` needs the token; requests are bounded in size and rate per
+//! address; a malformed or hostile request gets a 4xx with a one-line reason and changes
+//! nothing. Handlers talk to the PBX only through [`PbxControl`], so any PBX fits.
+
+pub mod auth;
+pub mod params;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use governor::{Quota, RateLimiter};
+
+use crate::call::{AgentInfo, Directory};
+use crate::config::{Config, DialFormat, FreeAgent, HttpConfig, OriginateConfig};
+use crate::crm::leadsquared::route::RouteClient;
+use crate::outbox::Store;
+use crate::pbx::{OriginateRequest, PbxControl};
+use auth::AccessPolicy;
+use params::Params;
+
+/// Counters of the API, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    /// Click-to-call requests that rang the agent.
+    pub calls_placed: std::sync::atomic::AtomicU64,
+    /// Requests refused (bad parameters, unknown agent, PBX errors).
+    pub refused: std::sync::atomic::AtomicU64,
+    /// `/route` answers from the CRM, and fallbacks.
+    pub routes_answered: std::sync::atomic::AtomicU64,
+    /// `/route` fallbacks (CRM slow, failing or naming nobody known).
+    pub routes_fallback: std::sync::atomic::AtomicU64,
+}
+
+/// Everything the handlers need.
+pub struct ApiState<P: PbxControl> {
+    pbx: P,
+    store: Arc<Store>,
+    directory: Directory,
+    http: HttpConfig,
+    originate: OriginateConfig,
+    free_agent: FreeAgent,
+    route: Option<RouteClient>,
+    recent_clicks: Mutex<HashMap<(String, String), Instant>>,
+    route_cache: Mutex<HashMap<String, (Instant, String)>>,
+    stats: Arc<ApiStats>,
+}
+
+impl<P: PbxControl> ApiState<P> {
+    /// The state for a configuration.
+    pub fn new(config: &Config, pbx: P, store: Arc<Store>) -> anyhow::Result<Self> {
+        let http = config.http.clone().unwrap_or_default();
+        let ast = config.asterisk.clone().unwrap_or_default();
+        let credentials = config.credentials().map_err(|p| anyhow::anyhow!("{p}"))?;
+        let route = (!config.leadsquared.call_route_url.is_empty())
+            .then(|| {
+                RouteClient::new(
+                    config.leadsquared.call_route_url.clone(),
+                    credentials,
+                    Duration::from_millis(http.route_timeout_ms),
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            pbx,
+            store,
+            directory: Directory::from_config(config)?,
+            http,
+            originate: ast.originate,
+            free_agent: ast.free_agent,
+            route,
+            recent_clicks: Mutex::new(HashMap::new()),
+            route_cache: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
+        })
+    }
+
+    /// The API's counters.
+    pub fn stats(&self) -> Arc<ApiStats> {
+        self.stats.clone()
+    }
+}
+
+/// Builds the router with its guards (address allow-list, token, body size, rate).
+pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> {
+    let policy = Arc::new(AccessPolicy::new(
+        state.http.resolve_token().map_err(|p| anyhow::anyhow!("{p}"))?,
+        &state.http.allow_from,
+    ));
+    let per_second = NonZeroU32::new(state.http.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let limiter: Arc<KeyedLimiter> = Arc::new(RateLimiter::keyed(Quota::per_second(per_second)));
+    let max_body = state.http.max_body_bytes;
+    Ok(Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz::<P>))
+        .route("/click-to-call", get(click_to_call::<P>).post(click_to_call::<P>))
+        .route("/disposition", get(disposition::<P>).post(disposition::<P>))
+        .route("/route", get(route::<P>))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(limiter, rate_limit))
+        .layer(middleware::from_fn_with_state(policy, auth::guard)))
+}
+
+type KeyedLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+async fn rate_limit(
+    State(limiter): State<Arc<KeyedLimiter>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if limiter.check_key(&peer.ip()).is_err() {
+        return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response();
+    }
+    next.run(request).await
+}
+
+/// Serves the API on `[http] listen` until `shutdown` resolves.
+pub async fn serve(
+    router: Router,
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "HTTP API listening");
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn refuse<P: PbxControl>(state: &ApiState<P>, status: StatusCode, reason: impl std::fmt::Display) -> Response {
+    state.stats.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let reason = reason.to_string().replace(['\r', '\n'], " ");
+    tracing::warn!(status = status.as_u16(), "HTTP request refused: {reason}");
+    (status, format!("{reason}\n")).into_response()
+}
+
+async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Response {
+    let mut problems = Vec::new();
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.check_writable()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("store not writable: {e}")),
+        Err(e) => problems.push(format!("store check failed: {e}")),
+    }
+    if !state.pbx.is_connected() {
+        problems.push("PBX not connected".into());
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; "))).into_response()
+    }
+}
+
+/// The agent a request names: by phone, e-mail or extension.
+fn find_agent<'a>(directory: &'a Directory, number: Option<&str>, email: Option<&str>) -> Option<&'a AgentInfo> {
+    number
+        .and_then(|n| directory.agent_by_phone(n).or_else(|| directory.agent(n)))
+        .or_else(|| email.and_then(|e| directory.agent_by_email(e)))
+}
+
+async fn click_to_call<P: PbxControl>(
+    State(state): State<Arc<ApiState<P>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match Params::read(&uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
+    };
+    let names = &state.http.params;
+    let Some(agent) = find_agent(&state.directory, params.get(&names.agent_number), params.get(&names.agent_email)) else {
+        return refuse(&state, StatusCode::NOT_FOUND, "unknown agent: no [[agents]] entry has this agentNumber or agentEmail");
+    };
+    let lead_raw = params
+        .get(&names.phone_with_country_code)
+        .or_else(|| params.get(&names.customer_number));
+    let Some(lead) = lead_raw.and_then(|n| state.directory.normalize(n)) else {
+        return refuse(&state, StatusCode::BAD_REQUEST, "no valid lead number (PhoneNumberWithCountryCode or customerNumber)");
+    };
+    let caller_id = match params.get(&names.virtual_number) {
+        Some(v) => match state.directory.normalize(v) {
+            Some(n) => n.to_e164(),
+            None => return refuse(&state, StatusCode::BAD_REQUEST, "virtualNumber is not a phone number"),
+        },
+        None => match state.directory.first_virtual_number() {
+            Some(v) => v.number.to_e164(),
+            None => return refuse(&state, StatusCode::BAD_REQUEST, "no virtualNumber and no [[virtual_numbers]] configured"),
+        },
+    };
+    let keyword = state.http.response_keyword.clone();
+    let dedupe_key = (agent.extension.clone(), lead.to_e164());
+    {
+        let mut recent = state.recent_clicks.lock().unwrap_or_else(|p| p.into_inner());
+        let window = Duration::from_millis(state.http.click_to_call_dedupe_ms);
+        recent.retain(|_, at| at.elapsed() < window);
+        if recent.contains_key(&dedupe_key) {
+            tracing::info!(agent = %agent.extension, "click to call repeated within {window:?}: not ringing again");
+            return (StatusCode::OK, keyword).into_response();
+        }
+        recent.insert(dedupe_key.clone(), Instant::now());
+    }
+    let dial = match state.originate.number_format {
+        DialFormat::E164 => lead.to_e164(),
+        DialFormat::E164Digits => format!("{}{}", lead.country_code, lead.national),
+        DialFormat::National => lead.national.clone(),
+    };
+    let call_id = new_call_id();
+    let lead_id = params.get(&names.lead_id).map(str::to_owned);
+    let mut variables = Vec::new();
+    if let Some(id) = &lead_id {
+        variables.push(("LEADID".to_owned(), id.clone()));
+        variables.push(("CDR(leadid)".to_owned(), id.clone()));
+        let (store, call, id) = (state.store.clone(), call_id.clone(), id.clone());
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.set_lead_id(&call, &id)).await {
+            tracing::error!("storing the lead id of a click to call failed: {e}");
+        }
+    }
+    let request = OriginateRequest {
+        call_id: call_id.clone(),
+        agent_extension: agent.extension.clone(),
+        lead_dial: format!("{}{dial}", state.originate.dial_prefix),
+        caller_id,
+        variables,
+    };
+    match state.pbx.originate(request).await {
+        Ok(()) => {
+            state.stats.calls_placed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(call_id, agent = %agent.extension, lead = %lead.to_e164(), "click to call placed");
+            (StatusCode::OK, keyword).into_response()
+        }
+        Err(e) => {
+            state
+                .recent_clicks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&dedupe_key);
+            let status = match e {
+                crate::pbx::PbxError::NotConnected => StatusCode::SERVICE_UNAVAILABLE,
+                crate::pbx::PbxError::Unsafe(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            refuse(&state, status, format!("originate failed: {e}"))
+        }
+    }
+}
+
+fn new_call_id() -> String {
+    // Asterisk takes it as the agent channel's uniqueid, so it becomes the call's Linkedid.
+    let now = chrono::Utc::now();
+    format!("pbxlink-{}.{:06}", now.timestamp(), rand::random::<u32>() % 1_000_000)
+}
+
+async fn disposition<P: PbxControl>(
+    State(state): State<Arc<ApiState<P>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match Params::read(&uri, &headers, &body) {
+        Ok(p) => p,
+        Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
+    };
+    let names = &state.http.params;
+    let Some(call_id) = params.get(&names.call_session_id).map(str::to_owned) else {
+        return refuse(&state, StatusCode::BAD_REQUEST, format!("{} is required", names.call_session_id));
+    };
+    let Some(value) = params.get(&names.disposition_value).map(str::to_owned) else {
+        return refuse(&state, StatusCode::BAD_REQUEST, format!("{} is required", names.disposition_value));
+    };
+    if call_id.len() > 200 || value.len() > 500 {
+        return refuse(&state, StatusCode::BAD_REQUEST, "value too long");
+    }
+    let notes = params.get(&names.notes).map(str::to_owned);
+    let store = state.store.clone();
+    let (c, v) = (call_id.clone(), value.clone());
+    let stored = tokio::task::spawn_blocking(move || store.set_disposition(&c, &v, notes.as_deref())).await;
+    let update_queued = match stored {
+        Ok(Ok(queued)) => queued,
+        Ok(Err(e)) => return refuse(&state, StatusCode::INTERNAL_SERVER_ERROR, format!("cannot store the disposition: {e}")),
+        Err(e) => return refuse(&state, StatusCode::INTERNAL_SERVER_ERROR, format!("cannot store the disposition: {e}")),
+    };
+    tracing::info!(call_id, disposition = %value, update_queued, "disposition stored");
+    let agent = find_agent(&state.directory, params.get(&names.agent_number), params.get(&names.agent_email));
+    let freed = match (state.free_agent, agent) {
+        (FreeAgent::None, _) => "stored".to_owned(),
+        (FreeAgent::Unpause, None) => "stored; no known agent to unpause".to_owned(),
+        (FreeAgent::Unpause, Some(agent)) => {
+            let interface = agent
+                .queue_interface
+                .clone()
+                .unwrap_or_else(|| state.originate.agent_channel.replace("{extension}", &agent.extension));
+            match state.pbx.free_agent(interface.clone()).await {
+                Ok(()) => format!("stored; {interface} unpaused"),
+                Err(e) => {
+                    tracing::error!(%interface, "unpausing the agent failed: {e}");
+                    format!("stored; unpausing {interface} failed: {e}")
+                }
+            }
+        }
+    };
+    (StatusCode::OK, format!("{freed}\n")).into_response()
+}
+
+async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> Response {
+    let params = match Params::read(&uri, &HeaderMap::new(), &Bytes::new()) {
+        Ok(p) => p,
+        Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
+    };
+    let fallback = state.http.route_fallback.clone();
+    let Some(caller) = params.get("caller").map(str::to_owned) else {
+        return (StatusCode::OK, fallback).into_response();
+    };
+    let key = state
+        .directory
+        .normalize(&caller)
+        .map(|n| n.to_e164())
+        .unwrap_or_else(|| caller.clone());
+    let ttl = Duration::from_millis(state.http.route_cache_ms);
+    if let Some((at, ext)) = state.route_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if at.elapsed() < ttl {
+            return (StatusCode::OK, ext.clone()).into_response();
+        }
+    }
+    let Some(client) = &state.route else {
+        return (StatusCode::OK, fallback).into_response();
+    };
+    let deadline = Duration::from_millis(state.http.route_timeout_ms);
+    let answer = tokio::time::timeout(deadline, client.lookup(&key)).await;
+    let extension = match answer {
+        Ok(Ok(answer)) => answer.agent(&state.directory).map(|a| a.extension.clone()),
+        Ok(Err(e)) => {
+            tracing::warn!(caller = %key, "call route lookup failed, answering the fallback: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(caller = %key, "call route lookup took longer than {deadline:?}, answering the fallback");
+            None
+        }
+    };
+    match extension {
+        Some(ext) => {
+            state.stats.routes_answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state
+                .route_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, (Instant::now(), ext.clone()));
+            (StatusCode::OK, ext).into_response()
+        }
+        None => {
+            state.stats.routes_fallback.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (StatusCode::OK, fallback).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
