@@ -99,15 +99,19 @@ impl Directory {
     /// The agent whose phone is this number (any form the normaliser understands).
     pub fn agent_by_phone(&self, raw: &str) -> Option<&AgentInfo> {
         let number = self.normalizer.normalize(raw)?;
-        self.agents.values().find(|a| a.phone.as_ref() == Some(&number))
+        self.agents
+            .values()
+            .find(|a| a.phone.as_ref() == Some(&number))
     }
 
     /// The agent with this e-mail (case-insensitive).
     pub fn agent_by_email(&self, email: &str) -> Option<&AgentInfo> {
         let email = email.trim();
-        self.agents
-            .values()
-            .find(|a| a.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+        self.agents.values().find(|a| {
+            a.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        })
     }
 
     /// The agent with this LeadSquared user id.

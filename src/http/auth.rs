@@ -123,7 +123,10 @@ mod tests {
         assert!(!p.authorised(Some("token=s3cr3tX"), None));
         assert!(!p.authorised(None, Some("Basic s3cr3t")));
         assert!(!p.authorised(None, None));
-        assert!(p.authorised(Some("token=s3cr%33t"), None), "percent-decoded");
+        assert!(
+            p.authorised(Some("token=s3cr%33t"), None),
+            "percent-decoded"
+        );
         assert!(AccessPolicy::new(None, &[]).authorised(None, None));
     }
 }

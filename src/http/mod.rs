@@ -96,16 +96,23 @@ impl<P: PbxControl> ApiState<P> {
 /// Builds the router with its guards (address allow-list, token, body size, rate).
 pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> {
     let policy = Arc::new(AccessPolicy::new(
-        state.http.resolve_token().map_err(|p| anyhow::anyhow!("{p}"))?,
+        state
+            .http
+            .resolve_token()
+            .map_err(|p| anyhow::anyhow!("{p}"))?,
         &state.http.allow_from,
     ));
-    let per_second = NonZeroU32::new(state.http.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let per_second =
+        NonZeroU32::new(state.http.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
     let limiter: Arc<KeyedLimiter> = Arc::new(RateLimiter::keyed(Quota::per_second(per_second)));
     let max_body = state.http.max_body_bytes;
     Ok(Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz::<P>))
-        .route("/click-to-call", get(click_to_call::<P>).post(click_to_call::<P>))
+        .route(
+            "/click-to-call",
+            get(click_to_call::<P>).post(click_to_call::<P>),
+        )
         .route("/disposition", get(disposition::<P>).post(disposition::<P>))
         .route("/route", get(route::<P>))
         .with_state(state)
@@ -136,13 +143,23 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(%listen, "HTTP API listening");
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
-fn refuse<P: PbxControl>(state: &ApiState<P>, status: StatusCode, reason: impl std::fmt::Display) -> Response {
-    state.stats.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+fn refuse<P: PbxControl>(
+    state: &ApiState<P>,
+    status: StatusCode,
+    reason: impl std::fmt::Display,
+) -> Response {
+    state
+        .stats
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let reason = reason.to_string().replace(['\r', '\n'], " ");
     tracing::warn!(status = status.as_u16(), "HTTP request refused: {reason}");
     (status, format!("{reason}\n")).into_response()
@@ -162,12 +179,20 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; "))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
     }
 }
 
 /// The agent a request names: by phone, e-mail or extension.
-fn find_agent<'a>(directory: &'a Directory, number: Option<&str>, email: Option<&str>) -> Option<&'a AgentInfo> {
+fn find_agent<'a>(
+    directory: &'a Directory,
+    number: Option<&str>,
+    email: Option<&str>,
+) -> Option<&'a AgentInfo> {
     number
         .and_then(|n| directory.agent_by_phone(n).or_else(|| directory.agent(n)))
         .or_else(|| email.and_then(|e| directory.agent_by_email(e)))
@@ -184,29 +209,56 @@ async fn click_to_call<P: PbxControl>(
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };
     let names = &state.http.params;
-    let Some(agent) = find_agent(&state.directory, params.get(&names.agent_number), params.get(&names.agent_email)) else {
-        return refuse(&state, StatusCode::NOT_FOUND, "unknown agent: no [[agents]] entry has this agentNumber or agentEmail");
+    let Some(agent) = find_agent(
+        &state.directory,
+        params.get(&names.agent_number),
+        params.get(&names.agent_email),
+    ) else {
+        return refuse(
+            &state,
+            StatusCode::NOT_FOUND,
+            "unknown agent: no [[agents]] entry has this agentNumber or agentEmail",
+        );
     };
     let lead_raw = params
         .get(&names.phone_with_country_code)
         .or_else(|| params.get(&names.customer_number));
     let Some(lead) = lead_raw.and_then(|n| state.directory.normalize(n)) else {
-        return refuse(&state, StatusCode::BAD_REQUEST, "no valid lead number (PhoneNumberWithCountryCode or customerNumber)");
+        return refuse(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "no valid lead number (PhoneNumberWithCountryCode or customerNumber)",
+        );
     };
     let caller_id = match params.get(&names.virtual_number) {
         Some(v) => match state.directory.normalize(v) {
             Some(n) => n.to_e164(),
-            None => return refuse(&state, StatusCode::BAD_REQUEST, "virtualNumber is not a phone number"),
+            None => {
+                return refuse(
+                    &state,
+                    StatusCode::BAD_REQUEST,
+                    "virtualNumber is not a phone number",
+                );
+            }
         },
         None => match state.directory.first_virtual_number() {
             Some(v) => v.number.to_e164(),
-            None => return refuse(&state, StatusCode::BAD_REQUEST, "no virtualNumber and no [[virtual_numbers]] configured"),
+            None => {
+                return refuse(
+                    &state,
+                    StatusCode::BAD_REQUEST,
+                    "no virtualNumber and no [[virtual_numbers]] configured",
+                );
+            }
         },
     };
     let keyword = state.http.response_keyword.clone();
     let dedupe_key = (agent.extension.clone(), lead.to_e164());
     {
-        let mut recent = state.recent_clicks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = state
+            .recent_clicks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let window = Duration::from_millis(state.http.click_to_call_dedupe_ms);
         recent.retain(|_, at| at.elapsed() < window);
         if recent.contains_key(&dedupe_key) {
@@ -227,7 +279,8 @@ async fn click_to_call<P: PbxControl>(
         variables.push(("LEADID".to_owned(), id.clone()));
         variables.push(("CDR(leadid)".to_owned(), id.clone()));
         let (store, call, id) = (state.store.clone(), call_id.clone(), id.clone());
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.set_lead_id(&call, &id)).await {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.set_lead_id(&call, &id)).await
+        {
             tracing::error!("storing the lead id of a click to call failed: {e}");
         }
     }
@@ -240,7 +293,10 @@ async fn click_to_call<P: PbxControl>(
     };
     match state.pbx.originate(request).await {
         Ok(()) => {
-            state.stats.calls_placed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state
+                .stats
+                .calls_placed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(call_id, agent = %agent.extension, lead = %lead.to_e164(), "click to call placed");
             (StatusCode::OK, keyword).into_response()
         }
@@ -263,7 +319,11 @@ async fn click_to_call<P: PbxControl>(
 fn new_call_id() -> String {
     // Asterisk takes it as the agent channel's uniqueid, so it becomes the call's Linkedid.
     let now = chrono::Utc::now();
-    format!("pbxlink-{}.{:06}", now.timestamp(), rand::random::<u32>() % 1_000_000)
+    format!(
+        "pbxlink-{}.{:06}",
+        now.timestamp(),
+        rand::random::<u32>() % 1_000_000
+    )
 }
 
 async fn disposition<P: PbxControl>(
@@ -278,10 +338,18 @@ async fn disposition<P: PbxControl>(
     };
     let names = &state.http.params;
     let Some(call_id) = params.get(&names.call_session_id).map(str::to_owned) else {
-        return refuse(&state, StatusCode::BAD_REQUEST, format!("{} is required", names.call_session_id));
+        return refuse(
+            &state,
+            StatusCode::BAD_REQUEST,
+            format!("{} is required", names.call_session_id),
+        );
     };
     let Some(value) = params.get(&names.disposition_value).map(str::to_owned) else {
-        return refuse(&state, StatusCode::BAD_REQUEST, format!("{} is required", names.disposition_value));
+        return refuse(
+            &state,
+            StatusCode::BAD_REQUEST,
+            format!("{} is required", names.disposition_value),
+        );
     };
     if call_id.len() > 200 || value.len() > 500 {
         return refuse(&state, StatusCode::BAD_REQUEST, "value too long");
@@ -289,22 +357,41 @@ async fn disposition<P: PbxControl>(
     let notes = params.get(&names.notes).map(str::to_owned);
     let store = state.store.clone();
     let (c, v) = (call_id.clone(), value.clone());
-    let stored = tokio::task::spawn_blocking(move || store.set_disposition(&c, &v, notes.as_deref())).await;
+    let stored =
+        tokio::task::spawn_blocking(move || store.set_disposition(&c, &v, notes.as_deref())).await;
     let update_queued = match stored {
         Ok(Ok(queued)) => queued,
-        Ok(Err(e)) => return refuse(&state, StatusCode::INTERNAL_SERVER_ERROR, format!("cannot store the disposition: {e}")),
-        Err(e) => return refuse(&state, StatusCode::INTERNAL_SERVER_ERROR, format!("cannot store the disposition: {e}")),
+        Ok(Err(e)) => {
+            return refuse(
+                &state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot store the disposition: {e}"),
+            );
+        }
+        Err(e) => {
+            return refuse(
+                &state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot store the disposition: {e}"),
+            );
+        }
     };
     tracing::info!(call_id, disposition = %value, update_queued, "disposition stored");
-    let agent = find_agent(&state.directory, params.get(&names.agent_number), params.get(&names.agent_email));
+    let agent = find_agent(
+        &state.directory,
+        params.get(&names.agent_number),
+        params.get(&names.agent_email),
+    );
     let freed = match (state.free_agent, agent) {
         (FreeAgent::None, _) => "stored".to_owned(),
         (FreeAgent::Unpause, None) => "stored; no known agent to unpause".to_owned(),
         (FreeAgent::Unpause, Some(agent)) => {
-            let interface = agent
-                .queue_interface
-                .clone()
-                .unwrap_or_else(|| state.originate.agent_channel.replace("{extension}", &agent.extension));
+            let interface = agent.queue_interface.clone().unwrap_or_else(|| {
+                state
+                    .originate
+                    .agent_channel
+                    .replace("{extension}", &agent.extension)
+            });
             match state.pbx.free_agent(interface.clone()).await {
                 Ok(()) => format!("stored; {interface} unpaused"),
                 Err(e) => {
@@ -332,7 +419,12 @@ async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -
         .map(|n| n.to_e164())
         .unwrap_or_else(|| caller.clone());
     let ttl = Duration::from_millis(state.http.route_cache_ms);
-    if let Some((at, ext)) = state.route_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+    if let Some((at, ext)) = state
+        .route_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
         if at.elapsed() < ttl {
             return (StatusCode::OK, ext.clone()).into_response();
         }
@@ -355,7 +447,10 @@ async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -
     };
     match extension {
         Some(ext) => {
-            state.stats.routes_answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state
+                .stats
+                .routes_answered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             state
                 .route_cache
                 .lock()
@@ -364,7 +459,10 @@ async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -
             (StatusCode::OK, ext).into_response()
         }
         None => {
-            state.stats.routes_fallback.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state
+                .stats
+                .routes_fallback
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             (StatusCode::OK, fallback).into_response()
         }
     }

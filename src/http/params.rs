@@ -41,8 +41,8 @@ impl Params {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if content_type.starts_with("application/json") {
-                let value: serde_json::Value = serde_json::from_slice(body)
-                    .map_err(|e| ParamError::Json(e.to_string()))?;
+                let value: serde_json::Value =
+                    serde_json::from_slice(body).map_err(|e| ParamError::Json(e.to_string()))?;
                 let object = value
                     .as_object()
                     .ok_or_else(|| ParamError::Json("not an object".into()))?;
@@ -91,29 +91,59 @@ mod tests {
 
     #[test]
     fn query_form_and_json_merge() {
-        let uri: Uri = "/click-to-call?agentNumber=%2B919876500100&leadId=q".parse().expect("uri");
+        let uri: Uri = "/click-to-call?agentNumber=%2B919876500100&leadId=q"
+            .parse()
+            .expect("uri");
         let p = Params::read(&uri, &HeaderMap::new(), &Bytes::new()).expect("query");
         assert_eq!(p.get("agentNumber"), Some("+919876500100"));
-        let form = Params::read(&uri, &headers("application/x-www-form-urlencoded"), &Bytes::from("leadId=f&customerNumber=96117+95983")).expect("form");
+        let form = Params::read(
+            &uri,
+            &headers("application/x-www-form-urlencoded"),
+            &Bytes::from("leadId=f&customerNumber=96117+95983"),
+        )
+        .expect("form");
         assert_eq!(form.get("leadId"), Some("f"));
         assert_eq!(form.get("customerNumber"), Some("96117 95983"));
-        let json = Params::read(&uri, &headers("application/json; charset=utf-8"), &Bytes::from(r#"{"leadId":"j","customerNumber":9611795983,"x":null}"#)).expect("json");
+        let json = Params::read(
+            &uri,
+            &headers("application/json; charset=utf-8"),
+            &Bytes::from(r#"{"leadId":"j","customerNumber":9611795983,"x":null}"#),
+        )
+        .expect("json");
         assert_eq!(json.get("leadId"), Some("j"));
         assert_eq!(json.get("customerNumber"), Some("9611795983"));
     }
 
     #[test]
     fn hostile_input_is_refused() {
-        let uri: Uri = "/x?agentName=a%0D%0AAction:%20Originate".parse().expect("uri");
+        let uri: Uri = "/x?agentName=a%0D%0AAction:%20Originate"
+            .parse()
+            .expect("uri");
         assert_eq!(
             Params::read(&uri, &HeaderMap::new(), &Bytes::new()),
             Err(ParamError::ControlCharacter("agentName".into()))
         );
         let uri: Uri = "/x".parse().expect("uri");
         assert!(Params::read(&uri, &headers("application/json"), &Bytes::from("[1,2]")).is_err());
-        assert!(Params::read(&uri, &headers("application/json"), &Bytes::from("{\"a\":{\"b\":1}}")).is_err());
-        assert!(Params::read(&uri, &headers("application/json"), &Bytes::from("{not json")).is_err());
-        assert!(Params::read(&uri, &headers("text/plain"), &Bytes::from(vec![0xff, 0xfe])).is_err());
+        assert!(
+            Params::read(
+                &uri,
+                &headers("application/json"),
+                &Bytes::from("{\"a\":{\"b\":1}}")
+            )
+            .is_err()
+        );
+        assert!(
+            Params::read(
+                &uri,
+                &headers("application/json"),
+                &Bytes::from("{not json")
+            )
+            .is_err()
+        );
+        assert!(
+            Params::read(&uri, &headers("text/plain"), &Bytes::from(vec![0xff, 0xfe])).is_err()
+        );
     }
 
     #[test]

@@ -67,14 +67,21 @@ route_fallback = "600"
 "#
     );
     let config = Config::parse(&text).expect("config");
-    let store = Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
+    let store =
+        Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
     let pbx = RecordingPbx::default();
     let state = Arc::new(ApiState::new(&config, pbx.clone(), store.clone()).expect("state"));
     let app = router(state).expect("router");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
     });
     Api {
         base: format!("http://{addr}"),
@@ -103,7 +110,10 @@ async fn health_is_open_everything_else_needs_the_token() {
     assert_eq!(api.get("/healthz").await, (200, "ok\n".into()));
     assert_eq!(api.get("/readyz").await.0, 401);
     assert_eq!(api.get("/readyz?token=wrong").await.0, 401);
-    assert_eq!(api.get("/readyz?token=t0ken").await, (200, "ready\n".into()));
+    assert_eq!(
+        api.get("/readyz?token=t0ken").await,
+        (200, "ready\n".into())
+    );
     let r = api
         .client
         .get(format!("{}/readyz", api.base))
@@ -133,7 +143,10 @@ async fn click_to_call_from_query_form_and_json() {
     let r = api
         .client
         .post(format!("{}/click-to-call?token=t0ken", api.base))
-        .form(&[("agentEmail", "ASHA@example.com"), ("customerNumber", "9611700001")])
+        .form(&[
+            ("agentEmail", "ASHA@example.com"),
+            ("customerNumber", "9611700001"),
+        ])
         .send()
         .await
         .expect("form");
@@ -152,7 +165,11 @@ async fn click_to_call_from_query_form_and_json() {
     assert_eq!(calls[0].agent_extension, "100");
     assert_eq!(calls[0].lead_dial, "+919611795983");
     assert_eq!(calls[0].caller_id, "+918044556677");
-    assert!(calls[0].variables.contains(&("LEADID".into(), "L-1".into())));
+    assert!(
+        calls[0]
+            .variables
+            .contains(&("LEADID".into(), "L-1".into()))
+    );
     assert_eq!(calls[1].agent_extension, "100");
     assert_eq!(calls[1].lead_dial, "+919611700001");
     assert_eq!(calls[2].agent_extension, "101");
@@ -174,7 +191,10 @@ async fn click_to_call_from_query_form_and_json() {
         .expect("enqueue");
     let row = api
         .store
-        .next_due(crate::outbox::KIND_CALL_LOG, crate::outbox::store::now_ms() + 10)
+        .next_due(
+            crate::outbox::KIND_CALL_LOG,
+            crate::outbox::store::now_ms() + 10,
+        )
         .expect("read")
         .expect("row");
     assert_eq!(row.lead_id.as_deref(), Some("L-1"));
@@ -193,23 +213,45 @@ async fn the_same_click_within_seconds_rings_once() {
 async fn bad_clicks_get_a_reason_and_ring_nobody() {
     let api = api("").await;
     for (q, status, reason) in [
-        ("agentNumber=9999999999&customerNumber=9611795983", 404, "unknown agent"),
+        (
+            "agentNumber=9999999999&customerNumber=9611795983",
+            404,
+            "unknown agent",
+        ),
         ("agentNumber=9876500100", 400, "lead number"),
-        ("agentNumber=9876500100&customerNumber=abc", 400, "lead number"),
-        ("agentNumber=9876500100&customerNumber=9611795983&agentName=x%0D%0AAction:%20Originate", 400, "control character"),
-        ("agentNumber=9876500100&customerNumber=9611795983&virtualNumber=s", 400, "virtualNumber"),
+        (
+            "agentNumber=9876500100&customerNumber=abc",
+            400,
+            "lead number",
+        ),
+        (
+            "agentNumber=9876500100&customerNumber=9611795983&agentName=x%0D%0AAction:%20Originate",
+            400,
+            "control character",
+        ),
+        (
+            "agentNumber=9876500100&customerNumber=9611795983&virtualNumber=s",
+            400,
+            "virtualNumber",
+        ),
     ] {
         let (got, body) = api.get(&format!("/click-to-call?token=t0ken&{q}")).await;
         assert_eq!(got, status, "{q}: {body}");
         assert!(body.contains(reason), "{q}: {body}");
-        assert!(!body.contains("OK"), "an error must not contain the response keyword: {body}");
+        assert!(
+            !body.contains("OK"),
+            "an error must not contain the response keyword: {body}"
+        );
         assert_eq!(body.lines().count(), 1);
     }
     api.pbx.down.store(true, Ordering::Relaxed);
     let (status, body) = api
         .get("/click-to-call?token=t0ken&agentNumber=9876500100&customerNumber=9611795983")
         .await;
-    assert_eq!((status, body.trim()), (503, "originate failed: PBX not connected"));
+    assert_eq!(
+        (status, body.trim()),
+        (503, "originate failed: PBX not connected")
+    );
     assert!(api.pbx.originated.lock().expect("lock").is_empty());
     let r = api
         .client
@@ -239,7 +281,10 @@ async fn disposition_is_stored_and_frees_the_agent() {
         api.pbx.freed.lock().expect("lock").clone(),
         ["PJSIP/100", "Local/101@agents/n"]
     );
-    assert_eq!(api.get("/disposition?token=t0ken&callSessionId=1").await.0, 400);
+    assert_eq!(
+        api.get("/disposition?token=t0ken&callSessionId=1").await.0,
+        400
+    );
 }
 
 #[tokio::test]
@@ -260,17 +305,32 @@ async fn route_answers_the_owner_or_the_fallback_in_time() {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, crm).await;
     });
     let api = api(&format!("call_route_url = \"http://{addr}/route\"")).await;
-    assert_eq!(api.get("/route?token=t0ken&caller=09611795983&did=918044556677").await, (200, "100".into()));
+    assert_eq!(
+        api.get("/route?token=t0ken&caller=09611795983&did=918044556677")
+            .await,
+        (200, "100".into())
+    );
     let started = Instant::now();
-    assert_eq!(api.get("/route?token=t0ken&caller=9611700000").await, (200, "600".into()));
-    assert!(started.elapsed() < Duration::from_secs(3), "the fallback came late");
-    assert_eq!(api.get("/route?token=t0ken&caller=9611711111").await, (200, "600".into()));
+    assert_eq!(
+        api.get("/route?token=t0ken&caller=9611700000").await,
+        (200, "600".into())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the fallback came late"
+    );
+    assert_eq!(
+        api.get("/route?token=t0ken&caller=9611711111").await,
+        (200, "600".into())
+    );
     assert_eq!(api.get("/route?token=t0ken").await, (200, "600".into()));
 }
 
@@ -284,13 +344,25 @@ async fn addresses_outside_allow_from_are_refused() {
          [asterisk]\ncdr_csv = \"/x\"\n[http]\nallow_from = [\"10.0.0.0/8\"]\n",
     )
     .expect("config");
-    let store = Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
-    let app = router(Arc::new(ApiState::new(&config, api.pbx.clone(), store).expect("state"))).expect("router");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let store =
+        Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
+    let app = router(Arc::new(
+        ApiState::new(&config, api.pbx.clone(), store).expect("state"),
+    ))
+    .expect("router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
     });
-    let r = reqwest::get(format!("http://{addr}/healthz")).await.expect("request");
+    let r = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .expect("request");
     assert_eq!(r.status().as_u16(), 403);
 }

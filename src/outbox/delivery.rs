@@ -113,6 +113,8 @@ pub struct RateLimiter {
         TokioClock,
         governor::middleware::NoOpMiddleware<std::time::Instant>,
     >,
+    /// Urgent requests (agent popups) waiting: ordinary ones hold back while any wait.
+    urgent_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -137,12 +139,18 @@ impl RateLimiter {
             .allow_burst(burst);
         Self {
             inner: Governor::direct_with_clock(quota, TokioClock),
+            urgent_waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    /// Waits until one more request is allowed, and takes it.
+    /// Waits until one more request is allowed, and takes it; yields to urgent requests.
     pub async fn acquire(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
         loop {
+            if self.urgent_waiting.load(SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
             match self.inner.check() {
                 Ok(()) => return,
                 Err(not_until) => {
@@ -151,6 +159,22 @@ impl RateLimiter {
                 }
             }
         }
+    }
+
+    /// Like [`RateLimiter::acquire`], ahead of every ordinary request waiting.
+    pub async fn acquire_urgent(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.urgent_waiting.fetch_add(1, SeqCst);
+        loop {
+            match self.inner.check() {
+                Ok(()) => break,
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(TokioClock.now());
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                }
+            }
+        }
+        self.urgent_waiting.fetch_sub(1, SeqCst);
     }
 }
 
@@ -525,6 +549,33 @@ mod tests {
         assert!(calls[1].0 - start >= Duration::from_secs(60));
         let status = store.status().expect("status");
         assert_eq!((status.delivered, status.dead), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn urgent_requests_go_ahead_of_the_backlog() {
+        let limiter = Arc::new(RateLimiter::new(25, Duration::from_secs(5)));
+        for _ in 0..5 {
+            limiter.acquire().await; // the burst is spent on the backlog
+        }
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let (l, o) = (limiter.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                l.acquire().await;
+                o.lock().expect("lock").push(format!("log{i}"));
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let (l, o) = (limiter.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            l.acquire_urgent().await;
+            o.lock().expect("lock").push("popup".into());
+        }));
+        for t in tasks {
+            t.await.expect("join");
+        }
+        assert_eq!(order.lock().expect("lock")[0], "popup");
     }
 
     #[tokio::test(start_paused = true)]

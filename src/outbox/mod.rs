@@ -6,5 +6,6 @@ pub mod store;
 
 pub use delivery::{Backoff, DeliverySettings, DeliveryWorker, RateLimiter, SendOutcome, Sender};
 pub use store::{
-    KIND_CALL_LOG, KIND_DISPOSITION_UPDATE, NewOutboxRow, OutboxRow, StatusReport, Store, StoreError,
+    KIND_CALL_LOG, KIND_DISPOSITION_UPDATE, NewOutboxRow, OutboxRow, StatusReport, Store,
+    StoreError,
 };

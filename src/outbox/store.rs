@@ -909,24 +909,43 @@ mod tests {
     #[test]
     fn dispositions_ride_on_pending_logs_and_requeue_delivered_ones() {
         let (_d, s) = store();
-        s.set_disposition("early", "Interested", Some("call back")).expect("before the call");
-        s.enqueue(&[call("early"), call("late")], &[], &[]).expect("enqueue");
+        s.set_disposition("early", "Interested", Some("call back"))
+            .expect("before the call");
+        s.enqueue(&[call("early"), call("late")], &[], &[])
+            .expect("enqueue");
         s.set_lead_id("early", "lead-1").expect("lead");
-        let row = s.next_due(KIND_CALL_LOG, now_ms() + 10).expect("read").expect("due");
+        let row = s
+            .next_due(KIND_CALL_LOG, now_ms() + 10)
+            .expect("read")
+            .expect("due");
         assert_eq!(row.call_id, "early");
         assert_eq!(row.notes.as_deref(), Some("Interested: call back"));
         assert_eq!(row.lead_id.as_deref(), Some("lead-1"));
-        s.mark_delivered(row.id, "call_log", 200, "{}").expect("delivered");
-        let other = s.next_due(KIND_CALL_LOG, now_ms() + 10).expect("read").expect("due");
-        assert!(!s.set_disposition("late", "Pending", None).expect("pending: no update"));
-        s.mark_delivered(other.id, "call_log", 200, "{}").expect("delivered");
-        assert!(s.set_disposition("late", "Not interested", None).expect("update queued"));
+        s.mark_delivered(row.id, "call_log", 200, "{}")
+            .expect("delivered");
+        let other = s
+            .next_due(KIND_CALL_LOG, now_ms() + 10)
+            .expect("read")
+            .expect("due");
+        assert!(
+            !s.set_disposition("late", "Pending", None)
+                .expect("pending: no update")
+        );
+        s.mark_delivered(other.id, "call_log", 200, "{}")
+            .expect("delivered");
+        assert!(
+            s.set_disposition("late", "Not interested", None)
+                .expect("update queued")
+        );
         let update = s
             .next_due(KIND_DISPOSITION_UPDATE, now_ms() + 10)
             .expect("read")
             .expect("an update");
         assert_eq!(update.notes.as_deref(), Some("Not interested"));
-        assert!(!s.set_disposition("nobody-knows", "x", None).expect("unknown call stored"));
+        assert!(
+            !s.set_disposition("nobody-knows", "x", None)
+                .expect("unknown call stored")
+        );
     }
 
     #[test]

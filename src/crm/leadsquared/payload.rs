@@ -57,6 +57,41 @@ impl PayloadFormat {
         }
     }
 
+    /// The Agent Popup body for an inbound call ringing an agent.
+    pub fn popup(&self, popup: &crate::pbx::asterisk::tracker::PopupRequest) -> Value {
+        let agent = popup
+            .agent
+            .as_ref()
+            .and_then(|a| a.phone.as_ref())
+            .map(|p| p.format(self.number_format))
+            .unwrap_or_else(|| popup.agent_extension.clone());
+        let mut body = Map::new();
+        body.insert(
+            "SourceNumber".into(),
+            json!(self.number(&popup.lead_number)),
+        );
+        body.insert("DestinationNumber".into(), json!(agent));
+        body.insert(
+            "DisplayNumber".into(),
+            json!(
+                popup
+                    .display_number
+                    .as_ref()
+                    .map(|n| self.number(n))
+                    .unwrap_or_default()
+            ),
+        );
+        body.insert("Direction".into(), json!("Inbound"));
+        body.insert("CallSessionId".into(), json!(popup.call_id));
+        if let Some(user) = popup.agent.as_ref().and_then(|a| a.user_id.as_ref()) {
+            body.insert("UserId".into(), json!(user));
+        }
+        if let Some(tag) = &popup.tag {
+            body.insert("Tag".into(), json!(tag));
+        }
+        Value::Object(body)
+    }
+
     /// The Call Log body. `notes` goes into `CallNotes` (the disposition, when known).
     pub fn call_log(&self, call: &CallRecord, notes: Option<&str>) -> Value {
         let agent_number = match &call.agent {

@@ -25,7 +25,13 @@ pub struct RouteAnswer {
 
 const ID_FIELDS: &[&str] = &["TelephonyAgentId", "UserId", "OwnerId", "AgentId"];
 const EMAIL_FIELDS: &[&str] = &["EmailAddress", "Email", "AgentEmail", "OwnerEmail"];
-const PHONE_FIELDS: &[&str] = &["AgentNumber", "PhoneNumber", "Mobile", "Phone", "AgentPhone"];
+const PHONE_FIELDS: &[&str] = &[
+    "AgentNumber",
+    "PhoneNumber",
+    "Mobile",
+    "Phone",
+    "AgentPhone",
+];
 
 impl RouteAnswer {
     /// Collects the known fields anywhere in the JSON answer.
@@ -85,17 +91,26 @@ pub struct RouteClient {
 
 impl RouteClient {
     /// A client for `call_route_url`, answering within `timeout`.
-    pub fn new(url: String, credentials: Credentials, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        url: String,
+        credentials: Credentials,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("pbxlink/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, url, credentials })
+        Ok(Self {
+            http,
+            url,
+            credentials,
+        })
     }
 
     /// Asks who owns `caller` (E.164 digits or as the PBX gave it).
     pub async fn lookup(&self, caller: &str) -> Result<RouteAnswer, String> {
-        let mut url = reqwest::Url::parse(&self.url).map_err(|e| format!("bad call_route_url: {e}"))?;
+        let mut url =
+            reqwest::Url::parse(&self.url).map_err(|e| format!("bad call_route_url: {e}"))?;
         url.query_pairs_mut()
             .append_pair("caller_id", caller)
             .append_pair("agentInfo", "true");
@@ -106,13 +121,23 @@ impl RouteClient {
         if let Some(k) = &self.credentials.secret_key {
             request = request.header("x-LSQ-SecretKey", k);
         }
-        let response = request.send().await.map_err(|e| format!("call route request failed: {e}"))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("call route request failed: {e}"))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| format!("call route body: {e}"))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("call route body: {e}"))?;
         if !status.is_success() {
-            return Err(format!("call route answered HTTP {status}: {}", text.chars().take(200).collect::<String>()));
+            return Err(format!(
+                "call route answered HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            ));
         }
-        let value: Value = serde_json::from_str(&text).map_err(|e| format!("call route answer is not JSON: {e}"))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("call route answer is not JSON: {e}"))?;
         Ok(RouteAnswer::from_json(&value))
     }
 }
