@@ -302,6 +302,14 @@ impl Store {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err("begin migration"))?;
+            // Another process (the daemon, `pbxlink status`) may have migrated since the
+            // version was read: decide again under the write lock.
+            let now: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(err("read schema version"))?;
+            if now > i as i64 {
+                continue;
+            }
             tx.execute_batch(sql).map_err(err("migrate schema"))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(err("record schema version"))?;
@@ -903,6 +911,21 @@ mod tests {
             source: "test".into(),
             body: format!("{{\"id\":\"{key}\"}}"),
             raw: "raw".into(),
+        }
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(&path, Synchronous::Normal).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread").expect("every open succeeds");
         }
     }
 
