@@ -1,8 +1,12 @@
 //! Wires sources, the outbox and delivery into the running daemon (`pbxlink run`), and
-//! stops it cleanly: sources first, then delivery after the request in flight.
+//! stops it cleanly: sources first, then delivery after the request in flight. Under
+//! systemd it speaks the notify protocol ([`crate::service`]): READY once the store is open
+//! and the sources run, STATUS and WATCHDOG from the main loop, RELOADING on SIGHUP,
+//! STOPPING on SIGTERM.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +15,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::config::Config;
 use crate::crm::leadsquared::LeadSquaredClient;
 use crate::outbox::{Backoff, DeliverySettings, DeliveryWorker, KIND_CALL_LOG, RateLimiter, Store};
+use crate::pbx::asterisk::assemble::AsteriskAssembler;
+use crate::pipeline::SourceUpdate;
+use crate::service::{Notifier, reload, status};
 
 /// Keys of compacted delivered rows are kept this long, so re-imports stay deduplicated.
 const KEY_RETENTION_DAYS: i64 = 400;
@@ -25,6 +32,12 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     fatal: mpsc::UnboundedReceiver<String>,
+    config: Config,
+    client: LeadSquaredClient,
+    cdr_updates: Option<std::sync::mpsc::Sender<SourceUpdate<AsteriskAssembler>>>,
+    cdr_path: Option<PathBuf>,
+    /// When the CDR reader last went round its loop (unix ms).
+    cdr_heartbeat: Arc<AtomicI64>,
 }
 
 impl Daemon {
@@ -41,10 +54,18 @@ impl Daemon {
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let stop_sources = Arc::new(AtomicBool::new(false));
         let mut sources = Vec::new();
+        let cdr_heartbeat = Arc::new(AtomicI64::new(crate::outbox::store::now_ms()));
+        let mut cdr_updates = None;
+        let mut cdr_path = None;
 
         if let Some(ast) = &config.asterisk {
+            let (updates_tx, updates) = std::sync::mpsc::channel();
+            cdr_updates = Some(updates_tx);
+            cdr_path = ast.cdr_csv.clone();
             let source =
-                crate::pbx::asterisk::cdr_source(config, store.clone(), wake.clone(), None)?;
+                crate::pbx::asterisk::cdr_source(config, store.clone(), wake.clone(), None)?
+                    .with_updates(updates)
+                    .with_heartbeat(cdr_heartbeat.clone());
             let poll = Duration::from_millis(ast.poll_interval_ms);
             let stop = stop_sources.clone();
             let fatal_tx = fatal_tx.clone();
@@ -68,7 +89,7 @@ impl Daemon {
         ));
         let worker = DeliveryWorker::new(
             store.clone(),
-            client,
+            client.clone(),
             DeliverySettings {
                 kind: KIND_CALL_LOG,
                 endpoint: "call_log",
@@ -120,7 +141,68 @@ impl Daemon {
             shutdown,
             tasks,
             fatal,
+            config: config.clone(),
+            client,
+            cdr_updates,
+            cdr_path,
+            cdr_heartbeat,
         })
+    }
+
+    /// Applies a new, validated configuration without dropping state: the agents and
+    /// virtual numbers go to the CDR source (calls assembled from then on use them), the
+    /// URL, keys and payload format to the delivery client. Returns the changed keys that
+    /// need a restart (logged, not applied).
+    pub fn reload(&mut self, new: Config) -> anyhow::Result<Vec<&'static str>> {
+        let credentials = new.credentials().map_err(|p| anyhow::anyhow!("{p}"))?;
+        let directory = crate::call::Directory::from_config(&new)
+            .map_err(|e| anyhow::anyhow!("agents/virtual numbers: {e}"))?;
+        self.client
+            .reload(&new, credentials)
+            .context("rebuilding the LeadSquared client")?;
+        if let Some(updates) = &self.cdr_updates {
+            let agents = new.agents.len();
+            let numbers = new.virtual_numbers.len();
+            let update: SourceUpdate<AsteriskAssembler> = Box::new(move |assembler| {
+                assembler.set_directory(directory);
+                tracing::info!(
+                    agents,
+                    virtual_numbers = numbers,
+                    "CDR source: agents and virtual numbers reloaded"
+                );
+            });
+            if updates.send(update).is_err() {
+                tracing::warn!("CDR source is not running; agents not reloaded");
+            }
+        }
+        let restart = reload::restart_needed(&self.config, &new);
+        self.config = new;
+        Ok(restart)
+    }
+
+    /// Whether the CDR reader went round its loop within `max_age` (true without one).
+    pub fn sources_alive(&self, max_age: Duration) -> bool {
+        if self.sources.is_empty() {
+            return true;
+        }
+        let age = crate::outbox::store::now_ms() - self.cdr_heartbeat.load(Ordering::Relaxed);
+        age <= i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The `STATUS=` line: outbox depth, last delivery and the state of the CDR file.
+    pub async fn status_line(&self) -> String {
+        let store = self.store.clone();
+        let report = tokio::task::spawn_blocking(move || store.status()).await;
+        let mut line = match report {
+            Ok(Ok(report)) => status::outbox_line(&report, crate::outbox::store::now_ms()),
+            Ok(Err(e)) => format!("outbox unreadable: {e}"),
+            Err(e) => format!("outbox unreadable: {e}"),
+        };
+        if let Some(path) = &self.cdr_path {
+            line.push_str("; ");
+            line.push_str(&status::cdr_line(path));
+        }
+        line
     }
 
     /// The store, for status and tests.
@@ -161,16 +243,90 @@ impl Daemon {
     }
 }
 
-/// `pbxlink run`: runs until SIGTERM or SIGINT, or until a component fails.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// How long a SIGTERM drain may take; the unit's `TimeoutStopSec=30` leaves room above it.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often `STATUS=` is refreshed (the watchdog may ask for more often).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// `pbxlink run`: runs until SIGTERM or SIGINT, or until a component fails; SIGHUP reloads
+/// `config_path`.
+pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let notifier = Notifier::from_env();
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut daemon = Daemon::start(&config).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let result = tokio::select! {
-        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
-        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); Ok(()) }
-        reason = daemon.failed() => Err(anyhow::anyhow!(reason)),
+    notifier.ready(&daemon.status_line().await);
+
+    let watchdog = notifier.watchdog_interval();
+    let tick_every = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
+    if let Some(w) = watchdog {
+        tracing::info!(watchdog_ms = w.as_millis() as u64, "systemd watchdog on");
+    }
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stuck_reported = false;
+    let result = loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()) }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break Ok(()) }
+            reason = daemon.failed() => break Err(anyhow::anyhow!(reason)),
+            _ = hup.recv() => {
+                notifier.reloading();
+                reload_config(&mut daemon, config_path);
+                notifier.ready(&daemon.status_line().await);
+            }
+            _ = tick.tick() => {
+                if let Some(w) = watchdog {
+                    // Ping only while every loop of the daemon is alive: a stuck CDR
+                    // reader misses pings and systemd restarts the service.
+                    if daemon.sources_alive(w) {
+                        notifier.watchdog();
+                        stuck_reported = false;
+                    } else if !stuck_reported {
+                        tracing::error!("the CDR reader is stuck; not pinging the watchdog");
+                        stuck_reported = true;
+                    }
+                }
+                notifier.status(&daemon.status_line().await);
+            }
+        }
     };
-    daemon.stop(Duration::from_secs(20)).await;
+    notifier.stopping("stopping: finishing the request in flight");
+    daemon.stop(STOP_TIMEOUT).await;
     result
+}
+
+/// SIGHUP: re-reads and validates the file; an invalid file is logged and the running
+/// configuration kept.
+fn reload_config(daemon: &mut Daemon, path: &Path) {
+    tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
+    let new = match Config::load(path) {
+        Ok(new) => new,
+        Err(crate::config::ConfigError::Invalid { problems, .. }) => {
+            for p in &problems {
+                tracing::error!(key = %p.key, "config reload rejected: {}", p.message);
+            }
+            tracing::error!("configuration NOT reloaded; the previous one stays in use");
+            return;
+        }
+        Err(e) => {
+            tracing::error!("configuration NOT reloaded ({e}); the previous one stays in use");
+            return;
+        }
+    };
+    match daemon.reload(new) {
+        Ok(restart) => {
+            for key in &restart {
+                tracing::warn!(key, "changed, restart needed: systemctl restart pbxlink");
+            }
+            tracing::info!(
+                restart_needed = restart.len(),
+                "configuration reloaded: agents, virtual numbers, CRM URL, keys and payload format"
+            );
+        }
+        Err(e) => {
+            tracing::error!("configuration NOT reloaded ({e:#}); the previous one stays in use")
+        }
+    }
 }

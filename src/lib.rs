@@ -14,4 +14,5 @@ pub mod outbox;
 pub mod pbx;
 pub mod phone;
 pub mod pipeline;
+pub mod service;
 pub mod tail;

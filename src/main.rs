@@ -88,7 +88,7 @@ enum DeadLetterAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    pbxlink::service::logging::init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -96,15 +96,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -124,9 +115,9 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
-            let config = load(&config)?;
-            runtime()?.block_on(pbxlink::daemon::run(config))?;
+        Command::Run { config: path } => {
+            let config = load(&path)?;
+            runtime()?.block_on(pbxlink::daemon::run(config, &path))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => Ok(check_config(&config)),

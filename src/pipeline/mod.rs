@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -59,6 +59,9 @@ pub mod counters {
     pub const READ_ERRORS: &str = "cdr_read_errors";
 }
 
+/// A change applied to a running source's assembler between two reads (config reload).
+pub type SourceUpdate<A> = Box<dyn FnOnce(&mut A) + Send>;
+
 /// A CDR file feeding the outbox.
 pub struct FileSource<P: LineParser, A: CallAssembler<Record = P::Record>> {
     name: String,
@@ -68,6 +71,8 @@ pub struct FileSource<P: LineParser, A: CallAssembler<Record = P::Record>> {
     assembler: A,
     wake_delivery: Arc<Notify>,
     tail_options: TailOptions,
+    updates: Option<std::sync::mpsc::Receiver<SourceUpdate<A>>>,
+    heartbeat: Option<Arc<AtomicI64>>,
 }
 
 impl<P, A> FileSource<P, A>
@@ -92,7 +97,22 @@ where
             assembler,
             wake_delivery,
             tail_options: TailOptions::default(),
+            updates: None,
+            heartbeat: None,
         }
+    }
+
+    /// Updates sent here are applied by [`FileSource::run`] at the top of every loop.
+    pub fn with_updates(mut self, updates: std::sync::mpsc::Receiver<SourceUpdate<A>>) -> Self {
+        self.updates = Some(updates);
+        self
+    }
+
+    /// [`FileSource::run`] stores the time (unix ms) here at the top of every loop, so a
+    /// watchdog can tell a live reader from a stuck one.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<AtomicI64>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     /// Reloads the rows staged before a restart into the assembler.
@@ -135,6 +155,14 @@ where
         );
         let mut waiter = ChangeWaiter::new(&self.path);
         while !stop.load(Ordering::Relaxed) {
+            if let Some(heartbeat) = &self.heartbeat {
+                heartbeat.store(now_ms(), Ordering::Relaxed);
+            }
+            if let Some(updates) = &self.updates {
+                while let Ok(update) = updates.try_recv() {
+                    update(&mut self.assembler);
+                }
+            }
             loop {
                 match tailer.poll() {
                     Ok(Some(batch)) => {

@@ -252,3 +252,48 @@ pub fn call_id(n: u32) -> String {
 pub fn sibling(path: &Path, name: &str) -> PathBuf {
     path.with_file_name(name)
 }
+
+impl World {
+    /// Starts `pbxlink run` with extra environment variables (NOTIFY_SOCKET, WATCHDOG_USEC).
+    pub fn start_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        let log = self.dir.path().join("daemon-env.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn pbxlink");
+        Daemon { child, log }
+    }
+}
+
+impl Daemon {
+    /// Sends a signal by name (`HUP`, `TERM`) to the daemon.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Whether the daemon's log has a line containing `text`.
+    pub fn log_contains(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains(text)
+    }
+
+    /// How many log lines contain `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+}

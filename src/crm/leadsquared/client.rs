@@ -1,5 +1,6 @@
 //! The HTTP client for LeadSquared's telephony endpoints and the classification of answers.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -20,8 +21,17 @@ pub enum ClientError {
 }
 
 /// Posts call logs to the configured Call Log URL.
+///
+/// Clones share their settings: [`LeadSquaredClient::reload`] (SIGHUP) swaps the URL,
+/// credentials and payload format for every clone; a request in flight keeps the old ones.
 #[derive(Debug, Clone)]
 pub struct LeadSquaredClient {
+    endpoint: Arc<RwLock<Arc<Endpoint>>>,
+}
+
+/// The settings one request is made with.
+#[derive(Debug)]
+struct Endpoint {
     http: reqwest::Client,
     call_log_url: String,
     credentials: Credentials,
@@ -34,6 +44,34 @@ const MAX_BODY_KEPT: usize = 2_000;
 impl LeadSquaredClient {
     /// A client for the configuration's endpoints.
     pub fn new(config: &Config, credentials: Credentials) -> Result<Self, ClientError> {
+        Ok(Self {
+            endpoint: Arc::new(RwLock::new(Arc::new(Endpoint::new(config, credentials)?))),
+        })
+    }
+
+    /// Applies a new configuration's URL, credentials, timeout and payload format to this
+    /// client and its clones; the next request uses them.
+    pub fn reload(&self, config: &Config, credentials: Credentials) -> Result<(), ClientError> {
+        let endpoint = Arc::new(Endpoint::new(config, credentials)?);
+        *self.endpoint.write().unwrap_or_else(|e| e.into_inner()) = endpoint;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Endpoint> {
+        self.endpoint
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The payload format in use.
+    pub fn format(&self) -> PayloadFormat {
+        self.current().format.clone()
+    }
+}
+
+impl Endpoint {
+    fn new(config: &Config, credentials: Credentials) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(config.leadsquared.request_timeout())
             .connect_timeout(
@@ -50,11 +88,6 @@ impl LeadSquaredClient {
             credentials,
             format: PayloadFormat::from_config(&config.leadsquared),
         })
-    }
-
-    /// The payload format in use.
-    pub fn format(&self) -> &PayloadFormat {
-        &self.format
     }
 
     async fn post_json(&self, url: &str, body: &serde_json::Value) -> SendOutcome {
@@ -98,8 +131,9 @@ impl Sender for LeadSquaredClient {
                 };
             }
         };
-        let body = self.format.call_log(&call, None);
-        self.post_json(&self.call_log_url, &body).await
+        let endpoint = self.current();
+        let body = endpoint.format.call_log(&call, None);
+        endpoint.post_json(&endpoint.call_log_url, &body).await
     }
 }
 

@@ -1,0 +1,13 @@
+//! Running as a systemd service: the notify protocol (READY, STATUS, WATCHDOG, RELOADING,
+//! STOPPING), logging to the journal with structured fields, and what a config reload
+//! (SIGHUP) can apply live.
+//!
+//! Everything here is a no-op outside systemd: without `NOTIFY_SOCKET` nothing is sent,
+//! without `JOURNAL_STREAM` logs go to stderr.
+
+pub mod logging;
+pub mod notify;
+pub mod reload;
+pub mod status;
+
+pub use notify::Notifier;
