@@ -4,6 +4,9 @@
 //! libphonenumber's rules (the `phonenumber` crate) turn each into one E.164 number.
 //! Anything that is not a dialable number (an extension, `anonymous`) stays as it was.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use phonenumber::country;
 use serde::{Deserialize, Serialize};
 
@@ -31,11 +34,18 @@ pub enum PhoneError {
 }
 
 /// Turns numbers as the PBX saw them into E.164, using a default country for national forms.
+///
+/// Validation by libphonenumber's rules costs microseconds and one call asks about the same
+/// few numbers several times, so results are cached (bounded; clones share the cache).
 #[derive(Debug, Clone)]
 pub struct PhoneNormalizer {
     region: Option<country::Id>,
     country_code: u16,
+    cache: Arc<Mutex<HashMap<String, Option<E164>>>>,
 }
+
+/// Largest number of cached normalisations; the cache starts over when it is full.
+const CACHE_LIMIT: usize = 10_000;
 
 /// A number in E.164 form, split so every output format can be produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +105,7 @@ impl PhoneNormalizer {
         Ok(Self {
             region,
             country_code: code,
+            cache: Arc::default(),
         })
     }
 
@@ -106,6 +117,23 @@ impl PhoneNormalizer {
     /// E.164 form of a number, or None when it is not a valid phone number (an extension,
     /// `anonymous`, an empty caller id).
     pub fn normalize(&self, raw: &str) -> Option<E164> {
+        if let Some(hit) = self.lock_cache().get(raw) {
+            return hit.clone();
+        }
+        let result = self.normalize_uncached(raw);
+        let mut cache = self.lock_cache();
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(raw.to_owned(), result.clone());
+        result
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<E164>>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn normalize_uncached(&self, raw: &str) -> Option<E164> {
         let cleaned: String = raw
             .trim()
             .chars()

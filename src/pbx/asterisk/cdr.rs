@@ -317,11 +317,18 @@ pub enum CdrError {
     },
 }
 
-/// Parses CDR lines of one file.
-#[derive(Debug, Clone)]
+/// Parses CDR lines of one file. Holds one CSV reader, reused for every line.
+#[derive(Debug)]
 pub struct CdrParser {
     custom: Option<ColumnLayout>,
     time_zone: Tz,
+    reader: std::cell::RefCell<csv_core::Reader>,
+}
+
+impl Clone for CdrParser {
+    fn clone(&self) -> Self {
+        Self::new(self.custom.clone(), self.time_zone)
+    }
 }
 
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
@@ -329,32 +336,58 @@ const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 impl CdrParser {
     /// A parser for cdr_csv (`custom` None) or cdr_custom lines whose times are in `time_zone`.
     pub fn new(custom: Option<ColumnLayout>, time_zone: Tz) -> Self {
-        Self { custom, time_zone }
+        Self {
+            custom,
+            time_zone,
+            reader: std::cell::RefCell::new(csv_core::Reader::new()),
+        }
+    }
+
+    /// Splits one line into its fields (quotes removed, doubled quotes undone).
+    fn split(&self, line: &[u8]) -> Result<Vec<String>, CdrError> {
+        use csv_core::ReadRecordResult;
+        let mut reader = self.reader.borrow_mut();
+        reader.reset();
+        let mut output = vec![0u8; line.len() + 1];
+        let mut ends = vec![0usize; 32];
+        let (mut input, mut out_len, mut end_len) = (line, 0usize, 0usize);
+        let mut at_eof = false;
+        loop {
+            let (result, read, written, ended) =
+                reader.read_record(input, &mut output[out_len..], &mut ends[end_len..]);
+            input = &input[read..];
+            out_len += written;
+            end_len += ended;
+            match result {
+                ReadRecordResult::InputEmpty if !at_eof => at_eof = true,
+                ReadRecordResult::InputEmpty | ReadRecordResult::End => {
+                    return Err(CdrError::Csv("empty line".into()));
+                }
+                ReadRecordResult::OutputFull => output.resize(output.len() * 2, 0),
+                ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+                ReadRecordResult::Record => break,
+            }
+        }
+        let mut start = 0;
+        Ok(ends[..end_len]
+            .iter()
+            .map(|&end| {
+                let field = String::from_utf8_lossy(&output[start..end]).into_owned();
+                start = end;
+                field
+            })
+            .collect())
     }
 
     /// Parses one line (without its newline). `Ok(None)` for a header line.
     pub fn parse(&self, line: &[u8]) -> Result<Option<CdrRow>, CdrError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(line.len().max(64) + 1)
-            .from_reader(line);
-        let mut record = csv::ByteRecord::new();
-        match reader.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => return Err(CdrError::Csv("empty line".into())),
-            Err(e) => return Err(CdrError::Csv(e.to_string())),
-        }
-        // A quote left open swallows the rest of the line into one field; the csv reader
+        // A quote left open swallows the rest of the line into one field; the CSV reader
         // accepts that silently, so look for it: a real CDR field never holds a newline or
         // ends the record inside quotes.
         if unbalanced_quotes(line) {
             return Err(CdrError::Csv("unterminated quoted field".into()));
         }
-        let fields: Vec<String> = record
-            .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect();
+        let fields = self.split(line)?;
         if self.custom.is_none() && fields.first().map(String::as_str) == Some("accountcode") {
             return Ok(None);
         }
@@ -679,6 +712,28 @@ mod tests {
         ] {
             assert!(p.parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn one_reader_serves_every_line_even_after_a_bad_one() {
+        let p = utc_parser();
+        assert!(p.parse(b"\"unterminated,\"x").is_err());
+        for _ in 0..3 {
+            let row = p
+                .parse(ANSWERED_18.as_bytes())
+                .expect("valid")
+                .expect("row");
+            assert_eq!(row.billsec, 19);
+        }
+        let wide = format!(
+            "{},\"{}\"",
+            &ANSWERED_18[..ANSWERED_18.len() - 3],
+            "u".repeat(5000)
+        );
+        assert!(
+            p.parse(wide.as_bytes()).is_ok(),
+            "fields longer than the line buffer grow it"
+        );
     }
 
     #[test]
