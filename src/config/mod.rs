@@ -442,8 +442,22 @@ pub struct AmiSettings {
     pub secret: Option<String>,
     /// File holding the secret (first line).
     pub secret_file: Option<PathBuf>,
+    /// How to log in: `md5` (the default: `Challenge`, then the secret never crosses the
+    /// wire) or `plain`.
+    pub login: AmiLogin,
     /// Server-side event filter: only these events are sent to pbxlink.
     pub events: Vec<String>,
+}
+
+/// `[asterisk.ami] login`: how pbxlink proves the manager user's secret.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AmiLogin {
+    /// `Action: Challenge` then `Login` with `Key: md5(challenge + secret)`.
+    #[default]
+    Md5,
+    /// `Login` with `Secret:` in clear text.
+    Plain,
 }
 
 impl Default for AmiSettings {
@@ -454,6 +468,7 @@ impl Default for AmiSettings {
             username: String::new(),
             secret: None,
             secret_file: None,
+            login: AmiLogin::Md5,
             events: [
                 "Newchannel",
                 "Newstate",

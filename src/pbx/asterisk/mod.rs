@@ -1,5 +1,6 @@
 //! Asterisk: CDR files (cdr_csv, cdr_custom) turned into calls.
 
+pub mod ami;
 pub mod assemble;
 pub mod cdr;
 pub mod tracker;
