@@ -12,15 +12,23 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{CallLogSource, Config};
 use crate::crm::leadsquared::LeadSquaredClient;
+use crate::crm::leadsquared::popup::PopupSender;
+use crate::http::ApiState;
+use crate::metrics::Metrics;
+use crate::outbox::store::KIND_DISPOSITION_UPDATE;
 use crate::outbox::{Backoff, DeliverySettings, DeliveryWorker, KIND_CALL_LOG, RateLimiter, Store};
+use crate::pbx::asterisk::ami::{AmiClient, ConnectionState};
 use crate::pbx::asterisk::assemble::AsteriskAssembler;
+use crate::pbx::asterisk::live::{AsteriskControl, LiveAsterisk, LiveStats};
 use crate::pipeline::SourceUpdate;
 use crate::service::{Notifier, reload, status};
 
 /// Keys of compacted delivered rows are kept this long, so re-imports stay deduplicated.
 const KEY_RETENTION_DAYS: i64 = 400;
+/// Popups waiting to be sent (a burst of ring-all calls); beyond it they are dropped, counted.
+const POPUP_QUEUE: usize = 1024;
 /// How often delivered rows are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -38,6 +46,12 @@ pub struct Daemon {
     cdr_path: Option<PathBuf>,
     /// When the CDR reader last went round its loop (unix ms).
     cdr_heartbeat: Arc<AtomicI64>,
+    /// The AMI connection, when `[asterisk.ami]` is set.
+    ami: Option<AmiClient>,
+    /// Hands reloaded configurations to the live call tracker.
+    config_tx: watch::Sender<Arc<Config>>,
+    /// Every component's counters, for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 impl Daemon {
@@ -58,7 +72,11 @@ impl Daemon {
         let mut cdr_updates = None;
         let mut cdr_path = None;
 
-        if let Some(ast) = &config.asterisk {
+        if let Some(ast) = config
+            .asterisk
+            .as_ref()
+            .filter(|a| a.cdr_csv.is_some() && a.call_log_source != CallLogSource::Ami)
+        {
             let (updates_tx, updates) = std::sync::mpsc::channel();
             cdr_updates = Some(updates_tx);
             cdr_path = ast.cdr_csv.clone();
@@ -87,31 +105,123 @@ impl Daemon {
             ls.rate_limit_requests,
             Duration::from_millis(ls.rate_limit_period_ms),
         ));
-        let worker = DeliveryWorker::new(
-            store.clone(),
-            client.clone(),
-            DeliverySettings {
-                kind: KIND_CALL_LOG,
-                endpoint: "call_log",
-                backoff: Backoff {
-                    initial: Duration::from_millis(ls.retry_initial_ms),
-                    cap: Duration::from_millis(ls.retry_max_ms),
-                },
-                pause: Duration::from_millis(ls.auth_failure_pause_ms),
-                idle_poll: Duration::from_secs(1),
-            },
-            limiter,
-            wake,
-        );
+        let backoff = Backoff {
+            initial: Duration::from_millis(ls.retry_initial_ms),
+            cap: Duration::from_millis(ls.retry_max_ms),
+        };
+        let mut metrics = Metrics {
+            store: Some(store.clone()),
+            ..Metrics::default()
+        };
         let mut tasks = Vec::new();
-        let rx = shutdown_rx.clone();
-        let fatal_delivery = fatal_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = worker.run(rx).await {
-                tracing::error!("delivery stopped: {e}");
-                let _ = fatal_delivery.send(format!("delivery stopped: {e}"));
+        // Call logs, and the updates that carry a disposition after the call log went out:
+        // the same client, rate limit and backoff rules, one worker per kind so an update
+        // never waits behind the call-log backlog's backoff.
+        for (kind, endpoint, wake) in [
+            (KIND_CALL_LOG, "call_log", wake.clone()),
+            (
+                KIND_DISPOSITION_UPDATE,
+                "disposition_update",
+                Arc::new(Notify::new()),
+            ),
+        ] {
+            let worker = DeliveryWorker::new(
+                store.clone(),
+                client.clone(),
+                DeliverySettings {
+                    kind,
+                    endpoint,
+                    backoff,
+                    pause: Duration::from_millis(ls.auth_failure_pause_ms),
+                    idle_poll: Duration::from_secs(1),
+                },
+                limiter.clone(),
+                wake,
+            );
+            metrics.deliveries.push((endpoint, worker.stats()));
+            let rx = shutdown_rx.clone();
+            let fatal_delivery = fatal_tx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = worker.run(rx).await {
+                    tracing::error!(endpoint, "delivery stopped: {e}");
+                    let _ = fatal_delivery.send(format!("{endpoint} delivery stopped: {e}"));
+                }
+            }));
+        }
+
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        let ami = match config.asterisk.as_ref().and_then(|a| a.ami.clone()) {
+            Some(settings) => {
+                let ast = config.asterisk.as_ref().map(|a| a.call_log_source);
+                let secret = settings
+                    .resolve_secret()
+                    .map_err(|p| anyhow::anyhow!("{p}"))?;
+                let ami = AmiClient::spawn(settings, secret);
+                let popups = if ls.agent_popup_url.is_empty() {
+                    tracing::info!("[leadsquared] agent_popup_url is not set: no agent popups");
+                    None
+                } else {
+                    let (popup_tx, popup_rx) = mpsc::channel(POPUP_QUEUE);
+                    let sender = PopupSender::new(
+                        client.clone(),
+                        limiter.clone(),
+                        Duration::from_millis(ls.popup_ttl_ms),
+                    );
+                    metrics.popups = Some(sender.stats());
+                    tasks.push(tokio::spawn(sender.run(popup_rx)));
+                    Some(popup_tx)
+                };
+                let live_stats = Arc::new(LiveStats::default());
+                metrics.live = Some(live_stats.clone());
+                let live = LiveAsterisk {
+                    ami: ami.clone(),
+                    store: store.clone(),
+                    enqueue_call_logs: ast.is_some_and(|s| s != CallLogSource::Cdr),
+                    wake_delivery: wake.clone(),
+                    popups,
+                    config_updates: config_rx,
+                    stats: live_stats,
+                };
+                let rx = shutdown_rx.clone();
+                let fatal_live = fatal_tx.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = live.run(rx).await {
+                        tracing::error!("AMI call tracker stopped: {e:#}");
+                        let _ = fatal_live.send(format!("AMI call tracker stopped: {e:#}"));
+                    }
+                }));
+                metrics.ami = Some(ami.clone());
+                Some(ami)
             }
-        }));
+            None => None,
+        };
+        let metrics = Arc::new(metrics);
+
+        if let Some(http) = &config.http {
+            let originate = config
+                .asterisk
+                .as_ref()
+                .map(|a| a.originate.clone())
+                .unwrap_or_default();
+            let pbx = ami.clone().map(|ami| AsteriskControl::new(ami, originate));
+            let state = ApiState::new(config, pbx, store.clone())?.with_metrics(metrics.clone());
+            let router = crate::http::router(Arc::new(state))?;
+            let listener = tokio::net::TcpListener::bind(http.listen)
+                .await
+                .with_context(|| format!("[http] listen {}: cannot bind", http.listen))?;
+            let mut rx = shutdown_rx.clone();
+            let fatal_http = fatal_tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = crate::http::serve(router, listener, stop).await {
+                    tracing::error!("HTTP API stopped: {e}");
+                    let _ = fatal_http.send(format!("HTTP API stopped: {e}"));
+                }
+            }));
+        }
+
         let retention_days = i64::from(config.store.delivered_retention_days);
         let prune_store = store.clone();
         let mut rx = shutdown_rx;
@@ -146,6 +256,9 @@ impl Daemon {
             cdr_updates,
             cdr_path,
             cdr_heartbeat,
+            ami,
+            config_tx,
+            metrics,
         })
     }
 
@@ -175,6 +288,7 @@ impl Daemon {
                 tracing::warn!("CDR source is not running; agents not reloaded");
             }
         }
+        self.config_tx.send_replace(Arc::new(new.clone()));
         let restart = reload::restart_needed(&self.config, &new);
         self.config = new;
         Ok(restart)
@@ -202,7 +316,19 @@ impl Daemon {
             line.push_str("; ");
             line.push_str(&status::cdr_line(path));
         }
+        if let Some(ami) = &self.ami {
+            line.push_str(match &*ami.state().borrow() {
+                ConnectionState::Connected { .. } => "; AMI connected",
+                ConnectionState::Connecting { .. } => "; AMI connecting",
+                ConnectionState::Disconnected { .. } => "; AMI DISCONNECTED",
+            });
+        }
         line
+    }
+
+    /// Every component's counters (what `/metrics` serves).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The store, for status and tests.
@@ -222,6 +348,9 @@ impl Daemon {
     pub async fn stop(self, timeout: Duration) {
         self.stop_sources.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
+        if let Some(ami) = &self.ami {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ami.shutdown()).await;
+        }
         let sources = self.sources;
         let tasks = self.tasks;
         let all = async move {

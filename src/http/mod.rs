@@ -26,6 +26,7 @@ use governor::{Quota, RateLimiter};
 use crate::call::{AgentInfo, Directory};
 use crate::config::{Config, DialFormat, FreeAgent, HttpConfig, OriginateConfig};
 use crate::crm::leadsquared::route::RouteClient;
+use crate::metrics::Metrics;
 use crate::outbox::Store;
 use crate::pbx::{OriginateRequest, PbxControl};
 use auth::AccessPolicy;
@@ -56,6 +57,7 @@ pub struct ApiState<P: PbxControl> {
     recent_clicks: Mutex<HashMap<(String, String), Instant>>,
     route_cache: Mutex<HashMap<String, (Instant, String)>>,
     stats: Arc<ApiStats>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<P: PbxControl> ApiState<P> {
@@ -84,7 +86,15 @@ impl<P: PbxControl> ApiState<P> {
             recent_clicks: Mutex::new(HashMap::new()),
             route_cache: Mutex::new(HashMap::new()),
             stats: Arc::default(),
+            metrics: None,
         })
+    }
+
+    /// Serves `/metrics` from `metrics` (which also gets this API's counters).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        let _ = metrics.api.set(self.stats.clone());
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The API's counters.
@@ -115,6 +125,7 @@ pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> 
         )
         .route("/disposition", get(disposition::<P>).post(disposition::<P>))
         .route("/route", get(route::<P>))
+        .route("/metrics", get(metrics::<P>))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(limiter, rate_limit))
@@ -135,14 +146,15 @@ async fn rate_limit(
     next.run(request).await
 }
 
-/// Serves the API on `[http] listen` until `shutdown` resolves.
+/// Serves the API on a bound `[http] listen` socket until `shutdown` resolves.
 pub async fn serve(
     router: Router,
-    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "HTTP API listening");
+    if let Ok(listen) = listener.local_addr() {
+        tracing::info!(%listen, "HTTP API listening");
+    }
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -184,6 +196,21 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
             format!("not ready: {}\n", problems.join("; ")),
         )
             .into_response()
+    }
+}
+
+async fn metrics<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Response {
+    match &state.metrics {
+        Some(m) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            m.render().await,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not collected here\n").into_response(),
     }
 }
 

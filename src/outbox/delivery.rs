@@ -54,6 +54,18 @@ pub enum SendOutcome {
     },
 }
 
+impl SendOutcome {
+    /// The HTTP status of the answer, None when none came (or the row never left).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            SendOutcome::Delivered { status, .. }
+            | SendOutcome::Reject { status, .. }
+            | SendOutcome::Pause { status, .. } => Some(*status).filter(|s| *s != 0),
+            SendOutcome::Retry { status, .. } => *status,
+        }
+    }
+}
+
 /// Sends one outbox row to the CRM.
 pub trait Sender: Send + Sync + 'static {
     /// Sends and classifies the answer. Never panics on a bad answer.
@@ -204,6 +216,31 @@ pub struct DeliveryStats {
     pub dead: std::sync::atomic::AtomicU64,
     /// Pauses after 401/403/404.
     pub paused: std::sync::atomic::AtomicU64,
+    /// Answers by HTTP status ("200", "429", ...; "none" when no answer came).
+    responses: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl DeliveryStats {
+    /// Counts one attempt's answer.
+    pub fn count_response(&self, status: Option<u16>) {
+        let key = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+        *self
+            .responses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    /// Attempts so far by HTTP status.
+    pub fn responses(&self) -> Vec<(String, u64)> {
+        self.responses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
 }
 
 /// Delivers the rows of one kind to one endpoint until shut down.
@@ -272,6 +309,7 @@ impl<S: Sender> DeliveryWorker<S> {
     fn record(&mut self, row: &OutboxRow, outcome: SendOutcome) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         let endpoint = self.settings.endpoint;
+        self.stats.count_response(outcome.status());
         match outcome {
             SendOutcome::Delivered { status, response } => {
                 self.consecutive_failures = 0;

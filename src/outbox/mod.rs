@@ -4,7 +4,9 @@
 pub mod delivery;
 pub mod store;
 
-pub use delivery::{Backoff, DeliverySettings, DeliveryWorker, RateLimiter, SendOutcome, Sender};
+pub use delivery::{
+    Backoff, DeliverySettings, DeliveryStats, DeliveryWorker, RateLimiter, SendOutcome, Sender,
+};
 pub use store::{
     KIND_CALL_LOG, KIND_DISPOSITION_UPDATE, NewOutboxRow, OutboxRow, StatusReport, Store,
     StoreError,

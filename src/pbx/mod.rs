@@ -87,3 +87,25 @@ pub trait PbxControl: Send + Sync + 'static {
     /// Whether the PBX connection is up.
     fn is_connected(&self) -> bool;
 }
+
+/// No PBX control configured (e.g. `[http]` for `/route` only): every action answers
+/// [`PbxError::NotConnected`].
+impl<P: PbxControl> PbxControl for Option<P> {
+    async fn originate(&self, request: OriginateRequest) -> Result<(), PbxError> {
+        match self {
+            Some(pbx) => pbx.originate(request).await,
+            None => Err(PbxError::NotConnected),
+        }
+    }
+
+    async fn free_agent(&self, interface: String) -> Result<(), PbxError> {
+        match self {
+            Some(pbx) => pbx.free_agent(interface).await,
+            None => Err(PbxError::NotConnected),
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        self.as_ref().is_some_and(PbxControl::is_connected)
+    }
+}

@@ -34,6 +34,7 @@ pub struct LeadSquaredClient {
 struct Endpoint {
     http: reqwest::Client,
     call_log_url: String,
+    agent_popup_url: String,
     credentials: Credentials,
     format: PayloadFormat,
 }
@@ -85,6 +86,7 @@ impl Endpoint {
         Ok(Self {
             http,
             call_log_url: config.leadsquared.call_log_url.clone(),
+            agent_popup_url: config.leadsquared.agent_popup_url.clone(),
             credentials,
             format: PayloadFormat::from_config(&config.leadsquared),
         })
@@ -131,9 +133,31 @@ impl Sender for LeadSquaredClient {
                 };
             }
         };
+        // A lead id from click to call fills in what the PBX records did not carry.
+        let call = match (&call.lead_id, &row.lead_id) {
+            (None, Some(lead_id)) => CallRecord {
+                lead_id: Some(lead_id.clone()),
+                ..call
+            },
+            _ => call,
+        };
         let endpoint = self.current();
-        let body = endpoint.format.call_log(&call, None);
+        let body = endpoint.format.call_log(&call, row.notes.as_deref());
         endpoint.post_json(&endpoint.call_log_url, &body).await
+    }
+}
+
+impl LeadSquaredClient {
+    /// Posts an Agent Popup body to `[leadsquared] agent_popup_url`.
+    pub async fn send_popup(&self, body: &serde_json::Value) -> SendOutcome {
+        let endpoint = self.current();
+        if endpoint.agent_popup_url.is_empty() {
+            return SendOutcome::Reject {
+                status: 0,
+                reason: "[leadsquared] agent_popup_url is not set".into(),
+            };
+        }
+        endpoint.post_json(&endpoint.agent_popup_url, body).await
     }
 }
 

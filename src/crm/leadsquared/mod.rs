@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod payload;
+pub mod popup;
 pub mod route;
 pub mod standin;
 

@@ -66,6 +66,8 @@ struct Shared {
     behaviour: Behaviour,
     expectations: Expectations,
     received: Vec<Received>,
+    /// Call Route answers (`Message` objects) by the caller's digits.
+    route_owners: std::collections::HashMap<String, Value>,
 }
 
 /// Handle to a running stand-in.
@@ -86,11 +88,17 @@ impl StandIn {
             behaviour: Behaviour::Healthy,
             expectations,
             received: Vec::new(),
+            route_owners: std::collections::HashMap::new(),
         }));
         let (events, _) = broadcast::channel(1024);
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let app = Router::new()
             .route("/1/api/Telephony/LogCallComplete/{key}", post(call_log))
+            .route("/1/api/Telephony/AgentPopup/{key}", post(agent_popup))
+            .route(
+                "/1/api/Telephony/CallRoute/{key}",
+                axum::routing::get(call_route),
+            )
             .with_state(AppState {
                 shared: shared.clone(),
                 events: events.clone(),
@@ -123,6 +131,34 @@ impl StandIn {
     pub fn call_log_url(&self) -> String {
         let key = self.lock().expectations.url_key.clone();
         format!("http://{}/1/api/Telephony/LogCallComplete/{key}", self.addr)
+    }
+
+    /// The Agent Popup URL to put in `[leadsquared] agent_popup_url`.
+    pub fn agent_popup_url(&self) -> String {
+        let key = self.lock().expectations.url_key.clone();
+        format!("http://{}/1/api/Telephony/AgentPopup/{key}", self.addr)
+    }
+
+    /// The Call Route URL to put in `[leadsquared] call_route_url`.
+    pub fn call_route_url(&self) -> String {
+        let key = self.lock().expectations.url_key.clone();
+        format!("http://{}/1/api/Telephony/CallRoute/{key}", self.addr)
+    }
+
+    /// Makes the Call Route API name `owner` (e.g. `{"EmailAddress": ...}`) for a caller
+    /// (any spelling of the number; its digits are compared).
+    pub fn set_route_owner(&self, caller: &str, owner: Value) {
+        self.lock().route_owners.insert(digits(caller), owner);
+    }
+
+    /// The bodies of accepted agent popups, in arrival order.
+    pub fn accepted_popups(&self) -> Vec<Value> {
+        self.lock()
+            .received
+            .iter()
+            .filter(|r| r.endpoint == "agent_popup" && r.status == 200)
+            .map(|r| r.body.clone())
+            .collect()
     }
 
     /// Changes how it answers from now on.
@@ -184,6 +220,79 @@ fn lsq_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// What every endpoint checks first: the behaviour it was told to have, the connector key
+/// in the path and the access-key headers. `Err` is the answer to send (already recorded).
+async fn gate(
+    state: &AppState,
+    endpoint: &'static str,
+    key: &str,
+    headers: &HeaderMap,
+    body: &Value,
+    at: SystemTime,
+) -> Result<(), Response> {
+    let (behaviour, expectations) = {
+        let shared = state.shared.lock().unwrap_or_else(|p| p.into_inner());
+        (shared.behaviour.clone(), shared.expectations.clone())
+    };
+    let record = |status: u16, problem: &str| {
+        state.record(Received {
+            at,
+            endpoint,
+            status,
+            body: body.clone(),
+            problem: Some(problem.to_owned()),
+        })
+    };
+    match behaviour {
+        Behaviour::Healthy => {}
+        Behaviour::Fail(code) => {
+            record(code, "told to fail");
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Err((status, "stand-in told to fail").into_response());
+        }
+        Behaviour::RateLimited { retry_after_secs } => {
+            record(429, "rate limited");
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                [("Retry-After", retry_after_secs.to_string())],
+                "Rate limit exceeded",
+            )
+                .into_response());
+        }
+        Behaviour::Stall(time) => {
+            tokio::time::sleep(time).await;
+            record(504, "stalled");
+            return Err((StatusCode::GATEWAY_TIMEOUT, "stalled").into_response());
+        }
+    }
+    if key != expectations.url_key {
+        record(404, &format!("unknown connector key {key:?}"));
+        return Err(lsq_error(StatusCode::NOT_FOUND, "Invalid connector key"));
+    }
+    if let Some((access, secret)) = &expectations.access_keys {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if header("x-LSQ-AccessKey") != Some(access) || header("x-LSQ-SecretKey") != Some(secret) {
+            record(401, "bad access keys");
+            return Err(lsq_error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid AccessKey or SecretKey",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn success(at: SystemTime, message: &str) -> Response {
+    let id = format!(
+        "{:x}",
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    axum::Json(json!({"Status": "Success", "Message": {"Id": id, "Message": message}}))
+        .into_response()
+}
+
 async fn call_log(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -191,11 +300,10 @@ async fn call_log(
     body: Bytes,
 ) -> Response {
     let at = SystemTime::now();
-    let (behaviour, expectations) = {
-        let shared = state.shared.lock().unwrap_or_else(|p| p.into_inner());
-        (shared.behaviour.clone(), shared.expectations.clone())
-    };
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Err(answer) = gate(&state, "call_log", &key, &headers, &body_json, at).await {
+        return answer;
+    }
     let record = |status: u16, problem: Option<String>| {
         state.record(Received {
             at,
@@ -205,56 +313,124 @@ async fn call_log(
             problem,
         })
     };
-    match behaviour {
-        Behaviour::Healthy => {}
-        Behaviour::Fail(code) => {
-            record(code, Some("told to fail".into()));
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return (status, "stand-in told to fail").into_response();
-        }
-        Behaviour::RateLimited { retry_after_secs } => {
-            record(429, Some("rate limited".into()));
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("Retry-After", retry_after_secs.to_string())],
-                "Rate limit exceeded",
-            )
-                .into_response();
-        }
-        Behaviour::Stall(time) => {
-            tokio::time::sleep(time).await;
-            record(504, Some("stalled".into()));
-            return (StatusCode::GATEWAY_TIMEOUT, "stalled").into_response();
-        }
-    }
-    if key != expectations.url_key {
-        record(404, Some(format!("unknown connector key {key:?}")));
-        return lsq_error(StatusCode::NOT_FOUND, "Invalid connector key");
-    }
-    if let Some((access, secret)) = &expectations.access_keys {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        if header("x-LSQ-AccessKey") != Some(access) || header("x-LSQ-SecretKey") != Some(secret) {
-            record(401, Some("bad access keys".into()));
-            return lsq_error(StatusCode::UNAUTHORIZED, "Invalid AccessKey or SecretKey");
-        }
-    }
     if let Err(problem) = check_call_log(&body_json) {
         record(400, Some(problem.clone()));
         return lsq_error(StatusCode::BAD_REQUEST, &problem);
     }
     let session = body_json["CallSessionId"].as_str().unwrap_or_default();
-    if expectations.reject_call_ids.iter().any(|id| id == session) {
+    let rejected = {
+        let shared = state.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared
+            .expectations
+            .reject_call_ids
+            .iter()
+            .any(|id| id == session)
+    };
+    if rejected {
         record(400, Some("rejected by the test".into()));
         return lsq_error(StatusCode::BAD_REQUEST, "Lead could not be created");
     }
     record(200, None);
-    let id = format!(
-        "{:x}",
-        at.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    axum::Json(json!({"Status": "Success", "Message": {"Id": id}})).into_response()
+    success(at, "Call log saved")
+}
+
+async fn agent_popup(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let at = SystemTime::now();
+    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Err(answer) = gate(&state, "agent_popup", &key, &headers, &body_json, at).await {
+        return answer;
+    }
+    let problem = check_popup(&body_json).err();
+    let status = if problem.is_some() { 400 } else { 200 };
+    state.record(Received {
+        at,
+        endpoint: "agent_popup",
+        status,
+        body: body_json.clone(),
+        problem: problem.clone(),
+    });
+    match problem {
+        Some(p) => lsq_error(StatusCode::BAD_REQUEST, &p),
+        None => success(at, "Message broadcasted successfully"),
+    }
+}
+
+/// Checks an Agent Popup body: the four numbers and ids LeadSquared needs to find the
+/// agent's session and the lead.
+pub fn check_popup(body: &Value) -> Result<(), String> {
+    let object = body.as_object().ok_or("body is not a JSON object")?;
+    let number = Regex::new(r"^(\+|%2b)?[0-9][0-9-]{1,20}$").map_err(|e| e.to_string())?;
+    for key in ["SourceNumber", "DestinationNumber", "DisplayNumber"] {
+        match object.get(key) {
+            Some(Value::String(s)) if number.is_match(s) => {}
+            Some(other) => return Err(format!("{key} {other} is not a phone number")),
+            None => return Err(format!("{key} is mandatory")),
+        }
+    }
+    if object.get("Direction").and_then(Value::as_str) != Some("Inbound") {
+        return Err("Direction must be Inbound".into());
+    }
+    match object.get("CallSessionId").and_then(Value::as_str) {
+        Some(id) if !id.trim().is_empty() => Ok(()),
+        _ => Err("CallSessionId is mandatory".into()),
+    }
+}
+
+async fn call_route(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let at = SystemTime::now();
+    let query = uri.query().unwrap_or_default().to_owned();
+    let caller = url_query_value(&query, "caller_id");
+    let body = json!({ "caller_id": caller });
+    if let Err(answer) = gate(&state, "call_route", &key, &headers, &body, at).await {
+        return answer;
+    }
+    let Some(caller) = caller else {
+        state.record(Received {
+            at,
+            endpoint: "call_route",
+            status: 400,
+            body,
+            problem: Some("caller_id is mandatory".into()),
+        });
+        return lsq_error(StatusCode::BAD_REQUEST, "caller_id is mandatory");
+    };
+    let owner = state
+        .shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .route_owners
+        .get(&digits(&caller))
+        .cloned();
+    state.record(Received {
+        at,
+        endpoint: "call_route",
+        status: 200,
+        body,
+        problem: None,
+    });
+    axum::Json(json!({"Status": "Success", "Message": owner.unwrap_or_else(|| json!({}))}))
+        .into_response()
+}
+
+fn url_query_value(query: &str, name: &str) -> Option<String> {
+    let url = reqwest::Url::parse(&format!("http://standin/?{query}")).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn digits(number: &str) -> String {
+    number.chars().filter(char::is_ascii_digit).collect()
 }
 
 const KNOWN_FIELDS: &[&str] = &[

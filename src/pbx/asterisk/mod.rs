@@ -3,6 +3,7 @@
 pub mod ami;
 pub mod assemble;
 pub mod cdr;
+pub mod live;
 pub mod tracker;
 
 use std::path::PathBuf;

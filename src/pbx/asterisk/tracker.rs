@@ -92,6 +92,13 @@ struct Call {
     lead_id: Option<String>,
 }
 
+/// A caller id value, unless Asterisk's placeholder for none.
+fn known_caller(value: Option<&str>) -> Option<&str> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "<unknown>")
+}
+
 /// The live call table. See the module documentation.
 #[derive(Debug)]
 pub struct CallTracker {
@@ -145,6 +152,21 @@ impl CallTracker {
         let Some(linkedid) = event.field("Linkedid").filter(|l| !l.is_empty()) else {
             return Vec::new();
         };
+        // Asterisk sets a channel's caller id after Newchannel (originated and Local
+        // channels start as "<unknown>"): the root channel's later events carry it.
+        if event.field("Uniqueid") == Some(linkedid) {
+            if let (Some(num), Some(root)) = (
+                known_caller(event.field("CallerIDNum")),
+                self.calls.get_mut(linkedid).and_then(|c| c.root.as_mut()),
+            ) {
+                if root.caller_num != num {
+                    root.caller_num = num.to_owned();
+                    if let Some(name) = known_caller(event.field("CallerIDName")) {
+                        root.caller_name = name.to_owned();
+                    }
+                }
+            }
+        }
         let mut out = Vec::new();
         match name {
             "Newchannel" | "CoreShowChannel" => {
@@ -254,6 +276,7 @@ impl CallTracker {
     }
 
     fn add_channel(&mut self, linkedid: &str, event: &impl EventFields) {
+        let text = |k: &str| known_caller(event.field(k)).unwrap_or_default().to_owned();
         let Some(uniqueid) = event.field("Uniqueid") else {
             return;
         };
@@ -263,13 +286,13 @@ impl CallTracker {
         };
         call.channels.entry(uniqueid.to_owned()).or_insert(false);
         if uniqueid == linkedid && call.root.is_none() {
-            let text = |k: &str| event.field(k).unwrap_or_default().to_owned();
+            let field = |k: &str| event.field(k).unwrap_or_default().to_owned();
             call.root = Some(Root {
                 channel: channel.to_owned(),
                 caller_num: text("CallerIDNum"),
                 caller_name: text("CallerIDName"),
-                exten: text("Exten"),
-                context: text("Context"),
+                exten: field("Exten"),
+                context: field("Context"),
             });
         }
     }
@@ -318,7 +341,11 @@ impl CallTracker {
         if !inbound || !call.popped.insert(ext.clone()) {
             return None;
         }
-        let root = call.root.clone()?;
+        let mut root = call.root.clone()?;
+        if known_caller(Some(&root.caller_num)).is_none() {
+            // Still unknown: the dialling channel's caller id is the caller's.
+            root.caller_num = known_caller(event.field("CallerIDNum"))?.to_owned();
+        }
         let did = self.directory.virtual_number(&root.exten);
         let (display, tag) = match did {
             Some(v) => (Some(self.directory.number(&root.exten)), v.tag.clone()),

@@ -1,0 +1,295 @@
+//! Live Asterisk: AMI events drive the call tracker, whose popups go out at once and whose
+//! finished calls go into the outbox (`call_log_source = "ami"` or `"both"`); and the HTTP
+//! API's [`PbxControl`] is carried out with AMI actions (Originate, QueuePause).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+
+use super::ami::{Action, AmiClient, AmiError, ConnectionState, Message};
+use super::tracker::{CallTracker, EventFields, PopupRequest, TrackerOutput, TrackerSettings};
+use crate::call::Directory;
+use crate::config::{Config, OriginateConfig};
+use crate::outbox::Store;
+use crate::outbox::store::{KIND_CALL_LOG, NewOutboxRow};
+use crate::pbx::{OriginateRequest, PbxControl, PbxError};
+
+impl EventFields for Message {
+    fn field(&self, key: &str) -> Option<&str> {
+        self.get(key)
+    }
+}
+
+/// Milliseconds on a monotonic clock shared by the tracker and the popup sender.
+pub fn monotonic_ms() -> i64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as i64
+}
+
+/// How long an AMI action may take before the HTTP caller gets an error.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`PbxControl`] for Asterisk, over AMI.
+#[derive(Debug, Clone)]
+pub struct AsteriskControl {
+    ami: AmiClient,
+    originate: OriginateConfig,
+}
+
+impl AsteriskControl {
+    /// Control over `ami`, placing calls as `[asterisk.originate]` says.
+    pub fn new(ami: AmiClient, originate: OriginateConfig) -> Self {
+        Self { ami, originate }
+    }
+}
+
+fn pbx_error(e: AmiError) -> PbxError {
+    match e {
+        AmiError::HeaderInjection { key } => PbxError::Unsafe(format!("line break in {key}")),
+        AmiError::InvalidKey { key } | AmiError::ReservedKey { key } => PbxError::Unsafe(key),
+        AmiError::NotConnected { .. } | AmiError::Disconnected { .. } => PbxError::NotConnected,
+        AmiError::Timeout { .. } => PbxError::Timeout,
+        other => PbxError::Refused(other.to_string()),
+    }
+}
+
+fn refused(response: &Message) -> Option<PbxError> {
+    response.is_error().then(|| {
+        PbxError::Refused(
+            response
+                .get("Message")
+                .unwrap_or("Asterisk answered Error")
+                .to_owned(),
+        )
+    })
+}
+
+impl PbxControl for AsteriskControl {
+    async fn originate(&self, request: OriginateRequest) -> Result<(), PbxError> {
+        let channel = self
+            .originate
+            .agent_channel
+            .replace("{extension}", &request.agent_extension);
+        let build = || -> Result<Action, AmiError> {
+            let mut action = Action::new("Originate")
+                .header("Channel", channel.clone())?
+                .header("Context", self.originate.context.clone())?
+                .header("Exten", request.lead_dial.clone())?
+                .header("Priority", "1")?
+                .header("CallerID", format!("<{}>", request.caller_id))?
+                .header("Timeout", self.originate.timeout_ms.to_string())?
+                .header("ChannelId", request.call_id.clone())?
+                .header("Async", "true")?;
+            for (name, value) in &request.variables {
+                action = action.header("Variable", format!("{name}={value}"))?;
+            }
+            Ok(action)
+        };
+        let action = build().map_err(pbx_error)?;
+        // Async: Asterisk answers once the call is queued; the agent's phone rings next.
+        let response = self
+            .ami
+            .send(action, ACTION_TIMEOUT)
+            .await
+            .map_err(pbx_error)?;
+        match refused(&response) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn free_agent(&self, interface: String) -> Result<(), PbxError> {
+        let action = Action::new("QueuePause")
+            .header("Interface", interface)
+            .and_then(|a| a.header("Paused", "false"))
+            .and_then(|a| a.header("Reason", "pbxlink: call disposed"))
+            .map_err(pbx_error)?;
+        let response = self
+            .ami
+            .send(action, ACTION_TIMEOUT)
+            .await
+            .map_err(pbx_error)?;
+        match refused(&response) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        matches!(
+            *self.ami.state().borrow(),
+            ConnectionState::Connected { .. }
+        )
+    }
+}
+
+/// Counters of the live path.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Popups handed to the sender.
+    pub popups_queued: std::sync::atomic::AtomicU64,
+    /// Popups lost because the sender's queue was full.
+    pub popups_overflow: std::sync::atomic::AtomicU64,
+    /// Calls enqueued from AMI events.
+    pub calls_enqueued: std::sync::atomic::AtomicU64,
+    /// Events missed by a lagging reader.
+    pub events_lagged: std::sync::atomic::AtomicU64,
+    /// Calls expired without a hangup.
+    pub calls_expired: std::sync::atomic::AtomicU64,
+}
+
+/// Runs the tracker on `ami`'s events until `shutdown` turns true.
+pub struct LiveAsterisk {
+    /// The AMI connection.
+    pub ami: AmiClient,
+    /// The outbox (for call logs from events).
+    pub store: Arc<Store>,
+    /// Whether finished calls are enqueued as call logs.
+    pub enqueue_call_logs: bool,
+    /// Wakes the call-log delivery worker.
+    pub wake_delivery: Arc<Notify>,
+    /// Where popups go (None when `[leadsquared] agent_popup_url` is not set).
+    pub popups: Option<mpsc::Sender<PopupRequest>>,
+    /// New configurations (SIGHUP): the tracker takes their agents and virtual numbers.
+    pub config_updates: watch::Receiver<Arc<Config>>,
+    /// Counters.
+    pub stats: Arc<LiveStats>,
+}
+
+impl LiveAsterisk {
+    /// Follows events, rebuilding the call table after every reconnect.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let config = self.config_updates.borrow_and_update().clone();
+        use std::sync::atomic::Ordering::Relaxed;
+        let ast = config.asterisk.clone().unwrap_or_default();
+        let mut tracker = CallTracker::new(
+            Directory::from_config(&config)?,
+            TrackerSettings {
+                inbound_contexts: ast.inbound_contexts.clone(),
+                max_calls: 10_000,
+                max_call_ms: i64::try_from(ast.max_call_secs.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
+            },
+        );
+        let mut events = self.ami.events();
+        let mut state = self.ami.state();
+        let mut expiry = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(message) => {
+                        let outputs = tracker.handle(&*message, monotonic_ms(), chrono::Utc::now());
+                        self.dispatch(outputs).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        self.stats.events_lagged.fetch_add(n, Relaxed);
+                        tracing::warn!(missed = n, "AMI events missed by the call tracker");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let connected = matches!(*state.borrow_and_update(), ConnectionState::Connected { .. });
+                    if connected {
+                        tracker.clear();
+                        self.rebuild(&mut tracker).await;
+                    }
+                }
+                _ = expiry.tick() => {
+                    let n = tracker.expire(monotonic_ms());
+                    if n > 0 {
+                        self.stats.calls_expired.fetch_add(n as u64, Relaxed);
+                        tracing::warn!(calls = n, "calls without a hangup for too long were forgotten");
+                    }
+                }
+                changed = self.config_updates.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let new = self.config_updates.borrow_and_update().clone();
+                    match Directory::from_config(&new) {
+                        Ok(directory) => {
+                            tracker.set_directory(directory);
+                            tracing::info!("call tracker: agents and virtual numbers reloaded");
+                        }
+                        Err(e) => tracing::error!("call tracker keeps its agents: {e}"),
+                    }
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// After a (re)connect, learns the calls in progress from `CoreShowChannels`.
+    async fn rebuild(&self, tracker: &mut CallTracker) {
+        match self
+            .ami
+            .send_list(Action::new("CoreShowChannels"), Duration::from_secs(10))
+            .await
+        {
+            Ok((_, channels)) => {
+                let now = chrono::Utc::now();
+                for channel in &channels {
+                    tracker.handle(channel, monotonic_ms(), now);
+                }
+                tracing::info!(
+                    channels = channels.len(),
+                    calls = tracker.len(),
+                    "call table rebuilt after (re)connecting to Asterisk"
+                );
+            }
+            Err(e) => tracing::warn!("could not list the channels in progress: {e}"),
+        }
+    }
+
+    async fn dispatch(&self, outputs: Vec<TrackerOutput>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for output in outputs {
+            match output {
+                TrackerOutput::Popup(popup) => {
+                    let Some(popups) = &self.popups else { continue };
+                    if popups.try_send(popup).is_ok() {
+                        self.stats.popups_queued.fetch_add(1, Relaxed);
+                    } else {
+                        self.stats.popups_overflow.fetch_add(1, Relaxed);
+                        tracing::error!("agent popup queue full: popup dropped");
+                    }
+                }
+                TrackerOutput::Ended(Some(call)) if self.enqueue_call_logs => {
+                    let body = match serde_json::to_string(&call) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!("cannot serialise a call: {e}");
+                            continue;
+                        }
+                    };
+                    let row = NewOutboxRow {
+                        kind: KIND_CALL_LOG,
+                        idempotency_key: format!("{KIND_CALL_LOG}:{}", call.call_id),
+                        call_id: call.call_id.clone(),
+                        source: call.source.clone(),
+                        body,
+                        raw: String::new(),
+                    };
+                    let store = self.store.clone();
+                    match tokio::task::spawn_blocking(move || store.enqueue(&[row], &[], &[])).await
+                    {
+                        Ok(Ok(outcome)) if outcome.inserted > 0 => {
+                            self.stats.calls_enqueued.fetch_add(1, Relaxed);
+                            self.wake_delivery.notify_one();
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(call_id = %call.call_id, "cannot store a call from AMI: {e}")
+                        }
+                        Err(e) => tracing::error!("store task failed: {e}"),
+                    }
+                }
+                TrackerOutput::Ended(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The live features against a REAL Asterisk 22 (`tests/asterisk/rig.sh`): the real
+//! `pbxlink run` binary with `[asterisk.ami]` and `[http]`, the LeadSquared stand-in for the
+//! CRM, real calls placed in Asterisk.
+//!
+//! 1. An inbound call into the ring-all queue `sales` (agents 100 and 101) pops both agents
+//!    (two popups, each agent's number, the call's id), agent 100 answers: ONE call log,
+//!    agent 100, with the popup's CallSessionId.
+//! 2. Click to call over HTTP makes Asterisk ring agent 100 and then the lead: an Outbound
+//!    call log with the LeadId given.
+//! 3. A disposition for that call unpauses agent 100's paused queue member (checked with
+//!    `QueueStatus`) and posts the disposition as CallNotes.
+//! 4. `/route` answers the owner's extension from the stand-in, and the fallback within the
+//!    deadline while the CRM stalls.
+//! 5. Asterisk restarts: pbxlink logs in again and the next call still pops.
+//!
+//! Needs root (the rig is a chroot); without root it prints a loud SKIPPED message. It holds
+//! `/var/tmp/pbxlink-asterisk.lock` for its whole run (one Asterisk for all such tests).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pbxlink::crm::leadsquared::standin::{Behaviour, Expectations, StandIn};
+use serde_json::{Value, json};
+
+const LOCK: &str = "/var/tmp/pbxlink-asterisk.lock";
+const TOKEN: &str = "live-test-token";
+const LEAD: &str = "+919611795983";
+const AGENT_100: &str = "+919876500100";
+const AGENT_101: &str = "+919876500101";
+const QUEUE_DID: &str = "918044556603";
+const DIRECT_DID: &str = "918044556677";
+const COLUMNS: [&str; 22] = [
+    "accountcode",
+    "src",
+    "dst",
+    "dcontext",
+    "clid",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "uniqueid",
+    "userfield",
+    "linkedid",
+    "sequence",
+    "peeraccount",
+    "recordingfile",
+];
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn rig_root() -> PathBuf {
+    PathBuf::from(
+        std::env::var("PBXLINK_ASTERISK_ROOT")
+            .unwrap_or_else(|_| "/var/tmp/pbxlink-asterisk-root".into()),
+    )
+}
+
+fn rig(args: &[&str]) -> Output {
+    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asterisk/rig.sh"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"))
+}
+
+fn rig_ok(args: &[&str]) -> String {
+    let out = rig(args);
+    assert!(
+        out.status.success(),
+        "rig.sh {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stops Asterisk (and the daemon) when dropped, also when the test panics.
+struct Guard {
+    daemon: Option<Child>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = rig(&["stop"]);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_e2e_to_finish() {
+    let started = Instant::now();
+    while Command::new("pgrep")
+        .args(["-f", "asterisk_e2e|tests/ami"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(started.elapsed() < Duration::from_secs(1800), "rig busy");
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn live_asterisk_popups_click_to_call_disposition_route_restart() {
+    if !is_root() {
+        eprintln!(
+            "\n************************************************************************\n\
+             *** SKIPPED tests/asterisk_live.rs: not root. The live features were ***\n\
+             *** NOT tested against a real Asterisk. Run as root (sudo .ci/run).  ***\n\
+             ************************************************************************\n"
+        );
+        return;
+    }
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK)
+        .unwrap_or_else(|e| panic!("open {LOCK}: {e}"));
+    lock.lock().unwrap_or_else(|e| panic!("lock {LOCK}: {e}"));
+    wait_for_e2e_to_finish();
+    rig_ok(&["install"]);
+    rig_ok(&["start"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(scenario());
+    drop(lock);
+}
+
+struct Live {
+    http: reqwest::Client,
+    base: String,
+    standin: StandIn,
+    log: PathBuf,
+}
+
+impl Live {
+    async fn get(&self, path_and_query: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits until `cond` holds for what the stand-in received.
+    async fn wait_for<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        cond: impl Fn(&StandIn) -> Option<T>,
+    ) -> T {
+        let started = Instant::now();
+        loop {
+            if let Some(v) = cond(&self.standin) {
+                return v;
+            }
+            if started.elapsed() > limit {
+                panic!(
+                    "{what}: not within {limit:?}\nstand-in received: {:#?}\n--- pbxlink log\n{}",
+                    self.standin
+                        .received()
+                        .iter()
+                        .map(|r| (r.endpoint, r.status, r.body.clone(), r.problem.clone()))
+                        .collect::<Vec<_>>(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/readyz?token={TOKEN}", self.base))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < limit,
+                "pbxlink not ready within {limit:?}\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn popups_of(st: &StandIn, call_id: Option<&str>) -> Vec<Value> {
+    st.accepted_popups()
+        .into_iter()
+        .filter(|p| call_id.is_none_or(|id| p["CallSessionId"] == id))
+        .collect()
+}
+
+fn logs_of(st: &StandIn, call_id: &str) -> Vec<Value> {
+    st.accepted_call_logs()
+        .into_iter()
+        .filter(|l| l["CallSessionId"] == call_id)
+        .collect()
+}
+
+fn member_paused(interface: &str) -> Option<bool> {
+    let out = rig_ok(&["ami", "QueueStatus", "Queue: sales"]);
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        let line = line.trim();
+        if let Some(loc) = line.strip_prefix("Location: ") {
+            current = Some(loc.to_owned());
+        }
+        if let (Some(loc), Some(p)) = (&current, line.strip_prefix("Paused: ")) {
+            if loc == interface {
+                return Some(p == "1");
+            }
+        }
+    }
+    None
+}
+
+async fn scenario() {
+    let standin = StandIn::start(
+        "127.0.0.1:0".parse::<SocketAddr>().expect("addr"),
+        Expectations {
+            url_key: "live-key".into(),
+            access_keys: Some(("ak".into(), "sk".into())),
+            reject_call_ids: vec![],
+        },
+    )
+    .await
+    .expect("stand-in");
+    standin.set_route_owner(LEAD, json!({"EmailAddress": "asha@example.com"}));
+    let dir = tempfile::Builder::new()
+        .prefix("pbxlink-live-")
+        .tempdir()
+        .expect("tempdir");
+    let port = free_port();
+    let cdr = rig_root().join("var/log/asterisk/cdr-custom/Master.csv");
+    let mut toml = String::new();
+    let _ = write!(
+        toml,
+        "[store]\npath = {db:?}\n\n\
+         [leadsquared]\ncall_log_url = {cl:?}\nagent_popup_url = {pop:?}\ncall_route_url = {route:?}\n\
+         access_key = \"ak\"\nsecret_key = \"sk\"\ndefault_country_code = \"91\"\n\n\
+         [[virtual_numbers]]\nnumber = \"{QUEUE_DID}\"\ntag = \"sales\"\n\n\
+         [[virtual_numbers]]\nnumber = \"{DIRECT_DID}\"\ntag = \"direct\"\n\n\
+         [[agents]]\nextension = \"100\"\nphone = \"{AGENT_100}\"\nemail = \"ravi@example.com\"\nuser_id = \"u-100\"\n\n\
+         [[agents]]\nextension = \"101\"\nphone = \"{AGENT_101}\"\nemail = \"asha@example.com\"\nuser_id = \"u-101\"\n\n\
+         [[agents]]\nextension = \"102\"\nphone = \"+919876500102\"\n\n\
+         [asterisk]\ncdr_csv = {cdr:?}\ncdr_format = \"custom\"\ncdr_columns = [{cols}]\n\
+         cdr_time_zone = {tz:?}\nsettle_ms = 2000\npoll_interval_ms = 200\n\n\
+         [asterisk.ami]\nusername = \"pbxlink\"\nsecret = \"pbxlink-test-secret\"\n\n\
+         [asterisk.originate]\nagent_channel = \"Local/{{extension}}@agents\"\ncontext = \"from-internal\"\n\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nroute_fallback = \"600\"\n",
+        db = dir.path().join("pbxlink.db"),
+        cl = standin.call_log_url(),
+        pop = standin.agent_popup_url(),
+        route = standin.call_route_url(),
+        cols = COLUMNS.map(|c| format!("{c:?}")).join(", "),
+        tz = std::env::var("PBXLINK_ASTERISK_TZ").unwrap_or_else(|_| "Asia/Kolkata".into()),
+    );
+    let config = dir.path().join("pbxlink.toml");
+    std::fs::write(&config, &toml).expect("config");
+    let log = dir.path().join("pbxlink.log");
+    let check = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check-config");
+    assert!(
+        check.status.success(),
+        "check-config: {}{}\n{toml}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,pbxlink=debug")
+        .stdout(File::create(&log).expect("log"))
+        .stderr(File::options().append(true).open(&log).expect("log"))
+        .spawn()
+        .expect("pbxlink run");
+    let mut guard = Guard {
+        daemon: Some(child),
+    };
+    let live = Live {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+        standin: standin.clone(),
+        log,
+    };
+    live.wait_ready(Duration::from_secs(20)).await;
+    eprintln!("[live] pbxlink ready (AMI logged in, store writable)");
+
+    // 1. Ring-all queue: both agents pop, agent 100 answers, one call log.
+    rig_ok(&["call-in", QUEUE_DID, LEAD, "8"]);
+    let popups = live
+        .wait_for(
+            Duration::from_secs(20),
+            "two popups for the queue call",
+            |st| {
+                let p = popups_of(st, None);
+                (p.len() >= 2).then_some(p)
+            },
+        )
+        .await;
+    let call_id = popups[0]["CallSessionId"]
+        .as_str()
+        .expect("CallSessionId")
+        .to_owned();
+    let mut rung: Vec<&str> = popups
+        .iter()
+        .map(|p| p["DestinationNumber"].as_str().unwrap_or_default())
+        .collect();
+    rung.sort_unstable();
+    assert_eq!(rung, [AGENT_100, AGENT_101], "{popups:#?}");
+    for p in &popups {
+        assert_eq!(p["CallSessionId"], call_id.as_str(), "{popups:#?}");
+        assert_eq!(p["SourceNumber"], LEAD, "{p}");
+        assert_eq!(p["DisplayNumber"], "+918044556603", "{p}");
+        assert_eq!(p["Tag"], "sales", "{p}");
+    }
+    eprintln!("[live] queue call {call_id}: popups for {rung:?}");
+    let logs = live
+        .wait_for(Duration::from_secs(40), "the queue call's call log", |st| {
+            let l = logs_of(st, &call_id);
+            (!l.is_empty()).then_some(l)
+        })
+        .await;
+    let log = &logs[0];
+    assert_eq!(log["Direction"], "Inbound", "{log}");
+    assert_eq!(log["Status"], "Answered", "{log}");
+    assert_eq!(log["SourceNumber"], LEAD, "{log}");
+    assert_eq!(
+        log["DestinationNumber"], AGENT_100,
+        "agent 100 answered: {log}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        logs_of(&standin, &call_id).len(),
+        1,
+        "one call log per call"
+    );
+    assert_eq!(
+        popups_of(&standin, Some(&call_id)).len(),
+        2,
+        "one popup per agent"
+    );
+
+    // 2. Click to call: agent 100 first, then the lead, with the lead id.
+    rig_ok(&[
+        "ami",
+        "QueuePause",
+        "Queue: sales",
+        "Interface: Local/100@agents",
+        "Paused: true",
+        "Reason: wrap-up",
+    ]);
+    assert_eq!(
+        member_paused("Local/100@agents"),
+        Some(true),
+        "paused first"
+    );
+    let lead_out = "+919611795984";
+    let (status, body) = live
+        .get(&format!(
+            "/click-to-call?token={TOKEN}&agentNumber=%2B919876500100&PhoneNumberWithCountryCode=%2B919611795984\
+             &leadId=lead-42&virtualNumber={DIRECT_DID}"
+        ))
+        .await;
+    assert_eq!((status, body.trim()), (200, "OK"), "click to call answered");
+    let out = live
+        .wait_for(
+            Duration::from_secs(40),
+            "the click-to-call call log",
+            |st| {
+                st.accepted_call_logs()
+                    .into_iter()
+                    .find(|l| l["Direction"] == "Outbound" && l["DestinationNumber"] == lead_out)
+            },
+        )
+        .await;
+    assert_eq!(out["LeadId"], "lead-42", "{out}");
+    assert_eq!(out["SourceNumber"], AGENT_100, "{out}");
+    assert_eq!(out["DisplayNumber"], "+918044556677", "{out}");
+    assert_eq!(out["Status"], "Answered", "{out}");
+    let out_id = out["CallSessionId"].as_str().expect("id").to_owned();
+    eprintln!("[live] click to call {out_id}: {out}");
+
+    // 3. Disposition: unpauses agent 100 and posts the notes.
+    let (status, body) = live
+        .get(&format!(
+            "/disposition?token={TOKEN}&callSessionId={out_id}&dispositionValue=Interested&agentNumber=%2B919876500100"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("unpaused"), "{body}");
+    assert_eq!(
+        member_paused("Local/100@agents"),
+        Some(false),
+        "QueueStatus after the disposition"
+    );
+    live.wait_for(Duration::from_secs(20), "the disposition update", |st| {
+        st.accepted_call_logs()
+            .into_iter()
+            .find(|l| l["CallSessionId"] == out_id.as_str() && l["CallNotes"] == "Interested")
+    })
+    .await;
+    eprintln!("[live] disposition: member unpaused, CallNotes posted");
+
+    // 4. /route: the owner's extension; the fallback in time while the CRM stalls.
+    let (status, body) = live
+        .get(&format!(
+            "/route?token={TOKEN}&caller=%2B919611795983&did={QUEUE_DID}"
+        ))
+        .await;
+    assert_eq!((status, body.as_str()), (200, "101"));
+    standin.set_behaviour(Behaviour::Stall(Duration::from_secs(5)));
+    let started = Instant::now();
+    let (status, body) = live
+        .get(&format!(
+            "/route?token={TOKEN}&caller=09611700000&did={QUEUE_DID}"
+        ))
+        .await;
+    let took = started.elapsed();
+    standin.set_behaviour(Behaviour::Healthy);
+    assert_eq!((status, body.as_str()), (200, "600"));
+    assert!(
+        took < Duration::from_millis(2500),
+        "fallback after {took:?}"
+    );
+    eprintln!("[live] /route: owner 101; fallback after {took:?} while the CRM stalled");
+
+    // 5. Asterisk restarts; the next call still pops.
+    rig_ok(&["stop"]);
+    rig_ok(&["start"]);
+    live.wait_ready(Duration::from_secs(40)).await;
+    let before = popups_of(&standin, None).len();
+    rig_ok(&["call-in", DIRECT_DID, "+919611795985", "3"]);
+    let popup = live
+        .wait_for(Duration::from_secs(20), "a popup after the restart", |st| {
+            let p = popups_of(st, None);
+            (p.len() > before).then(|| p[before].clone())
+        })
+        .await;
+    assert_eq!(popup["DestinationNumber"], AGENT_100, "{popup}");
+    assert_eq!(popup["SourceNumber"], "+919611795985", "{popup}");
+
+    let (status, metrics) = live.get(&format!("/metrics?token={TOKEN}")).await;
+    assert_eq!(status, 200);
+    for line in [
+        "pbxlink_ami_connected 1",
+        "pbxlink_popups_total{outcome=\"sent\"} 3",
+        "pbxlink_ami_reconnects_total 1",
+        "pbxlink_http_requests_total{result=\"call_placed\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from\n{metrics}"
+        );
+    }
+    let (status, _) = live.get("/metrics").await;
+    assert_eq!(status, 401, "/metrics needs the token");
+    if let Some(mut child) = guard.daemon.take() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    eprintln!("[live] all live scenarios passed");
+}
