@@ -14,6 +14,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{CallLogSource, Config};
 use crate::crm::leadsquared::LeadSquaredClient;
+use crate::crm::leadsquared::lead::LeadApi;
 use crate::crm::leadsquared::popup::PopupSender;
 use crate::http::ApiState;
 use crate::metrics::Metrics;
@@ -162,11 +163,15 @@ impl Daemon {
                     None
                 } else {
                     let (popup_tx, popup_rx) = mpsc::channel(POPUP_QUEUE);
-                    let sender = PopupSender::new(
+                    let mut sender = PopupSender::new(
                         client.clone(),
                         limiter.clone(),
                         Duration::from_millis(ls.popup_ttl_ms),
                     );
+                    if ls.lead_lookup {
+                        let deadline = Duration::from_millis(ls.lead_lookup_timeout_ms);
+                        sender = sender.with_lead_lookup(LeadApi::new(config, deadline)?, deadline);
+                    }
                     metrics.popups = Some(sender.stats());
                     tasks.push(tokio::spawn(sender.run(popup_rx)));
                     Some(popup_tx)
@@ -206,6 +211,7 @@ impl Daemon {
             let pbx = ami.clone().map(|ami| AsteriskControl::new(ami, originate));
             let state = ApiState::new(config, pbx, store.clone())?.with_metrics(metrics.clone());
             let router = crate::http::router(Arc::new(state))?;
+            let transport = crate::http::Transport::from_config(http).await?;
             let listener = tokio::net::TcpListener::bind(http.listen)
                 .await
                 .with_context(|| format!("[http] listen {}: cannot bind", http.listen))?;
@@ -215,7 +221,7 @@ impl Daemon {
                 let stop = async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 };
-                if let Err(e) = crate::http::serve(router, listener, stop).await {
+                if let Err(e) = crate::http::serve(router, listener, transport, stop).await {
                     tracing::error!("HTTP API stopped: {e}");
                     let _ = fatal_http.send(format!("HTTP API stopped: {e}"));
                 }

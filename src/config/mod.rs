@@ -230,6 +230,22 @@ pub struct LeadSquaredConfig {
     pub status: StatusNames,
     /// An agent popup not delivered within this time is dropped (counted, logged).
     pub popup_ttl_ms: u64,
+    /// The LeadSquared API host of the account's region (single sign-on, lead lookup).
+    pub api_host: String,
+    /// The LeadSquared web app host the sign-on redirect opens.
+    pub app_host: String,
+    /// Where `/sso` redirects: `{app_host}`, `{key}` (URL-encoded) and `{lead_id}` are
+    /// replaced.
+    pub sso_redirect: String,
+    /// The `password` parameter of `GetSingleSignOnKey`, when the account needs one.
+    pub sso_password: Option<String>,
+    /// File holding `sso_password` (first line).
+    pub sso_password_file: Option<PathBuf>,
+    /// Look the caller up with `RetrieveLeadByPhoneNumber` and add `LeadId` to the popup
+    /// when exactly one lead matches (off by default: it costs a request per popup).
+    pub lead_lookup: bool,
+    /// The lead lookup's deadline; the popup goes out without `LeadId` after it.
+    pub lead_lookup_timeout_ms: u64,
 }
 
 impl Default for LeadSquaredConfig {
@@ -254,6 +270,13 @@ impl Default for LeadSquaredConfig {
             call_duration_as_string: false,
             status: StatusNames::default(),
             popup_ttl_ms: 30_000,
+            api_host: "https://api.leadsquared.com".into(),
+            app_host: "https://run.leadsquared.com".into(),
+            sso_redirect: "{app_host}/SingleSignOn/LeadDetails?key={key}".into(),
+            sso_password: None,
+            sso_password_file: None,
+            lead_lookup: false,
+            lead_lookup_timeout_ms: 1_000,
         }
     }
 }
@@ -662,12 +685,26 @@ impl Config {
             ("leadsquared.call_log_url", &ls.call_log_url),
             ("leadsquared.agent_popup_url", &ls.agent_popup_url),
             ("leadsquared.call_route_url", &ls.call_route_url),
+            ("leadsquared.api_host", &ls.api_host),
+            ("leadsquared.app_host", &ls.app_host),
         ] {
             if !url.is_empty() {
                 if let Err(e) = check_http_url(url) {
                     problem(key, e);
                 }
             }
+        }
+        if !ls.sso_redirect.contains("{key}") {
+            problem(
+                "leadsquared.sso_redirect",
+                "must contain {key} (the sign-on key)".into(),
+            );
+        }
+        if ls.sso_password.is_some() && ls.sso_password_file.is_some() {
+            problem(
+                "leadsquared.sso_password",
+                "set sso_password or sso_password_file, not both".into(),
+            );
         }
         if ls.time_zone.parse::<chrono_tz::Tz>().is_err() {
             problem(
@@ -847,6 +884,21 @@ impl Config {
         }
         problems.extend(problems_ami);
         problems
+    }
+
+    /// The single sign-on password: inline, from `sso_password_file`, or none.
+    pub fn sso_password(&self) -> Result<Option<String>, ConfigProblem> {
+        let ls = &self.leadsquared;
+        match (&ls.sso_password, &ls.sso_password_file) {
+            (Some(p), _) => Ok(Some(p.clone())),
+            (None, Some(f)) => read_secret_file(f)
+                .map(Some)
+                .map_err(|message| ConfigProblem {
+                    key: "leadsquared.sso_password_file".into(),
+                    message,
+                }),
+            (None, None) => Ok(None),
+        }
     }
 
     /// Resolves the CRM credentials: inline value, else `*_file`, else the environment.

@@ -25,6 +25,7 @@ use governor::{Quota, RateLimiter};
 
 use crate::call::{AgentInfo, Directory};
 use crate::config::{Config, DialFormat, FreeAgent, HttpConfig, OriginateConfig};
+use crate::crm::leadsquared::lead::LeadApi;
 use crate::crm::leadsquared::route::RouteClient;
 use crate::metrics::Metrics;
 use crate::outbox::Store;
@@ -54,6 +55,7 @@ pub struct ApiState<P: PbxControl> {
     originate: OriginateConfig,
     free_agent: FreeAgent,
     route: Option<RouteClient>,
+    lead_api: LeadApi,
     recent_clicks: Mutex<HashMap<(String, String), Instant>>,
     route_cache: Mutex<HashMap<String, (Instant, String)>>,
     stats: Arc<ApiStats>,
@@ -83,6 +85,7 @@ impl<P: PbxControl> ApiState<P> {
             originate: ast.originate,
             free_agent: ast.free_agent,
             route,
+            lead_api: LeadApi::new(config, config.leadsquared.request_timeout())?,
             recent_clicks: Mutex::new(HashMap::new()),
             route_cache: Mutex::new(HashMap::new()),
             stats: Arc::default(),
@@ -126,6 +129,7 @@ pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> 
         .route("/disposition", get(disposition::<P>).post(disposition::<P>))
         .route("/route", get(route::<P>))
         .route("/metrics", get(metrics::<P>))
+        .route("/sso", get(sso::<P>))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(limiter, rate_limit))
@@ -146,21 +150,72 @@ async fn rate_limit(
     next.run(request).await
 }
 
+/// How the API is served: plain HTTP, or HTTPS with `[http] tls_cert`/`tls_key`.
+pub enum Transport {
+    /// Plain HTTP (loopback, or behind a reverse proxy).
+    Plain,
+    /// HTTPS with this certificate chain and key (PEM).
+    Tls(axum_server::tls_rustls::RustlsConfig),
+}
+
+impl Transport {
+    /// Reads `[http] tls_cert`/`tls_key` when set.
+    pub async fn from_config(http: &HttpConfig) -> anyhow::Result<Transport> {
+        match (&http.tls_cert, &http.tls_key) {
+            (Some(cert), Some(key)) => {
+                // One process-wide crypto provider (ring, as reqwest uses); a second
+                // install attempt is harmless.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "[http] tls_cert {} / tls_key {}: {e}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?;
+                Ok(Transport::Tls(config))
+            }
+            (None, None) => Ok(Transport::Plain),
+            _ => anyhow::bail!("[http] tls_cert and tls_key go together"),
+        }
+    }
+}
+
+/// How long open connections may finish their requests after shutdown begins.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// Serves the API on a bound `[http] listen` socket until `shutdown` resolves.
 pub async fn serve(
     router: Router,
     listener: tokio::net::TcpListener,
+    transport: Transport,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(listen) = listener.local_addr() {
-        tracing::info!(%listen, "HTTP API listening");
+    let listen = listener.local_addr()?;
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match transport {
+        Transport::Plain => {
+            tracing::info!(%listen, "HTTP API listening");
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Transport::Tls(config) => {
+            tracing::info!(%listen, "HTTPS API listening");
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(DRAIN));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
     }
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 fn refuse<P: PbxControl>(
@@ -196,6 +251,52 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
             format!("not ready: {}\n", problems.join("; ")),
         )
             .into_response()
+    }
+}
+
+/// `GET /sso?agentEmail=..[&leadId=..]`: a sign-on key for a configured agent, then a
+/// redirect to LeadSquared's lead-details page.
+async fn sso<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> Response {
+    let params = match Params::read(&uri, &HeaderMap::new(), &Bytes::new()) {
+        Ok(p) => p,
+        Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
+    };
+    let names = &state.http.params;
+    let Some(email) = params.get(&names.agent_email) else {
+        return refuse(
+            &state,
+            StatusCode::BAD_REQUEST,
+            format!("{} is required", names.agent_email),
+        );
+    };
+    let Some(agent) = state.directory.agent_by_email(email) else {
+        return refuse(
+            &state,
+            StatusCode::NOT_FOUND,
+            "unknown agent: no [[agents]] entry has this e-mail",
+        );
+    };
+    let Some(email) = agent.email.clone() else {
+        return refuse(&state, StatusCode::NOT_FOUND, "the agent has no e-mail");
+    };
+    match state.lead_api.sign_on_key(&email).await {
+        Ok(key) => {
+            let target = state
+                .lead_api
+                .redirect_url(&key, params.get(&names.lead_id));
+            tracing::info!(agent = %agent.extension, "single sign-on key issued");
+            (
+                StatusCode::FOUND,
+                [(axum::http::header::LOCATION, target)],
+                "redirecting to LeadSquared\n",
+            )
+                .into_response()
+        }
+        Err(e) => refuse(
+            &state,
+            StatusCode::BAD_GATEWAY,
+            format!("single sign-on failed: {e}"),
+        ),
     }
 }
 

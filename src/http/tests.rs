@@ -1,6 +1,6 @@
 //! Handler tests over real HTTP on loopback: auth, parameter forms, dedupe, injection
 //! attempts, disposition, routing with a slow CRM. The PBX here records what it is asked;
-//! tests/live_asterisk.rs drives the same handlers against a real Asterisk.
+//! tests/asterisk_live.rs drives the same handlers against a real Asterisk.
 
 use super::*;
 use crate::config::Synchronous;
@@ -365,4 +365,113 @@ async fn addresses_outside_allow_from_are_refused() {
         .await
         .expect("request");
     assert_eq!(r.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn sso_redirects_a_configured_agent_with_a_fresh_key() {
+    use crate::crm::leadsquared::standin::{Expectations, StandIn};
+    let crm = StandIn::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        Expectations {
+            url_key: "k".into(),
+            access_keys: Some(("ak".into(), "sk".into())),
+            reject_call_ids: vec![],
+        },
+    )
+    .await
+    .expect("stand-in");
+    let api = api(&format!(
+        "access_key = \"ak\"\nsecret_key = \"sk\"\napi_host = \"{}\"\napp_host = \"https://app.example\"\n\
+         sso_redirect = \"{{app_host}}/SingleSignOn/LeadDetails?key={{key}}&LeadID={{lead_id}}\"\n",
+        crm.api_host()
+    ))
+    .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = no_redirects
+        .get(format!(
+            "{}/sso?token=t0ken&agentEmail=ASHA@example.com&leadId=lead%2042",
+            api.base
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 302);
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some(
+            "https://app.example/SingleSignOn/LeadDetails?key=sso-key-for-asha%40example.com&LeadID=lead+42"
+        )
+    );
+    let asked: Vec<_> = crm
+        .received()
+        .into_iter()
+        .filter(|r| r.endpoint == "sso")
+        .collect();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].status, 200, "{:?}", asked[0].problem);
+    // Unknown agents and missing tokens never reach LeadSquared.
+    assert_eq!(
+        api.get("/sso?token=t0ken&agentEmail=eve@example.com")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(api.get("/sso?agentEmail=asha@example.com").await.0, 401);
+    assert_eq!(api.get("/sso?token=t0ken").await.0, 400);
+    assert_eq!(crm.received().len(), 1);
+}
+
+#[tokio::test]
+async fn tls_serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let http = HttpConfig {
+        tls_cert: Some(cert_path.clone()),
+        tls_key: Some(key_path),
+        ..HttpConfig::default()
+    };
+    let transport = Transport::from_config(&http).await.expect("tls config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(app, listener, transport, async move {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("pem"),
+        )
+        .build()
+        .expect("client");
+    let r = client
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .expect("https request");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.expect("body"), "ok\n");
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()));
+    // Half a pair is a configuration error.
+    let half = HttpConfig {
+        tls_cert: Some(cert_path),
+        ..HttpConfig::default()
+    };
+    assert!(Transport::from_config(&half).await.is_err());
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }

@@ -1,6 +1,7 @@
 //! LeadSquared: payloads, the HTTP client and its answer classification, and a local stand-in.
 
 pub mod client;
+pub mod lead;
 pub mod payload;
 pub mod popup;
 pub mod route;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::LeadSquaredClient;
+use super::lead::LeadApi;
 use crate::outbox::{RateLimiter, SendOutcome};
 use crate::pbx::asterisk::live::monotonic_ms;
 use crate::pbx::asterisk::tracker::PopupRequest;
@@ -26,6 +27,8 @@ pub struct PopupStats {
     pub last_latency_ms: AtomicU64,
     /// The largest such latency seen.
     pub max_latency_ms: AtomicU64,
+    /// Lead lookups that gave no single lead (none, several, failed or late).
+    pub lookup_misses: AtomicU64,
 }
 
 /// Sends popups from a queue.
@@ -34,6 +37,7 @@ pub struct PopupSender {
     limiter: Arc<RateLimiter>,
     ttl_ms: i64,
     stats: Arc<PopupStats>,
+    lead_lookup: Option<(LeadApi, Duration)>,
 }
 
 impl PopupSender {
@@ -44,6 +48,38 @@ impl PopupSender {
             limiter,
             ttl_ms: ttl.as_millis() as i64,
             stats: Arc::default(),
+            lead_lookup: None,
+        }
+    }
+
+    /// Adds `LeadId` to each popup when `RetrieveLeadByPhoneNumber` finds exactly one lead
+    /// within `deadline` (the popup goes out without it otherwise).
+    pub fn with_lead_lookup(mut self, api: LeadApi, deadline: Duration) -> Self {
+        self.lead_lookup = Some((api, deadline));
+        self
+    }
+
+    /// The lead id for the caller, when the lookup is on and answers in time.
+    async fn lead_id(&self, popup: &PopupRequest) -> Option<String> {
+        let (api, deadline) = self.lead_lookup.as_ref()?;
+        let number = popup.lead_number.e164.as_ref()?.to_e164();
+        match tokio::time::timeout(*deadline, api.lead_by_phone(&number)).await {
+            Ok(Ok(found)) => {
+                if found.is_none() {
+                    self.stats.lookup_misses.fetch_add(1, Relaxed);
+                }
+                found
+            }
+            Ok(Err(e)) => {
+                self.stats.lookup_misses.fetch_add(1, Relaxed);
+                tracing::warn!(call_id = %popup.call_id, "lead lookup failed; popup without LeadId: {e}");
+                None
+            }
+            Err(_) => {
+                self.stats.lookup_misses.fetch_add(1, Relaxed);
+                tracing::warn!(call_id = %popup.call_id, "lead lookup took longer than {deadline:?}; popup without LeadId");
+                None
+            }
         }
     }
 
@@ -62,7 +98,10 @@ impl PopupSender {
     }
 
     async fn send_one(&self, popup: PopupRequest) {
-        let body = self.client.format().popup(&popup);
+        let mut body = self.client.format().popup(&popup);
+        if let (Some(lead_id), Some(fields)) = (self.lead_id(&popup).await, body.as_object_mut()) {
+            fields.insert("LeadId".into(), serde_json::Value::String(lead_id));
+        }
         let mut attempt = 0u32;
         loop {
             let age = monotonic_ms() - popup.event_at_ms;
@@ -101,5 +140,107 @@ impl PopupSender {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::crm::leadsquared::standin::{Expectations, StandIn};
+    use crate::phone::PhoneNormalizer;
+    use serde_json::json;
+
+    async fn setup(lead_lookup: bool) -> (StandIn, PopupSender) {
+        let crm = StandIn::start(
+            "127.0.0.1:0".parse().expect("addr"),
+            Expectations {
+                url_key: "k".into(),
+                access_keys: Some(("ak".into(), "sk".into())),
+                reject_call_ids: vec![],
+            },
+        )
+        .await
+        .expect("stand-in");
+        let config = Config::parse(&format!(
+            "[leadsquared]\ncall_log_url = {:?}\nagent_popup_url = {:?}\napi_host = {:?}\n\
+             access_key = \"ak\"\nsecret_key = \"sk\"\ndefault_country_code = \"91\"\n\
+             [asterisk]\ncdr_csv = \"/x\"\n",
+            crm.call_log_url(),
+            crm.agent_popup_url(),
+            crm.api_host()
+        ))
+        .expect("config");
+        let client =
+            LeadSquaredClient::new(&config, config.credentials().expect("keys")).expect("client");
+        let mut sender = PopupSender::new(
+            client,
+            Arc::new(RateLimiter::new(25, Duration::from_secs(5))),
+            Duration::from_secs(30),
+        );
+        if lead_lookup {
+            let deadline = Duration::from_secs(2);
+            sender =
+                sender.with_lead_lookup(LeadApi::new(&config, deadline).expect("api"), deadline);
+        }
+        (crm, sender)
+    }
+
+    fn popup(caller: &str) -> PopupRequest {
+        let n = PhoneNormalizer::new("91").expect("India");
+        PopupRequest {
+            call_id: "1700000000.7".into(),
+            lead_number: crate::call::Number {
+                raw: caller.into(),
+                e164: n.normalize(caller),
+            },
+            agent_extension: "100".into(),
+            agent: None,
+            display_number: Some(crate::call::Number {
+                raw: "918044556677".into(),
+                e164: n.normalize("918044556677"),
+            }),
+            tag: None,
+            event_at_ms: monotonic_ms(),
+        }
+    }
+
+    #[tokio::test]
+    async fn lead_id_added_only_when_exactly_one_lead_matches() {
+        let (crm, sender) = setup(true).await;
+        crm.set_leads(
+            "919611795983",
+            vec![json!({"ProspectID": "p-1", "FirstName": "Ravi"})],
+        );
+        crm.set_leads(
+            "919611795984",
+            vec![json!({"ProspectID": "p-2"}), json!({"ProspectID": "p-3"})],
+        );
+        sender.send_one(popup("+919611795983")).await;
+        sender.send_one(popup("09611795984")).await;
+        sender.send_one(popup("+919611795985")).await;
+        let popups = crm.accepted_popups();
+        assert_eq!(popups.len(), 3, "{:?}", crm.received());
+        assert_eq!(popups[0]["LeadId"], "p-1");
+        assert!(
+            popups[1].get("LeadId").is_none(),
+            "two leads: {}",
+            popups[1]
+        );
+        assert!(popups[2].get("LeadId").is_none(), "no lead: {}", popups[2]);
+        assert_eq!(sender.stats().lookup_misses.load(Relaxed), 2);
+        assert_eq!(sender.stats().sent.load(Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn no_lookup_by_default_and_stale_popups_are_dropped() {
+        let (crm, sender) = setup(false).await;
+        sender.send_one(popup("+919611795983")).await;
+        let mut old = popup("+919611795983");
+        old.event_at_ms -= 31_000;
+        sender.send_one(old).await;
+        assert_eq!(crm.accepted_popups().len(), 1);
+        assert!(crm.received().iter().all(|r| r.endpoint == "agent_popup"));
+        assert_eq!(sender.stats().dropped.load(Relaxed), 1);
     }
 }

@@ -68,6 +68,8 @@ struct Shared {
     received: Vec<Received>,
     /// Call Route answers (`Message` objects) by the caller's digits.
     route_owners: std::collections::HashMap<String, Value>,
+    /// `RetrieveLeadByPhoneNumber` answers by the phone's digits.
+    leads: std::collections::HashMap<String, Vec<Value>>,
 }
 
 /// Handle to a running stand-in.
@@ -89,6 +91,7 @@ impl StandIn {
             expectations,
             received: Vec::new(),
             route_owners: std::collections::HashMap::new(),
+            leads: std::collections::HashMap::new(),
         }));
         let (events, _) = broadcast::channel(1024);
         let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -98,6 +101,14 @@ impl StandIn {
             .route(
                 "/1/api/Telephony/CallRoute/{key}",
                 axum::routing::get(call_route),
+            )
+            .route(
+                "/v2/Telephony.svc/GetSingleSignOnKey",
+                axum::routing::get(sign_on_key),
+            )
+            .route(
+                "/v2/LeadManagement.svc/RetrieveLeadByPhoneNumber",
+                axum::routing::get(lead_by_phone),
             )
             .with_state(AppState {
                 shared: shared.clone(),
@@ -149,6 +160,16 @@ impl StandIn {
     /// (any spelling of the number; its digits are compared).
     pub fn set_route_owner(&self, caller: &str, owner: Value) {
         self.lock().route_owners.insert(digits(caller), owner);
+    }
+
+    /// The v2 API host to put in `[leadsquared] api_host`.
+    pub fn api_host(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Makes `RetrieveLeadByPhoneNumber` answer `leads` for this phone (digits compared).
+    pub fn set_leads(&self, phone: &str, leads: Vec<Value>) {
+        self.lock().leads.insert(digits(phone), leads);
     }
 
     /// The bodies of accepted agent popups, in arrival order.
@@ -422,9 +443,108 @@ async fn call_route(
         .into_response()
 }
 
+/// The v2 API's authentication: `accessKey` and `secretKey` query parameters. `Some` is
+/// the refusal to send (already recorded).
+fn v2_refusal(
+    state: &AppState,
+    endpoint: &'static str,
+    query: &str,
+    at: SystemTime,
+) -> Option<Response> {
+    let expected = state
+        .shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .expectations
+        .access_keys
+        .clone();
+    let given = (
+        url_query_value(query, "accessKey"),
+        url_query_value(query, "secretKey"),
+    );
+    let ok = match &expected {
+        Some((a, s)) => given.0.as_deref() == Some(a) && given.1.as_deref() == Some(s),
+        None => given.0.is_some() && given.1.is_some(),
+    };
+    if ok {
+        return None;
+    }
+    state.record(Received {
+        at,
+        endpoint,
+        status: 401,
+        body: Value::Null,
+        problem: Some("bad accessKey/secretKey".into()),
+    });
+    Some(lsq_error(
+        StatusCode::UNAUTHORIZED,
+        "Invalid AccessKey or SecretKey",
+    ))
+}
+
+async fn sign_on_key(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+    let at = SystemTime::now();
+    let query = uri.query().unwrap_or_default().to_owned();
+    if let Some(answer) = v2_refusal(&state, "sso", &query, at) {
+        return answer;
+    }
+    let Some(user) = url_query_value(&query, "userName").filter(|u| u.contains('@')) else {
+        state.record(Received {
+            at,
+            endpoint: "sso",
+            status: 400,
+            body: Value::Null,
+            problem: Some("userName must be the user's e-mail".into()),
+        });
+        return lsq_error(StatusCode::BAD_REQUEST, "Invalid userName");
+    };
+    state.record(Received {
+        at,
+        endpoint: "sso",
+        status: 200,
+        body: json!({ "userName": user }),
+        problem: None,
+    });
+    axum::Json(json!(format!("sso-key-for-{user}"))).into_response()
+}
+
+async fn lead_by_phone(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+    let at = SystemTime::now();
+    let query = uri.query().unwrap_or_default().to_owned();
+    if let Some(answer) = v2_refusal(&state, "lead_by_phone", &query, at) {
+        return answer;
+    }
+    let phone = url_query_value(&query, "phone").unwrap_or_default();
+    if phone.is_empty() || !phone.chars().all(|c| c.is_ascii_digit()) {
+        state.record(Received {
+            at,
+            endpoint: "lead_by_phone",
+            status: 400,
+            body: json!({ "phone": phone }),
+            problem: Some("phone must be digits only".into()),
+        });
+        return lsq_error(StatusCode::BAD_REQUEST, "Invalid phone");
+    }
+    let leads = state
+        .shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .leads
+        .get(&phone)
+        .cloned()
+        .unwrap_or_default();
+    state.record(Received {
+        at,
+        endpoint: "lead_by_phone",
+        status: 200,
+        body: json!({ "phone": phone }),
+        problem: None,
+    });
+    axum::Json(Value::Array(leads)).into_response()
+}
+
 fn url_query_value(query: &str, name: &str) -> Option<String> {
-    let url = reqwest::Url::parse(&format!("http://standin/?{query}")).ok()?;
-    url.query_pairs()
+    url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
