@@ -128,13 +128,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => {
             let config = load(&config)?;
             let report = open_store(&config)?.status()?;
+            // The running daemon's own counters (AMI, popups, deliveries by status, HTTP)
+            // live in its memory: ask its /metrics when the HTTP API is on.
+            let live = match &config.http {
+                Some(http) => Some(runtime()?.block_on(live_metrics(http))),
+                None => None,
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut value = serde_json::to_value(&report)?;
+                if let (Some(map), Some(live)) = (value.as_object_mut(), &live) {
+                    let live = match live {
+                        Ok(samples) => serde_json::json!(
+                            samples
+                                .iter()
+                                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                                .collect::<serde_json::Map<_, _>>()
+                        ),
+                        Err(e) => serde_json::json!({ "error": e.to_string() }),
+                    };
+                    map.insert("live".into(), live);
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!(
                     "{}",
                     pbxlink::outbox::store::format_status(&report, chrono::Utc::now())
                 );
+                match &live {
+                    Some(Ok(samples)) => {
+                        println!("live figures of the running daemon (/metrics):");
+                        for (name, value) in samples {
+                            println!("  {name} {value}");
+                        }
+                    }
+                    Some(Err(e)) => println!("live figures unavailable: {e:#}"),
+                    None => println!("live figures: no [http] table, so no /metrics to ask"),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -232,4 +261,45 @@ fn dead_letter(action: DeadLetterAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The samples of the running daemon's `/metrics` (`name{labels}` → value), asked on the
+/// loopback with the configured token.
+async fn live_metrics(http: &pbxlink::config::HttpConfig) -> anyhow::Result<Vec<(String, String)>> {
+    let mut addr = http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let scheme = if http.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}/metrics");
+    // Our own daemon on this host: its certificate is for the public name, not the address.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    let mut request = client.get(&url);
+    if let Some(token) = http.resolve_token().map_err(|p| anyhow::anyhow!("{p}"))? {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("the daemon does not answer at {url}"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "{url} answered {status}: {}",
+        text.trim()
+    );
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
 }

@@ -507,6 +507,23 @@ async fn scenario() {
     }
     let (status, _) = live.get("/metrics").await;
     assert_eq!(status, 401, "/metrics needs the token");
+    // `pbxlink status` shows the same figures.
+    let out = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .expect("pbxlink status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "  pbxlink_ami_connected 1",
+        "  pbxlink_popups_total{outcome=\"sent\"} 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
     if let Some(mut child) = guard.daemon.take() {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
