@@ -180,6 +180,9 @@ where
                             );
                             break;
                         }
+                        // A long backlog (first start, catching up after an outage) must
+                        // not hold its settled calls back until the file's end.
+                        self.flush_settled(now_ms())?;
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }

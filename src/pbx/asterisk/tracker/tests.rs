@@ -192,3 +192,45 @@ fn malformed_events_are_ignored() {
     assert!(t.handle(&e, 0, wall).is_empty());
     assert!(t.handle(&HashMap::new(), 0, wall).is_empty());
 }
+
+/// As a real Asterisk 22 sends them for `Originate Local/DID@from-trunk` with a caller id:
+/// the root channel starts as `<unknown>` and gets the lead's number in a later event.
+#[test]
+fn caller_id_set_after_newchannel_reaches_the_popup() {
+    let mut t = tracker();
+    let stream = "Event: Newchannel\nChannel: Local/918044556677@from-trunk-00000001;1\n\
+        CallerIDNum: <unknown>\nCallerIDName: <unknown>\nContext: from-trunk\n\
+        Exten: 918044556677\nUniqueid: 1795554025.0\nLinkedid: 1795554025.0\n\n\
+        Event: NewCallerid\nChannel: Local/918044556677@from-trunk-00000001;1\n\
+        CallerIDNum: +919611795983\nCallerIDName: <unknown>\nContext: from-trunk\n\
+        Exten: 918044556677\nUniqueid: 1795554025.0\nLinkedid: 1795554025.0\n\n\
+        Event: Newchannel\nChannel: PJSIP/11-00000002\nCallerIDNum: 11\n\
+        Context: from-internal\nExten: 11\nUniqueid: 1795554025.2\nLinkedid: 1795554025.0\n\n\
+        Event: DialBegin\nChannel: Local/918044556677@from-trunk-00000001;2\n\
+        CallerIDNum: +919611795983\nDestChannel: PJSIP/11-00000002\n\
+        Uniqueid: 1795554025.1\nLinkedid: 1795554025.0\n\n";
+    let out = run(&mut t, stream);
+    let p = popups(&out);
+    assert_eq!(p.len(), 1, "{out:?}");
+    assert_eq!(p[0].lead_number.raw, "+919611795983");
+    assert_eq!(p[0].agent_extension, "11");
+    assert_eq!(p[0].call_id, "1795554025.0");
+}
+
+/// When no event of the root channel carried the caller id yet, the dialling channel's does.
+#[test]
+fn unknown_root_caller_falls_back_to_the_dialling_channel() {
+    let mut t = tracker();
+    let stream = "Event: Newchannel\nChannel: Local/918044556677@from-trunk-00000001;1\n\
+        CallerIDNum: <unknown>\nContext: from-trunk\nExten: 918044556677\n\
+        Uniqueid: 9.0\nLinkedid: 9.0\n\n\
+        Event: DialBegin\nChannel: Local/918044556677@from-trunk-00000001;2\n\
+        CallerIDNum: 09611795983\nDestChannel: PJSIP/12-00000003\nUniqueid: 9.1\nLinkedid: 9.0\n\n";
+    let out = run(&mut t, stream);
+    let p = popups(&out);
+    assert_eq!(p.len(), 1, "{out:?}");
+    assert_eq!(
+        p[0].lead_number.e164.as_ref().map(|n| n.to_e164()),
+        Some("+919611795983".to_owned())
+    );
+}
