@@ -13,6 +13,10 @@
 //!    deadline while the CRM stalls.
 //! 5. Asterisk restarts: pbxlink logs in again and the next call still pops.
 //!
+//! `call_log_source = "ami"`: every call log here is built from AMI events (the CDR path has
+//! its own real-Asterisk test, tests/asterisk_e2e.rs); both paths key a call by its
+//! Linkedid, so with `"both"` a call is still posted once.
+//!
 //! Needs root (the rig is a chroot); without root it prints a loud SKIPPED message. It holds
 //! `/var/tmp/pbxlink-asterisk.lock` for its whole run (one Asterisk for all such tests).
 
@@ -293,7 +297,7 @@ async fn scenario() {
          [[agents]]\nextension = \"101\"\nphone = \"{AGENT_101}\"\nemail = \"asha@example.com\"\nuser_id = \"u-101\"\n\n\
          [[agents]]\nextension = \"102\"\nphone = \"+919876500102\"\n\n\
          [asterisk]\ncdr_csv = {cdr:?}\ncdr_format = \"custom\"\ncdr_columns = [{cols}]\n\
-         cdr_time_zone = {tz:?}\nsettle_ms = 2000\npoll_interval_ms = 200\n\n\
+         cdr_time_zone = {tz:?}\nsettle_ms = 2000\npoll_interval_ms = 200\ncall_log_source = \"ami\"\n\n\
          [asterisk.ami]\nusername = \"pbxlink\"\nsecret = \"pbxlink-test-secret\"\n\n\
          [asterisk.originate]\nagent_channel = \"Local/{{extension}}@agents\"\ncontext = \"from-internal\"\n\n\
          [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nroute_fallback = \"600\"\n",
@@ -505,6 +509,17 @@ async fn scenario() {
             "{line} missing from\n{metrics}"
         );
     }
+    // call_log_source = "ami": the queue call and the click to call came from AMI events.
+    let from_ami: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pbxlink_ami_calls_logged_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    eprintln!("[live] calls logged from AMI events: {from_ami}");
+    assert!(
+        from_ami >= 2,
+        "the call logs did not come from AMI events\n{metrics}"
+    );
     let (status, _) = live.get("/metrics").await;
     assert_eq!(status, 401, "/metrics needs the token");
     // `pbxlink status` shows the same figures.

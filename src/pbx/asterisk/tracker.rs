@@ -90,6 +90,22 @@ struct Call {
     answered: Option<(String, DateTime<Utc>)>,
     dial_statuses: Vec<String>,
     lead_id: Option<String>,
+    /// The first outside number the call dialled (outbound calls that start on an agent's
+    /// channel, like click to call, reach the lead through `Dial`).
+    dialled: Option<String>,
+    /// When an outside number (the lead of an outbound call) answered.
+    outside_answered: Option<DateTime<Utc>>,
+}
+
+/// The number a `Dial` string calls: `PJSIP/+919611795983@trunk` → `+919611795983`,
+/// `Local/919611795983@pstn` → `919611795983`, `trunk/0961...` → `0961...`.
+fn dial_target(dial_string: &str) -> &str {
+    let after_tech = dial_string.rsplit('/').next().unwrap_or(dial_string);
+    let after_tech = after_tech.strip_prefix("sip:").unwrap_or(after_tech);
+    after_tech
+        .split(['@', ',', '&'])
+        .next()
+        .unwrap_or(after_tech)
 }
 
 /// A caller id value, unless Asterisk's placeholder for none.
@@ -175,6 +191,12 @@ impl CallTracker {
             }
             "DialBegin" | "AgentCalled" => {
                 self.touch(linkedid, now_ms, wall);
+                let target = event.field("DialString").map(dial_target);
+                if let Some(number) = target.filter(|n| self.directory.is_external(n)) {
+                    if let Some(call) = self.calls.get_mut(linkedid) {
+                        call.dialled.get_or_insert_with(|| number.to_owned());
+                    }
+                }
                 if let Some(popup) = self.ringing(linkedid, event, now_ms) {
                     out.push(TrackerOutput::Popup(popup));
                 }
@@ -186,8 +208,12 @@ impl CallTracker {
                 let agent = self.agent_of(dest);
                 if let Some(call) = self.calls.get_mut(linkedid) {
                     if status == "ANSWER" {
-                        if let (Some(ext), None) = (agent, &call.answered) {
-                            call.answered = Some((ext, wall));
+                        match (agent, &call.answered) {
+                            (Some(ext), None) => call.answered = Some((ext, wall)),
+                            (None, _) => {
+                                call.outside_answered.get_or_insert(wall);
+                            }
+                            _ => {}
                         }
                     }
                     call.dial_statuses.push(status);
@@ -271,6 +297,8 @@ impl CallTracker {
                 answered: None,
                 dial_statuses: Vec::new(),
                 lead_id: None,
+                dialled: None,
+                outside_answered: None,
             });
         call.last_event_ms = now_ms;
     }
@@ -378,12 +406,15 @@ impl CallTracker {
                     .is_agent_extension(&root.caller_num)
                     .then(|| root.caller_num.clone())
             });
-        let (direction, lead, agent_ext) = match from_agent {
-            Some(agent) if self.directory.is_external(&root.exten) => {
-                (Direction::Outbound, root.exten.clone(), Some(agent))
-            }
-            Some(_) => return None,
-            None if self.is_inbound(root) => (
+        let outside = if self.directory.is_external(&root.exten) {
+            Some(root.exten.clone())
+        } else {
+            call.dialled.clone()
+        };
+        let (direction, lead, agent_ext) = match (from_agent, outside) {
+            (Some(agent), Some(lead)) => (Direction::Outbound, lead, Some(agent)),
+            (Some(_), None) => return None,
+            (None, _) if self.is_inbound(root) => (
                 Direction::Inbound,
                 root.caller_num.clone(),
                 call.answered
@@ -391,15 +422,17 @@ impl CallTracker {
                     .map(|(e, _)| e.clone())
                     .or_else(|| call.rung_agent.clone()),
             ),
-            None => return None,
+            (None, _) => return None,
         };
         let answered_at = match direction {
             Direction::Inbound => call.answered.as_ref().map(|(_, t)| *t),
-            Direction::Outbound => call.dial_statuses.iter().any(|s| s == "ANSWER").then(|| {
-                call.answered
-                    .as_ref()
-                    .map(|(_, t)| *t)
-                    .unwrap_or(call.started_at)
+            Direction::Outbound => call.outside_answered.or_else(|| {
+                call.dial_statuses.iter().any(|s| s == "ANSWER").then(|| {
+                    call.answered
+                        .as_ref()
+                        .map(|(_, t)| *t)
+                        .unwrap_or(call.started_at)
+                })
             }),
         };
         let outcome = match answered_at {
@@ -418,7 +451,11 @@ impl CallTracker {
                 .directory
                 .virtual_number(&root.exten)
                 .map(|_| self.directory.number(&root.exten)),
-            Direction::Outbound => None,
+            // The caller id the lead saw, when it is one of the virtual numbers.
+            Direction::Outbound => self
+                .directory
+                .virtual_number(&root.caller_num)
+                .map(|_| self.directory.number(&root.caller_num)),
         }
         .or_else(|| {
             self.directory
