@@ -53,6 +53,8 @@ pub struct Daemon {
     config_tx: watch::Sender<Arc<Config>>,
     /// Every component's counters, for `/metrics`.
     metrics: Arc<Metrics>,
+    /// The HTTP API's state, when `[http]` is set (its agents follow reloads).
+    api: Option<Arc<ApiState<Option<AsteriskControl>>>>,
 }
 
 impl Daemon {
@@ -202,6 +204,7 @@ impl Daemon {
         };
         let metrics = Arc::new(metrics);
 
+        let mut api = None;
         if let Some(http) = &config.http {
             let originate = config
                 .asterisk
@@ -209,8 +212,10 @@ impl Daemon {
                 .map(|a| a.originate.clone())
                 .unwrap_or_default();
             let pbx = ami.clone().map(|ami| AsteriskControl::new(ami, originate));
-            let state = ApiState::new(config, pbx, store.clone())?.with_metrics(metrics.clone());
-            let router = crate::http::router(Arc::new(state))?;
+            let state =
+                Arc::new(ApiState::new(config, pbx, store.clone())?.with_metrics(metrics.clone()));
+            api = Some(state.clone());
+            let router = crate::http::router(state)?;
             let transport = crate::http::Transport::from_config(http).await?;
             let listener = tokio::net::TcpListener::bind(http.listen)
                 .await
@@ -265,6 +270,7 @@ impl Daemon {
             ami,
             config_tx,
             metrics,
+            api,
         })
     }
 
@@ -295,6 +301,12 @@ impl Daemon {
             }
         }
         self.config_tx.send_replace(Arc::new(new.clone()));
+        if let Some(api) = &self.api {
+            match crate::call::Directory::from_config(&new) {
+                Ok(directory) => api.set_directory(directory),
+                Err(e) => tracing::error!("HTTP API keeps its agents: {e}"),
+            }
+        }
         let restart = reload::restart_needed(&self.config, &new);
         self.config = new;
         Ok(restart)

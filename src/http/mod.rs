@@ -50,7 +50,8 @@ pub struct ApiStats {
 pub struct ApiState<P: PbxControl> {
     pbx: P,
     store: Arc<Store>,
-    directory: Directory,
+    /// Agents and virtual numbers; replaced on SIGHUP ([`ApiState::set_directory`]).
+    directory: std::sync::RwLock<Arc<Directory>>,
     http: HttpConfig,
     originate: OriginateConfig,
     free_agent: FreeAgent,
@@ -80,7 +81,7 @@ impl<P: PbxControl> ApiState<P> {
         Ok(Self {
             pbx,
             store,
-            directory: Directory::from_config(config)?,
+            directory: std::sync::RwLock::new(Arc::new(Directory::from_config(config)?)),
             http,
             originate: ast.originate,
             free_agent: ast.free_agent,
@@ -98,6 +99,18 @@ impl<P: PbxControl> ApiState<P> {
         let _ = metrics.api.set(self.stats.clone());
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Uses a reloaded configuration's agents and virtual numbers from the next request on.
+    pub fn set_directory(&self, directory: Directory) {
+        *self.directory.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(directory);
+    }
+
+    fn directory(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The API's counters.
@@ -262,6 +275,7 @@ async fn sso<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> 
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };
     let names = &state.http.params;
+    let directory = state.directory();
     let Some(email) = params.get(&names.agent_email) else {
         return refuse(
             &state,
@@ -269,7 +283,7 @@ async fn sso<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> 
             format!("{} is required", names.agent_email),
         );
     };
-    let Some(agent) = state.directory.agent_by_email(email) else {
+    let Some(agent) = directory.agent_by_email(email) else {
         return refuse(
             &state,
             StatusCode::NOT_FOUND,
@@ -337,8 +351,9 @@ async fn click_to_call<P: PbxControl>(
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };
     let names = &state.http.params;
+    let directory = state.directory();
     let Some(agent) = find_agent(
-        &state.directory,
+        &directory,
         params.get(&names.agent_number),
         params.get(&names.agent_email),
     ) else {
@@ -351,7 +366,7 @@ async fn click_to_call<P: PbxControl>(
     let lead_raw = params
         .get(&names.phone_with_country_code)
         .or_else(|| params.get(&names.customer_number));
-    let Some(lead) = lead_raw.and_then(|n| state.directory.normalize(n)) else {
+    let Some(lead) = lead_raw.and_then(|n| directory.normalize(n)) else {
         return refuse(
             &state,
             StatusCode::BAD_REQUEST,
@@ -359,7 +374,7 @@ async fn click_to_call<P: PbxControl>(
         );
     };
     let caller_id = match params.get(&names.virtual_number) {
-        Some(v) => match state.directory.normalize(v) {
+        Some(v) => match directory.normalize(v) {
             Some(n) => n.to_e164(),
             None => {
                 return refuse(
@@ -369,7 +384,7 @@ async fn click_to_call<P: PbxControl>(
                 );
             }
         },
-        None => match state.directory.first_virtual_number() {
+        None => match directory.first_virtual_number() {
             Some(v) => v.number.to_e164(),
             None => {
                 return refuse(
@@ -465,6 +480,7 @@ async fn disposition<P: PbxControl>(
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };
     let names = &state.http.params;
+    let directory = state.directory();
     let Some(call_id) = params.get(&names.call_session_id).map(str::to_owned) else {
         return refuse(
             &state,
@@ -506,7 +522,7 @@ async fn disposition<P: PbxControl>(
     };
     tracing::info!(call_id, disposition = %value, update_queued, "disposition stored");
     let agent = find_agent(
-        &state.directory,
+        &directory,
         params.get(&names.agent_number),
         params.get(&names.agent_email),
     );
@@ -538,11 +554,11 @@ async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };
     let fallback = state.http.route_fallback.clone();
+    let directory = state.directory();
     let Some(caller) = params.get("caller").map(str::to_owned) else {
         return (StatusCode::OK, fallback).into_response();
     };
-    let key = state
-        .directory
+    let key = directory
         .normalize(&caller)
         .map(|n| n.to_e164())
         .unwrap_or_else(|| caller.clone());
@@ -563,7 +579,7 @@ async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -
     let deadline = Duration::from_millis(state.http.route_timeout_ms);
     let answer = tokio::time::timeout(deadline, client.lookup(&key)).await;
     let extension = match answer {
-        Ok(Ok(answer)) => answer.agent(&state.directory).map(|a| a.extension.clone()),
+        Ok(Ok(answer)) => answer.agent(&directory).map(|a| a.extension.clone()),
         Ok(Err(e)) => {
             tracing::warn!(caller = %key, "call route lookup failed, answering the fallback: {e}");
             None

@@ -33,6 +33,7 @@ impl PbxControl for RecordingPbx {
 struct Api {
     base: String,
     pbx: RecordingPbx,
+    state: Arc<ApiState<RecordingPbx>>,
     store: Arc<Store>,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
@@ -71,7 +72,7 @@ route_fallback = "600"
         Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
     let pbx = RecordingPbx::default();
     let state = Arc::new(ApiState::new(&config, pbx.clone(), store.clone()).expect("state"));
-    let app = router(state).expect("router");
+    let app = router(state.clone()).expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -86,6 +87,7 @@ route_fallback = "600"
     Api {
         base: format!("http://{addr}"),
         pbx,
+        state,
         store,
         _dir: dir,
         client: reqwest::Client::new(),
@@ -474,4 +476,28 @@ async fn tls_serves_https_with_the_configured_certificate() {
     assert!(Transport::from_config(&half).await.is_err());
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
+
+#[tokio::test]
+async fn reloaded_agents_reach_the_api_at_once() {
+    let api = api("").await;
+    let click = "/click-to-call?token=t0ken&agentNumber=%2B919876500102&customerNumber=9611795983";
+    assert_eq!(
+        api.get(click).await.0,
+        404,
+        "agent 102 is not configured yet"
+    );
+    let config = Config::parse(
+        "[leadsquared]\ncall_log_url = \"https://x.invalid/k\"\ndefault_country_code = \"91\"\n\
+         [[virtual_numbers]]\nnumber = \"+918044556677\"\n\
+         [[agents]]\nextension = \"102\"\nphone = \"+919876500102\"\n\
+         [asterisk]\ncdr_csv = \"/x\"\n",
+    )
+    .expect("config");
+    api.state
+        .set_directory(Directory::from_config(&config).expect("directory"));
+    assert_eq!(api.get(click).await, (200, "OK".into()));
+    let placed = api.pbx.originated.lock().expect("lock").clone();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].agent_extension, "102");
 }

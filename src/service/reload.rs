@@ -1,8 +1,9 @@
 //! What a configuration reload (SIGHUP) applies live and what needs a restart.
 //!
 //! Live: the agents and virtual numbers (the CDR source's directory, used for calls
-//! assembled from then on) and the delivery client's Call Log URL, keys, timeout and
-//! payload format (the next request uses them). Everything else is read once at start.
+//! assembled from then on; the AMI call tracker's; the HTTP API's) and the delivery client's
+//! Call Log URL, keys, timeout and payload format (the next request uses them). Everything
+//! else is read once at start.
 
 use crate::config::Config;
 
@@ -55,6 +56,32 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         o.call_route_url.clone(),
         n.call_route_url.clone(),
     );
+    check(
+        "leadsquared popup_ttl_ms, api_host, app_host, sso_*, lead_lookup*",
+        format!(
+            "{} {} {} {} {:?} {:?} {} {}",
+            o.popup_ttl_ms,
+            o.api_host,
+            o.app_host,
+            o.sso_redirect,
+            o.sso_password,
+            o.sso_password_file,
+            o.lead_lookup,
+            o.lead_lookup_timeout_ms
+        ),
+        format!(
+            "{} {} {} {} {:?} {:?} {} {}",
+            n.popup_ttl_ms,
+            n.api_host,
+            n.app_host,
+            n.sso_redirect,
+            n.sso_password,
+            n.sso_password_file,
+            n.lead_lookup,
+            n.lead_lookup_timeout_ms
+        ),
+    );
+    check("http", format!("{:?}", old.http), format!("{:?}", new.http));
     match (&old.asterisk, &new.asterisk) {
         (None, None) => {}
         (Some(_), None) | (None, Some(_)) => keys.push("asterisk"),
@@ -104,6 +131,17 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
                 "asterisk.ami",
                 format!("{:?}", o.ami),
                 format!("{:?}", n.ami),
+            );
+            check(
+                "asterisk.originate, free_agent, call_log_source",
+                format!(
+                    "{:?} {:?} {:?}",
+                    o.originate, o.free_agent, o.call_log_source
+                ),
+                format!(
+                    "{:?} {:?} {:?}",
+                    n.originate, n.free_agent, n.call_log_source
+                ),
             );
         }
     }
