@@ -1,6 +1,7 @@
 //! `pbxlink demo`: the real pipeline (the same code as `run`) against a built-in PBX
-//! simulator that appends realistic `Master.csv` lines and a local LeadSquared stand-in
-//! that prints each call log it accepts. Needs no PBX, no network and no root.
+//! simulator that appends realistic `Master.csv` lines and speaks AMI (the ring-all queue
+//! call rings two agents: two agent popups), and a local LeadSquared stand-in that prints
+//! each call log and popup it accepts. Needs no PBX, no network and no root.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,9 +14,12 @@ use tokio::io::AsyncWriteExt;
 use crate::config::Config;
 use crate::crm::leadsquared::standin::{Expectations, StandIn};
 use crate::daemon::Daemon;
+use crate::pbx::asterisk::ami::simulator::AmiSimulator;
 
 /// Calls the simulator places; the demo ends when the stand-in has accepted this many.
 const EXPECTED_CALL_LOGS: usize = 5;
+/// Popups of the ring-all queue call (agents 100 and 101 ring).
+const EXPECTED_POPUPS: usize = 2;
 
 /// Runs the demo: about 15 seconds with the default settle time of 1 s.
 pub async fn run(settle_secs: u64) -> anyhow::Result<()> {
@@ -31,9 +35,13 @@ pub async fn run(settle_secs: u64) -> anyhow::Result<()> {
     )
     .await
     .context("starting the local LeadSquared stand-in")?;
-    let config = demo_config(dir.path(), &cdr, &standin.call_log_url(), settle_secs)?;
+    let ami = AmiSimulator::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .context("starting the AMI simulator")?;
+    let config = demo_config(dir.path(), &cdr, &standin, ami.addr(), settle_secs)?;
     println!("pbxlink demo");
     println!("  PBX simulator writes      {}", cdr.display());
+    println!("  PBX simulator AMI         {}", ami.addr());
     println!(
         "  outbox (SQLite)           {}",
         config.store.path.display()
@@ -43,15 +51,29 @@ pub async fn run(settle_secs: u64) -> anyhow::Result<()> {
 
     let mut events = standin.subscribe();
     let daemon = Daemon::start(&config).await?;
-    let writer = tokio::spawn(simulate_calls(cdr.clone()));
+    // The daemon logs in to the AMI simulator before the first call rings.
+    let login_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ami.clients() == 0 && tokio::time::Instant::now() < login_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writer = tokio::spawn(simulate_calls(cdr.clone(), ami.clone()));
 
     let mut accepted = 0;
+    let mut popups = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60 + settle_secs * 6);
-    while accepted < EXPECTED_CALL_LOGS {
+    while accepted < EXPECTED_CALL_LOGS || popups < EXPECTED_POPUPS {
         tokio::select! {
             event = events.recv() => {
                 let Ok(received) = event else { break };
-                if received.status == 200 {
+                if received.status == 200 && received.endpoint == "agent_popup" {
+                    popups += 1;
+                    println!(
+                        "LeadSquared stand-in accepted agent popup {popups}/{EXPECTED_POPUPS} (agent {}):",
+                        received.body["DestinationNumber"].as_str().unwrap_or("?"),
+                    );
+                    println!("{}\n", serde_json::to_string_pretty(&received.body).unwrap_or_default());
+                } else if received.status == 200 {
                     accepted += 1;
                     println!(
                         "LeadSquared stand-in accepted call log {accepted}/{EXPECTED_CALL_LOGS} ({} {}):",
@@ -78,11 +100,14 @@ pub async fn run(settle_secs: u64) -> anyhow::Result<()> {
         "{}",
         crate::outbox::store::format_status(&status, Utc::now())
     );
-    if accepted < EXPECTED_CALL_LOGS {
-        anyhow::bail!("only {accepted} of {EXPECTED_CALL_LOGS} call logs arrived");
+    if accepted < EXPECTED_CALL_LOGS || popups < EXPECTED_POPUPS {
+        anyhow::bail!(
+            "only {accepted} of {EXPECTED_CALL_LOGS} call logs and {popups} of {EXPECTED_POPUPS} popups arrived"
+        );
     }
     println!(
-        "\ndemo complete: {accepted} calls went CDR file → SQLite outbox → LeadSquared stand-in."
+        "\ndemo complete: {accepted} calls went CDR file → SQLite outbox → LeadSquared stand-in; \
+         {popups} agent popups went AMI → LeadSquared stand-in while the queue call rang."
     );
     Ok(())
 }
@@ -90,7 +115,8 @@ pub async fn run(settle_secs: u64) -> anyhow::Result<()> {
 fn demo_config(
     dir: &Path,
     cdr: &Path,
-    call_log_url: &str,
+    standin: &StandIn,
+    ami: SocketAddr,
     settle_secs: u64,
 ) -> anyhow::Result<Config> {
     let text = format!(
@@ -101,6 +127,7 @@ synchronous = "normal"
 
 [leadsquared]
 call_log_url = {call_log_url:?}
+agent_popup_url = {popup_url:?}
 access_key = "demo-access-key"
 secret_key = "demo-secret-key"
 default_country_code = "91"
@@ -129,7 +156,17 @@ cdr_csv = {cdr:?}
 cdr_time_zone = "UTC"
 settle_ms = {settle_ms}
 poll_interval_ms = 200
+
+[asterisk.ami]
+host = "{ami_host}"
+port = {ami_port}
+username = "pbxlink"
+secret = "demo-ami-secret"
 "#,
+        call_log_url = standin.call_log_url(),
+        popup_url = standin.agent_popup_url(),
+        ami_host = ami.ip(),
+        ami_port = ami.port(),
         store = dir.join("pbxlink.db"),
         settle_ms = settle_secs * 1000,
     );
@@ -197,7 +234,7 @@ async fn append(path: &PathBuf, text: &str) -> anyhow::Result<()> {
 }
 
 /// Writes the calls of a small call centre, as Asterisk would, a few seconds apart.
-async fn simulate_calls(path: PathBuf) -> anyhow::Result<()> {
+async fn simulate_calls(path: PathBuf, ami: AmiSimulator) -> anyhow::Result<()> {
     let s = |secs: i64| chrono::Duration::seconds(secs);
     let base = Utc::now() - s(120);
     let uid = |n: u32| format!("{}.{n}", base.timestamp());
@@ -309,6 +346,38 @@ async fn simulate_calls(path: PathBuf) -> anyhow::Result<()> {
     );
     let t3 = base + s(60);
     let q = uid(7);
+    // What AMI shows while it rings: the caller's channel, then both queue members called.
+    let caller = "PJSIP/airtel-00000007";
+    ami.emit(&[
+        ("Event", "Newchannel"),
+        ("Channel", caller),
+        ("CallerIDNum", "+14155552671"),
+        ("CallerIDName", "Dana"),
+        ("Context", "from-trunk"),
+        ("Exten", "918044556677"),
+        ("Uniqueid", &q),
+        ("Linkedid", &q),
+    ]);
+    for (member, dest) in [("100", "PJSIP/100-00000008"), ("101", "PJSIP/101-00000009")] {
+        ami.emit(&[
+            ("Event", "AgentCalled"),
+            ("Channel", caller),
+            ("CallerIDNum", "+14155552671"),
+            ("Queue", "sales"),
+            ("Interface", &format!("PJSIP/{member}")),
+            ("MemberName", member),
+            ("DestChannel", dest),
+            ("Uniqueid", &q),
+            ("Linkedid", &q),
+        ]);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ami.emit(&[
+        ("Event", "Hangup"),
+        ("Channel", caller),
+        ("Uniqueid", &q),
+        ("Linkedid", &q),
+    ]);
     append(
         &path,
         &[

@@ -28,6 +28,7 @@
 pub mod client;
 pub mod frame;
 pub mod message;
+pub mod simulator;
 
 #[cfg(test)]
 mod tests;
