@@ -14,6 +14,9 @@ use crate::outbox::{RateLimiter, SendOutcome};
 use crate::pbx::asterisk::live::monotonic_ms;
 use crate::pbx::asterisk::tracker::PopupRequest;
 
+/// Popup requests in flight at most (more wait in the queue; the TTL still applies).
+pub const MAX_IN_FLIGHT: usize = 64;
+
 /// Counters of the popup path.
 #[derive(Debug, Default)]
 pub struct PopupStats {
@@ -88,12 +91,20 @@ impl PopupSender {
         self.stats.clone()
     }
 
-    /// Sends every popup that arrives until the queue closes.
+    /// Sends every popup that arrives until the queue closes: each on its own task (a
+    /// ring-all queue pops several agents at once), at most [`MAX_IN_FLIGHT`] at a time.
     pub async fn run(self, mut queue: mpsc::Receiver<PopupRequest>) {
         let this = Arc::new(self);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         while let Some(popup) = queue.recv().await {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
             let this = this.clone();
-            tokio::spawn(async move { this.send_one(popup).await });
+            tokio::spawn(async move {
+                this.send_one(popup).await;
+                drop(permit);
+            });
         }
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::ami::{Action, AmiClient, AmiError, ConnectionState, Message};
 use super::tracker::{CallTracker, EventFields, PopupRequest, TrackerOutput, TrackerSettings};
-use crate::call::Directory;
+use crate::call::{CallRecord, Directory};
 use crate::config::{Config, OriginateConfig};
 use crate::outbox::Store;
 use crate::outbox::store::{KIND_CALL_LOG, NewOutboxRow};
@@ -172,29 +172,46 @@ impl LiveAsterisk {
                     .unwrap_or(i64::MAX),
             },
         );
+        // Call logs are stored by their own task: a popup never waits behind an fsync.
+        let (call_logs, pending_logs) = mpsc::unbounded_channel();
+        let writer = self.enqueue_call_logs.then(|| {
+            tokio::spawn(store_call_logs(
+                self.store.clone(),
+                self.wake_delivery.clone(),
+                self.stats.clone(),
+                pending_logs,
+            ))
+        });
         let mut events = self.ami.events();
         let mut state = self.ami.state();
+        // Already logged in before this task subscribed: learn the calls in progress now.
+        if matches!(
+            *state.borrow_and_update(),
+            ConnectionState::Connected { .. }
+        ) {
+            self.rebuild(&mut tracker).await;
+        }
         let mut expiry = tokio::time::interval(Duration::from_secs(60));
-        loop {
+        let result = loop {
             tokio::select! {
                 event = events.recv() => match event {
                     Ok(message) => {
                         let outputs = tracker.handle(&*message, monotonic_ms(), chrono::Utc::now());
-                        self.dispatch(outputs).await;
+                        self.dispatch(outputs, &call_logs);
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         self.stats.events_lagged.fetch_add(n, Relaxed);
-                        tracing::warn!(missed = n, "AMI events missed by the call tracker");
+                        tracing::warn!(missed = n, "AMI events missed by the call tracker; re-learning the calls in progress");
+                        self.rebuild(&mut tracker).await;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => break Ok(()),
                 },
                 changed = state.changed() => {
                     if changed.is_err() {
-                        return Ok(());
+                        break Ok(());
                     }
                     let connected = matches!(*state.borrow_and_update(), ConnectionState::Connected { .. });
                     if connected {
-                        tracker.clear();
                         self.rebuild(&mut tracker).await;
                     }
                 }
@@ -218,13 +235,20 @@ impl LiveAsterisk {
                         Err(e) => tracing::error!("call tracker keeps its agents: {e}"),
                     }
                 }
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed() => break Ok(()),
             }
+        };
+        drop(call_logs);
+        if let Some(writer) = writer {
+            let _ = writer.await;
         }
+        result
     }
 
-    /// After a (re)connect, learns the calls in progress from `CoreShowChannels`.
+    /// After a (re)connect or missed events: forgets what it knew and learns the calls in
+    /// progress from `CoreShowChannels`.
     async fn rebuild(&self, tracker: &mut CallTracker) {
+        tracker.clear();
         match self
             .ami
             .send_list(Action::new("CoreShowChannels"), Duration::from_secs(10))
@@ -245,7 +269,7 @@ impl LiveAsterisk {
         }
     }
 
-    async fn dispatch(&self, outputs: Vec<TrackerOutput>) {
+    fn dispatch(&self, outputs: Vec<TrackerOutput>, call_logs: &mpsc::UnboundedSender<CallRecord>) {
         use std::sync::atomic::Ordering::Relaxed;
         for output in outputs {
             match output {
@@ -259,37 +283,53 @@ impl LiveAsterisk {
                     }
                 }
                 TrackerOutput::Ended(Some(call)) if self.enqueue_call_logs => {
-                    let body = match serde_json::to_string(&call) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::error!("cannot serialise a call: {e}");
-                            continue;
-                        }
-                    };
-                    let row = NewOutboxRow {
-                        kind: KIND_CALL_LOG,
-                        idempotency_key: format!("{KIND_CALL_LOG}:{}", call.call_id),
-                        call_id: call.call_id.clone(),
-                        source: call.source.clone(),
-                        body,
-                        raw: String::new(),
-                    };
-                    let store = self.store.clone();
-                    match tokio::task::spawn_blocking(move || store.enqueue(&[row], &[], &[])).await
-                    {
-                        Ok(Ok(outcome)) if outcome.inserted > 0 => {
-                            self.stats.calls_enqueued.fetch_add(1, Relaxed);
-                            self.wake_delivery.notify_one();
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!(call_id = %call.call_id, "cannot store a call from AMI: {e}")
-                        }
-                        Err(e) => tracing::error!("store task failed: {e}"),
+                    if call_logs.send(call).is_err() {
+                        tracing::error!(
+                            "the call-log writer stopped; a call from AMI was not stored"
+                        );
                     }
                 }
                 TrackerOutput::Ended(_) => {}
             }
+        }
+    }
+}
+
+/// Stores the calls the tracker finished, one transaction each, until the channel closes.
+async fn store_call_logs(
+    store: Arc<Store>,
+    wake_delivery: Arc<Notify>,
+    stats: Arc<LiveStats>,
+    mut calls: mpsc::UnboundedReceiver<CallRecord>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    while let Some(call) = calls.recv().await {
+        let body = match serde_json::to_string(&call) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(call_id = %call.call_id, "cannot serialise a call: {e}");
+                continue;
+            }
+        };
+        let row = NewOutboxRow {
+            kind: KIND_CALL_LOG,
+            idempotency_key: format!("{KIND_CALL_LOG}:{}", call.call_id),
+            call_id: call.call_id.clone(),
+            source: call.source.clone(),
+            body,
+            raw: String::new(),
+        };
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.enqueue(&[row], &[], &[])).await {
+            Ok(Ok(outcome)) if outcome.inserted > 0 => {
+                stats.calls_enqueued.fetch_add(1, Relaxed);
+                wake_delivery.notify_one();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(call_id = %call.call_id, "cannot store a call from AMI: {e}")
+            }
+            Err(e) => tracing::error!("store task failed: {e}"),
         }
     }
 }

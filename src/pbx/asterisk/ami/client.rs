@@ -42,7 +42,7 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 /// Longest delay between two connection attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Events buffered per [`AmiClient::events`] receiver before it lags.
-pub const EVENT_CAPACITY: usize = 4096;
+pub const EVENT_CAPACITY: usize = 32_768;
 /// Timeout of each step of connecting: TCP connect, banner, each setup action.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout of one write to the socket.
