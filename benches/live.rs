@@ -22,15 +22,14 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use pbxlink::call::Directory;
 use pbxlink::config::{AmiLogin, AmiSettings, Config};
-use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
+use pbxlink::crm::leadsquared::standin::StandIn;
 use pbxlink::pbx::asterisk::ami::{AmiClient, ConnectionState, Frame, FrameLimits, Framer};
 use pbxlink::pbx::asterisk::live::monotonic_ms;
 use pbxlink::pbx::asterisk::tracker::{CallTracker, TrackerOutput, TrackerSettings};
@@ -40,7 +39,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
-const URL_KEY: &str = "bench-connector-key";
+mod common;
+use common::{
+    DaemonProcess, Summary, mib, min_median, parse_config, percentile, rss_kib, standin, thread_cpu,
+};
+
 const AMI_USER: &str = "pbxlink";
 const AMI_SECRET: &str = "bench-ami-secret";
 const HTTP_TOKEN: &str = "bench-http-token";
@@ -75,18 +78,6 @@ const EVENTS_PER_CALL: usize = 16;
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn min_median(samples: &[f64]) -> (f64, f64) {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    (s[0], s[s.len() / 2])
-}
-
 /// "p50 .. ms, p90 .., p99 .., max .. (min .., n = ..)" of sorted latencies in ms.
 fn spread(lat: &[f64]) -> String {
     if lat.is_empty() {
@@ -103,33 +94,9 @@ fn spread(lat: &[f64]) -> String {
     )
 }
 
-/// VmRSS and VmHWM of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
 /// Open file descriptors of a process (sockets included).
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-/// On-CPU time of the calling thread (first field of /proc/thread-self/schedstat, ns).
-fn thread_cpu() -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 fn free_port() -> u16 {
@@ -144,17 +111,6 @@ fn ms_between(from: SystemTime, to: SystemTime) -> f64 {
     match to.duration_since(from) {
         Ok(d) => d.as_secs_f64() * 1e3,
         Err(e) => -(e.duration().as_secs_f64() * 1e3),
-    }
-}
-
-/// The final summary, filled in as the figures come.
-#[derive(Default)]
-struct Summary(Vec<String>);
-
-impl Summary {
-    fn add(&mut self, line: String) {
-        println!("  => {line}");
-        self.0.push(line);
     }
 }
 
@@ -228,26 +184,6 @@ token = "{HTTP_TOKEN}"
         ami_port = p.ami_port,
         http_port = p.http_port,
     )
-}
-
-fn parse_config(text: &str) -> Config {
-    let config = Config::parse(text).expect("bench config parses");
-    let problems = config.problems();
-    assert!(problems.is_empty(), "bench config invalid: {problems:?}");
-    config
-}
-
-async fn standin() -> StandIn {
-    StandIn::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        Expectations {
-            url_key: URL_KEY.into(),
-            access_keys: Some(("ak".into(), "sk".into())),
-            reject_call_ids: vec![],
-        },
-    )
-    .await
-    .expect("start the LeadSquared stand-in")
 }
 
 /// A tracker as LiveAsterisk builds it from `config`.
@@ -669,35 +605,7 @@ async fn serve_actions(
 // The daemon binary
 // ---------------------------------------------------------------------------------------
 
-/// The release daemon binary as a subprocess; SIGKILLed on drop if still running.
-struct DaemonProcess {
-    child: Child,
-    log: PathBuf,
-    http_port: u16,
-}
-
 impl DaemonProcess {
-    fn spawn(config_path: &Path, dir: &Path, http_port: u16) -> DaemonProcess {
-        let log = dir.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
-            .args(["run", "--config"])
-            .arg(config_path)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the daemon log"))
-            .spawn()
-            .expect("spawn the pbxlink binary");
-        DaemonProcess {
-            child,
-            log,
-            http_port,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// Waits until the daemon logged in to the mock (its `Events` action answered), then
     /// 500 ms for the tracker to start (and rebuild its table if it saw the login: see
     /// `rebuilt_at_start`).
@@ -716,43 +624,19 @@ impl DaemonProcess {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `GET /metrics` of the daemon.
-    async fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
-        match reqwest::Client::new()
-            .get(url)
-            .bearer_auth(HTTP_TOKEN)
-            .send()
-            .await
-        {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(e) => format!("# scrape failed: {e}"),
-        }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(25);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("daemon did not stop on SIGTERM; killing it");
-    }
 }
 
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// `GET /metrics` of the daemon listening on `http_port`.
+async fn scrape_metrics(http_port: u16) -> String {
+    let url = format!("http://127.0.0.1:{http_port}/metrics");
+    match reqwest::Client::new()
+        .get(url)
+        .bearer_auth(HTTP_TOKEN)
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => format!("# scrape failed: {e}"),
     }
 }
 
@@ -834,6 +718,7 @@ struct Rig {
     stand: StandIn,
     mock: MockAmi,
     daemon: DaemonProcess,
+    http_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -854,12 +739,13 @@ async fn rig(source: &str) -> Rig {
     parse_config(&text);
     let config_path = dir.path().join("pbxlink.toml");
     std::fs::write(&config_path, text).expect("write config");
-    let mut daemon = DaemonProcess::spawn(&config_path, dir.path(), http_port);
+    let mut daemon = DaemonProcess::spawn(&config_path, dir.path());
     daemon.wait_ready(&mock).await;
     Rig {
         stand,
         mock,
         daemon,
+        http_port,
         _dir: dir,
     }
 }
@@ -930,7 +816,7 @@ async fn latency_run(case: &LatencyCase, summary: &mut Summary) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let metrics = r.daemon.metrics().await;
+    let metrics = scrape_metrics(r.http_port).await;
     let log = r.daemon.log_text();
     let arrivals = popup_arrivals(&r.stand);
     let call_logs = accepted_call_logs(&r.stand);
@@ -1417,7 +1303,7 @@ async fn bench_rss(summary: &mut Summary) {
     let popped_in = burst_started.elapsed();
     let (after_rss, after_hwm) = rss_kib(pid).expect("read /proc/PID/status");
     let burst_fds = open_fds(pid);
-    let metrics = r.daemon.metrics().await;
+    let metrics = scrape_metrics(r.http_port).await;
 
     // They are answered and hang up over 2 s: 100 calls (1,100 events) every 100 ms.
     // (In one 22,000-event write, or 100 calls every 10 ms = 110k events/s, the tracker
@@ -1432,7 +1318,7 @@ async fn bench_rss(summary: &mut Summary) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics_end = r.daemon.metrics().await;
+    let metrics_end = scrape_metrics(r.http_port).await;
     stop_sampling.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler thread");
     let peak_rss = *peak.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,23 +14,24 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
-use pbxlink::config::Config;
-use pbxlink::crm::leadsquared::standin::{Behaviour, Expectations, StandIn};
+use pbxlink::crm::leadsquared::standin::Behaviour;
 use pbxlink::outbox::Store;
 use pbxlink::outbox::store::{FileOffset, now_ms};
 use pbxlink::tail::{Batch, FileTailer, TailOptions};
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
 
-const URL_KEY: &str = "bench-connector-key";
+mod common;
+use common::{
+    DaemonProcess, Summary, mib, min_median, parse_config, percentile, rss_kib, standin, thread_cpu,
+};
+
 /// Lines of the ingest measurements (1 CDR row per call).
 const INGEST_LINES: u32 = 100_000;
 /// Repeated runs of each in-process ingest measurement.
@@ -145,78 +146,11 @@ settle_ms = {settle}
     )
 }
 
-fn parse_config(text: &str) -> Config {
-    let config = Config::parse(text).expect("bench config parses");
-    let problems = config.problems();
-    assert!(problems.is_empty(), "bench config invalid: {problems:?}");
-    config
-}
-
-async fn standin() -> StandIn {
-    StandIn::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        Expectations {
-            url_key: URL_KEY.into(),
-            access_keys: Some(("ak".into(), "sk".into())),
-            reject_call_ids: vec![],
-        },
-    )
-    .await
-    .expect("start the LeadSquared stand-in")
-}
-
-fn min_median(samples: &[f64]) -> (f64, f64) {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    (s[0], s[s.len() / 2])
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn rate(n: u32, secs: f64) -> f64 {
     f64::from(n) / secs
 }
 
-/// VmRSS and VmHWM of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-/// The release daemon binary as a subprocess; SIGKILLed on drop if still running.
-struct DaemonProcess {
-    child: Child,
-    log: PathBuf,
-}
-
 impl DaemonProcess {
-    fn spawn(config_path: &Path, dir: &Path) -> DaemonProcess {
-        let log = dir.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
-            .args(["run", "--config"])
-            .arg(config_path)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the daemon log"))
-            .spawn()
-            .expect("spawn the pbxlink binary");
-        DaemonProcess { child, log }
-    }
-
     /// Waits until the CDR reader has started (its "tailing CDR file" log line).
     fn wait_tailing(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -233,41 +167,6 @@ impl DaemonProcess {
             assert!(Instant::now() < deadline, "daemon did not start:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(25);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("daemon did not stop on SIGTERM; killing it");
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The final summary, filled in as the figures come.
-#[derive(Default)]
-struct Summary(Vec<String>);
-
-impl Summary {
-    fn add(&mut self, line: String) {
-        println!("  => {line}");
-        self.0.push(line);
     }
 }
 
@@ -303,14 +202,6 @@ struct IngestRun {
     /// On-CPU seconds of this thread during ingest / flush.
     ingest_cpu: f64,
     flush_cpu: f64,
-}
-
-/// On-CPU time of the calling thread (first field of /proc/thread-self/schedstat, ns).
-fn thread_cpu() -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 /// One run: a fresh store; each tailer batch is ingested (parse + stage with its offset in

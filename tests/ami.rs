@@ -8,10 +8,6 @@
 //! on `/var/tmp/pbxlink-asterisk.lock` for its whole run and first waits until no
 //! `asterisk_e2e` test process is running.
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,83 +15,10 @@ use pbxlink::config::AmiSettings;
 use pbxlink::pbx::asterisk::ami::{Action, AmiClient, ConnectionState, Message};
 use tokio::sync::broadcast;
 
-const LOCK: &str = "/var/tmp/pbxlink-asterisk.lock";
+mod rig;
+use rig::{RigGuard, RigLock, rig_ok, root_or_skip};
+
 const T: Duration = Duration::from_secs(10);
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn rig_root() -> PathBuf {
-    PathBuf::from(
-        std::env::var("PBXLINK_ASTERISK_ROOT")
-            .unwrap_or_else(|_| "/var/tmp/pbxlink-asterisk-root".into()),
-    )
-}
-
-fn rig(args: &[&str]) -> Output {
-    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asterisk/rig.sh"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"))
-}
-
-fn rig_ok(args: &[&str]) -> String {
-    let out = rig(args);
-    if !out.status.success() {
-        let log = std::fs::read_to_string(rig_root().join("var/log/asterisk/rig-console.log"))
-            .unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        panic!(
-            "rig.sh {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- rig-console.log (end)\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Stops Asterisk when dropped, also when the test panics.
-struct RigGuard;
-
-impl Drop for RigGuard {
-    fn drop(&mut self) {
-        let out = rig(&["stop"]);
-        if !out.status.success() {
-            eprintln!(
-                "rig.sh stop failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-/// Waits until no `asterisk_e2e` test process runs (it drives the same Asterisk).
-fn wait_for_e2e_to_finish() {
-    let started = Instant::now();
-    loop {
-        let busy = Command::new("pgrep")
-            .args(["-f", "asterisk_e2e"])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !busy {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1800),
-            "an asterisk_e2e process has been running for 30 minutes"
-        );
-        eprintln!("[ami] an asterisk_e2e test is using the rig; waiting");
-        std::thread::sleep(Duration::from_secs(5));
-    }
-}
 
 fn settings() -> AmiSettings {
     AmiSettings {
@@ -111,24 +34,10 @@ fn settings() -> AmiSettings {
 
 #[test]
 fn ami_client_against_real_asterisk() {
-    if !is_root() {
-        eprintln!(
-            "\n************************************************************************\n\
-             *** SKIPPED tests/ami.rs: not root. The AMI client was NOT tested     ***\n\
-             *** against a real Asterisk. Run as root (sudo .ci/run) to test it.   ***\n\
-             ************************************************************************\n"
-        );
+    if !root_or_skip("tests/ami.rs", "The AMI client was") {
         return;
     }
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(LOCK)
-        .unwrap_or_else(|e| panic!("open {LOCK}: {e}"));
-    eprintln!("[ami] waiting for the exclusive lock on {LOCK}");
-    lock.lock().unwrap_or_else(|e| panic!("lock {LOCK}: {e}"));
-    wait_for_e2e_to_finish();
+    let _lock = RigLock::acquire("ami", "asterisk_e2e");
     eprintln!("[ami] rig.sh install / start");
     rig_ok(&["install"]);
     rig_ok(&["start"]);
@@ -139,7 +48,6 @@ fn ami_client_against_real_asterisk() {
         .build()
         .expect("runtime");
     rt.block_on(scenario());
-    drop(lock);
 }
 
 async fn wait_connected(client: &AmiClient, within: Duration) -> String {

@@ -16,9 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -26,6 +25,9 @@ use pbxlink::config::Synchronous;
 use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
 use pbxlink::outbox::Store;
 use serde_json::Value;
+
+mod rig;
+use rig::{CUSTOM_COLUMNS, RigGuard, rig_ok, rig_root, rig_tz, root_or_skip, tail_of};
 
 const LEAD: &str = "+919611795983";
 const LEAD_LOCAL: &str = "09611795983";
@@ -44,57 +46,10 @@ const DIDS: [(&str, &str); 7] = [
     ("918044556605", "ivr"),
     ("918044556606", "queue-sales-b"),
 ];
-const CUSTOM_COLUMNS: [&str; 22] = [
-    "accountcode",
-    "src",
-    "dst",
-    "dcontext",
-    "clid",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "lastdata",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billsec",
-    "disposition",
-    "amaflags",
-    "uniqueid",
-    "userfield",
-    "linkedid",
-    "sequence",
-    "peeraccount",
-    "recordingfile",
-];
 
 // ---------------------------------------------------------------------------------------
 // The rig
 // ---------------------------------------------------------------------------------------
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn rig_root() -> PathBuf {
-    PathBuf::from(
-        std::env::var("PBXLINK_ASTERISK_ROOT")
-            .unwrap_or_else(|_| "/var/tmp/pbxlink-asterisk-root".into()),
-    )
-}
-
-/// The PBX's time zone (rig.sh: `PBXLINK_ASTERISK_TZ`, default Asia/Kolkata): cdr-custom
-/// is written in it, cdr-csv in UTC.
-fn rig_tz() -> String {
-    std::env::var("PBXLINK_ASTERISK_TZ").unwrap_or_else(|_| "Asia/Kolkata".into())
-}
-
-fn rig_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asterisk/rig.sh")
-}
 
 fn csv_path() -> PathBuf {
     rig_root().join("var/log/asterisk/cdr-csv/Master.csv")
@@ -102,54 +57,6 @@ fn csv_path() -> PathBuf {
 
 fn custom_path() -> PathBuf {
     rig_root().join("var/log/asterisk/cdr-custom/Master.csv")
-}
-
-fn rig(args: &[&str]) -> Output {
-    Command::new(rig_script())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"))
-}
-
-fn tail_of(path: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let all: Vec<&str> = s.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("({}: {e})", path.display()),
-    }
-}
-
-/// Runs rig.sh; any failure panics with its output and the tail of Asterisk's console log.
-fn rig_ok(args: &[&str]) -> String {
-    let out = rig(args);
-    if !out.status.success() {
-        panic!(
-            "rig.sh {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- rig-console.log\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail_of(&rig_root().join("var/log/asterisk/rig-console.log"), 40)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Stops Asterisk when dropped, also when the test panics.
-struct RigGuard;
-
-impl Drop for RigGuard {
-    fn drop(&mut self) {
-        let out = rig(&["stop"]);
-        if !out.status.success() {
-            eprintln!(
-                "rig.sh stop failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
 }
 
 /// (active channels, calls processed) from `core show channels count`.
@@ -795,13 +702,7 @@ fn check_fields(e: &Expect, log: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_asterisk_22_end_to_end() {
-    if !is_root() {
-        eprintln!(
-            "\n########################################################################\n\
-             SKIPPED: real Asterisk e2e needs root (chroot, mount); run as root:\n\
-             cargo test --test asterisk_e2e -- --nocapture\n\
-             ########################################################################\n"
-        );
+    if !root_or_skip("tests/asterisk_e2e.rs", "The CDR path (end to end) was") {
         return;
     }
     let t0 = Instant::now();

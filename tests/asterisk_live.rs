@@ -23,82 +23,28 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use pbxlink::crm::leadsquared::standin::{Behaviour, Expectations, StandIn};
 use serde_json::{Value, json};
 
-const LOCK: &str = "/var/tmp/pbxlink-asterisk.lock";
+mod rig;
+use rig::{CUSTOM_COLUMNS, RigGuard, RigLock, rig_ok, rig_root, rig_tz, root_or_skip};
+
 const TOKEN: &str = "live-test-token";
 const LEAD: &str = "+919611795983";
 const AGENT_100: &str = "+919876500100";
 const AGENT_101: &str = "+919876500101";
 const QUEUE_DID: &str = "918044556603";
 const DIRECT_DID: &str = "918044556677";
-const COLUMNS: [&str; 22] = [
-    "accountcode",
-    "src",
-    "dst",
-    "dcontext",
-    "clid",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "lastdata",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billsec",
-    "disposition",
-    "amaflags",
-    "uniqueid",
-    "userfield",
-    "linkedid",
-    "sequence",
-    "peeraccount",
-    "recordingfile",
-];
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn rig_root() -> PathBuf {
-    PathBuf::from(
-        std::env::var("PBXLINK_ASTERISK_ROOT")
-            .unwrap_or_else(|_| "/var/tmp/pbxlink-asterisk-root".into()),
-    )
-}
-
-fn rig(args: &[&str]) -> Output {
-    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asterisk/rig.sh"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"))
-}
-
-fn rig_ok(args: &[&str]) -> String {
-    let out = rig(args);
-    assert!(
-        out.status.success(),
-        "rig.sh {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Stops Asterisk (and the daemon) when dropped, also when the test panics.
 struct Guard {
     daemon: Option<Child>,
+    /// Dropped after `drop` has killed the daemon: stops Asterisk.
+    _rig: RigGuard,
 }
 
 impl Drop for Guard {
@@ -107,7 +53,6 @@ impl Drop for Guard {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = rig(&["stop"]);
     }
 }
 
@@ -118,38 +63,12 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn wait_for_e2e_to_finish() {
-    let started = Instant::now();
-    while Command::new("pgrep")
-        .args(["-f", "asterisk_e2e|tests/ami"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(started.elapsed() < Duration::from_secs(1800), "rig busy");
-        std::thread::sleep(Duration::from_secs(5));
-    }
-}
-
 #[test]
 fn live_asterisk_popups_click_to_call_disposition_route_restart() {
-    if !is_root() {
-        eprintln!(
-            "\n************************************************************************\n\
-             *** SKIPPED tests/asterisk_live.rs: not root. The live features were ***\n\
-             *** NOT tested against a real Asterisk. Run as root (sudo .ci/run).  ***\n\
-             ************************************************************************\n"
-        );
+    if !root_or_skip("tests/asterisk_live.rs", "The live features were") {
         return;
     }
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(LOCK)
-        .unwrap_or_else(|e| panic!("open {LOCK}: {e}"));
-    lock.lock().unwrap_or_else(|e| panic!("lock {LOCK}: {e}"));
-    wait_for_e2e_to_finish();
+    let _lock = RigLock::acquire("live", "asterisk_e2e|tests/ami");
     rig_ok(&["install"]);
     rig_ok(&["start"]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -158,7 +77,6 @@ fn live_asterisk_popups_click_to_call_disposition_route_restart() {
         .build()
         .expect("runtime");
     runtime.block_on(scenario());
-    drop(lock);
 }
 
 struct Live {
@@ -305,8 +223,8 @@ async fn scenario() {
         cl = standin.call_log_url(),
         pop = standin.agent_popup_url(),
         route = standin.call_route_url(),
-        cols = COLUMNS.map(|c| format!("{c:?}")).join(", "),
-        tz = std::env::var("PBXLINK_ASTERISK_TZ").unwrap_or_else(|_| "Asia/Kolkata".into()),
+        cols = CUSTOM_COLUMNS.map(|c| format!("{c:?}")).join(", "),
+        tz = rig_tz(),
     );
     let config = dir.path().join("pbxlink.toml");
     std::fs::write(&config, &toml).expect("config");
@@ -332,6 +250,7 @@ async fn scenario() {
         .expect("pbxlink run");
     let mut guard = Guard {
         daemon: Some(child),
+        _rig: RigGuard,
     };
     let live = Live {
         http: reqwest::Client::new(),

@@ -1,0 +1,135 @@
+//! What the benches `pipeline` and `live` share: the LeadSquared stand-in and config
+//! parsing, the release daemon as a subprocess, sample statistics, /proc readings and the
+//! summary printed at the end.
+//!
+//! Included with `mod common;`; cargo does not build `benches/common/mod.rs` as a bench.
+
+// Each bench uses a subset of these helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pbxlink::config::Config;
+use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
+
+pub const URL_KEY: &str = "bench-connector-key";
+
+pub fn parse_config(text: &str) -> Config {
+    let config = Config::parse(text).expect("bench config parses");
+    let problems = config.problems();
+    assert!(problems.is_empty(), "bench config invalid: {problems:?}");
+    config
+}
+
+pub async fn standin() -> StandIn {
+    StandIn::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Expectations {
+            url_key: URL_KEY.into(),
+            access_keys: Some(("ak".into(), "sk".into())),
+            reject_call_ids: vec![],
+        },
+    )
+    .await
+    .expect("start the LeadSquared stand-in")
+}
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn min_median(samples: &[f64]) -> (f64, f64) {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[0], s[s.len() / 2])
+}
+
+/// VmRSS and VmHWM of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// On-CPU time of the calling thread (first field of /proc/thread-self/schedstat, ns).
+pub fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// The final summary, filled in as the figures come.
+#[derive(Default)]
+pub struct Summary(pub Vec<String>);
+
+impl Summary {
+    pub fn add(&mut self, line: String) {
+        println!("  => {line}");
+        self.0.push(line);
+    }
+}
+
+/// The release daemon binary as a subprocess; SIGKILLed on drop if still running. Each
+/// bench adds its own wait-until-ready.
+pub struct DaemonProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl DaemonProcess {
+    pub fn spawn(config_path: &Path, dir: &Path) -> DaemonProcess {
+        let log = dir.join("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the daemon log"))
+            .spawn()
+            .expect("spawn the pbxlink binary");
+        DaemonProcess { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(25);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("daemon did not stop on SIGTERM; killing it");
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,206 @@
+//! The real-Asterisk rig (`tests/asterisk/rig.sh`, see its README) as the test binaries
+//! `tests/ami.rs`, `tests/asterisk_live.rs` and `tests/asterisk_e2e.rs` drive it: the root
+//! check with its loud SKIPPED banner, running `rig.sh`, the exclusive lock on
+//! [`LOCK`] (one Asterisk for all of them) and a guard that stops Asterisk on drop.
+//!
+//! Included with `mod rig;`; cargo does not build `tests/rig/mod.rs` as a test of its own.
+
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Held (flock, exclusive) by a test for its whole use of the rig.
+pub const LOCK: &str = "/var/tmp/pbxlink-asterisk.lock";
+
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// True as root. Otherwise prints a loud SKIPPED banner naming `test_file` (e.g.
+/// `tests/ami.rs`) and what was not tested, and returns false: the caller returns.
+pub fn root_or_skip(test_file: &str, untested: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    let name = Path::new(test_file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(test_file);
+    let bar = "*".repeat(72);
+    eprintln!(
+        "\n{bar}\n\
+         *** SKIPPED {test_file}: not root (the rig is a chroot).\n\
+         *** {untested} NOT tested against a real Asterisk.\n\
+         *** Run as root: sudo .ci/run, or cargo test --test {name} -- --nocapture\n\
+         {bar}\n"
+    );
+    false
+}
+
+/// The rig's chroot (rig.sh: `PBXLINK_ASTERISK_ROOT`).
+pub fn rig_root() -> PathBuf {
+    PathBuf::from(
+        std::env::var("PBXLINK_ASTERISK_ROOT")
+            .unwrap_or_else(|_| "/var/tmp/pbxlink-asterisk-root".into()),
+    )
+}
+
+/// The columns of cdr-custom's Master.csv as the rig configures it (cdr_custom.conf).
+pub const CUSTOM_COLUMNS: [&str; 22] = [
+    "accountcode",
+    "src",
+    "dst",
+    "dcontext",
+    "clid",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "uniqueid",
+    "userfield",
+    "linkedid",
+    "sequence",
+    "peeraccount",
+    "recordingfile",
+];
+
+/// The PBX's time zone (rig.sh: `PBXLINK_ASTERISK_TZ`, default Asia/Kolkata): cdr-custom
+/// is written in it, cdr-csv in UTC.
+pub fn rig_tz() -> String {
+    std::env::var("PBXLINK_ASTERISK_TZ").unwrap_or_else(|_| "Asia/Kolkata".into())
+}
+
+pub fn rig_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asterisk/rig.sh")
+}
+
+/// Runs rig.sh with `args`; panics only if it cannot be run.
+pub fn rig(args: &[&str]) -> Output {
+    Command::new(rig_script())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"))
+}
+
+/// The last `lines` lines of a file, or why it could not be read.
+pub fn tail_of(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let all: Vec<&str> = s.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
+    }
+}
+
+/// Runs rig.sh; any failure panics with its output and the tail of Asterisk's console log.
+pub fn rig_ok(args: &[&str]) -> String {
+    let out = rig(args);
+    if !out.status.success() {
+        panic!(
+            "rig.sh {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- rig-console.log\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail_of(&rig_root().join("var/log/asterisk/rig-console.log"), 40)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stops Asterisk when dropped, also when the test panics.
+pub struct RigGuard;
+
+impl Drop for RigGuard {
+    fn drop(&mut self) {
+        let out = rig(&["stop"]);
+        if !out.status.success() {
+            eprintln!(
+                "rig.sh stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// The exclusive flock on [`LOCK`]; released when dropped (the file is closed).
+pub struct RigLock {
+    _file: File,
+}
+
+impl RigLock {
+    /// Takes the exclusive lock on [`LOCK`] (waiting for the test holding it), then waits
+    /// until no process whose command line matches `busy` (a `pgrep -f` pattern: the rig
+    /// tests that do not take the lock) runs. `tag` prefixes the progress messages.
+    // std `File::lock` is 1.89, newer than the crate's MSRV; these tests already needed it
+    // (clippy only skipped the check while the call sat inside a `#[test]` fn).
+    #[allow(clippy::incompatible_msrv)]
+    pub fn acquire(tag: &str, busy: &str) -> RigLock {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK)
+            .unwrap_or_else(|e| panic!("open {LOCK}: {e}"));
+        eprintln!("[{tag}] waiting for the exclusive lock on {LOCK}");
+        file.lock().unwrap_or_else(|e| panic!("lock {LOCK}: {e}"));
+        let started = Instant::now();
+        while others_running(busy) {
+            assert!(
+                started.elapsed() < Duration::from_secs(1800),
+                "rig busy: a process matching {busy:?} has been running for 30 minutes"
+            );
+            eprintln!("[{tag}] a test matching {busy:?} is using the rig; waiting");
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        RigLock { _file: file }
+    }
+}
+
+/// Whether a process matching the `pgrep -f` pattern `busy` runs, other than this process
+/// and its ancestors (the `cargo test --test ami --test asterisk_e2e ...` that started this
+/// test matches the pattern itself).
+fn others_running(busy: &str) -> bool {
+    let Ok(out) = Command::new("pgrep").args(["-f", busy]).output() else {
+        return false;
+    };
+    let mine = ancestors();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .any(|pid| !mine.contains(&pid))
+}
+
+/// This process and its ancestors, from /proc/PID/stat.
+fn ancestors() -> Vec<u32> {
+    let mut pids = vec![std::process::id()];
+    while let Some(&pid) = pids.last() {
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        match parent {
+            Some(ppid) if ppid > 1 && !pids.contains(&ppid) => pids.push(ppid),
+            _ => break,
+        }
+    }
+    pids
+}
