@@ -54,15 +54,24 @@ fn pbx_error(e: AmiError) -> PbxError {
     }
 }
 
-fn refused(response: &Message) -> Option<PbxError> {
-    response.is_error().then(|| {
-        PbxError::Refused(
-            response
-                .get("Message")
-                .unwrap_or("Asterisk answered Error")
-                .to_owned(),
-        )
-    })
+impl AsteriskControl {
+    /// Sends `action`; `Response: Error` and AMI failures become [`PbxError`]s.
+    async fn perform(&self, action: Action) -> Result<(), PbxError> {
+        let response = self
+            .ami
+            .send(action, ACTION_TIMEOUT)
+            .await
+            .map_err(pbx_error)?;
+        if response.is_error() {
+            return Err(PbxError::Refused(
+                response
+                    .get("Message")
+                    .unwrap_or("Asterisk answered Error")
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl PbxControl for AsteriskControl {
@@ -86,17 +95,8 @@ impl PbxControl for AsteriskControl {
             }
             Ok(action)
         };
-        let action = build().map_err(pbx_error)?;
         // Async: Asterisk answers once the call is queued; the agent's phone rings next.
-        let response = self
-            .ami
-            .send(action, ACTION_TIMEOUT)
-            .await
-            .map_err(pbx_error)?;
-        match refused(&response) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.perform(build().map_err(pbx_error)?).await
     }
 
     async fn free_agent(&self, interface: String) -> Result<(), PbxError> {
@@ -105,15 +105,7 @@ impl PbxControl for AsteriskControl {
             .and_then(|a| a.header("Paused", "false"))
             .and_then(|a| a.header("Reason", "pbxlink: call disposed"))
             .map_err(pbx_error)?;
-        let response = self
-            .ami
-            .send(action, ACTION_TIMEOUT)
-            .await
-            .map_err(pbx_error)?;
-        match refused(&response) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.perform(action).await
     }
 
     fn is_connected(&self) -> bool {
