@@ -97,13 +97,14 @@ impl PopupSender {
         let this = Arc::new(self);
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         while let Some(popup) = queue.recv().await {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
-            };
-            let this = this.clone();
+            // The queue is drained at once (a burst never overflows it); each popup then
+            // waits for a slot, still within its TTL.
+            let (this, in_flight) = (this.clone(), in_flight.clone());
             tokio::spawn(async move {
+                let Ok(_slot) = in_flight.acquire_owned().await else {
+                    return;
+                };
                 this.send_one(popup).await;
-                drop(permit);
             });
         }
     }
