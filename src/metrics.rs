@@ -137,6 +137,12 @@ impl Metrics {
                     .get_or_create(&labels(&[("outcome", outcome)]))
                     .inc_by(value.load(Relaxed));
             }
+            counter(
+                &mut reg,
+                "lead_lookup_misses",
+                "Popup lead lookups that found no single lead (none, several, failed or late)",
+                popups.lookup_misses.load(Relaxed),
+            );
             gauge(
                 &mut reg,
                 "popup_latency_max_ms",
@@ -324,6 +330,7 @@ mod tests {
             "pbxlink_crm_responses_total{endpoint=\"call_log\",status=\"none\"} 1",
             "pbxlink_popups_total{outcome=\"sent\"} 3",
             "pbxlink_popups_total{outcome=\"dropped\"} 1",
+            "pbxlink_lead_lookup_misses_total 0",
             "pbxlink_ami_connected 1",
             "pbxlink_ami_reconnects_total 2",
             "pbxlink_ami_received_events_total{event=\"DialBegin\"} 9",

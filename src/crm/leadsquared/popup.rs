@@ -26,8 +26,6 @@ pub struct PopupStats {
     pub dropped: AtomicU64,
     /// Attempts that failed and were retried.
     pub retried: AtomicU64,
-    /// Milliseconds from the AMI event to the request leaving, of the last popup.
-    pub last_latency_ms: AtomicU64,
     /// The largest such latency seen.
     pub max_latency_ms: AtomicU64,
     /// Lead lookups that gave no single lead (none, several, failed or late).
@@ -127,7 +125,6 @@ impl PopupSender {
             match self.client.send_popup(&body).await {
                 SendOutcome::Delivered { .. } => {
                     self.stats.sent.fetch_add(1, Relaxed);
-                    self.stats.last_latency_ms.store(latency, Relaxed);
                     self.stats.max_latency_ms.fetch_max(latency, Relaxed);
                     tracing::info!(call_id = %popup.call_id, agent = %popup.agent_extension, latency_ms = latency, "agent popup sent");
                     return;

@@ -119,8 +119,6 @@ impl PbxControl for AsteriskControl {
 /// Counters of the live path.
 #[derive(Debug, Default)]
 pub struct LiveStats {
-    /// Popups handed to the sender.
-    pub popups_queued: std::sync::atomic::AtomicU64,
     /// Popups lost because the sender's queue was full.
     pub popups_overflow: std::sync::atomic::AtomicU64,
     /// Calls enqueued from AMI events.
@@ -267,9 +265,7 @@ impl LiveAsterisk {
             match output {
                 TrackerOutput::Popup(popup) => {
                     let Some(popups) = &self.popups else { continue };
-                    if popups.try_send(popup).is_ok() {
-                        self.stats.popups_queued.fetch_add(1, Relaxed);
-                    } else {
+                    if popups.try_send(popup).is_err() {
                         self.stats.popups_overflow.fetch_add(1, Relaxed);
                         tracing::error!("agent popup queue full: popup dropped");
                     }
