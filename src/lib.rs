@@ -10,6 +10,7 @@ pub mod crm;
 pub mod daemon;
 pub mod demo;
 pub mod http;
+pub mod logtext;
 pub mod metrics;
 pub mod outbox;
 pub mod pbx;
