@@ -42,12 +42,10 @@ impl Escaped<'_> {
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = 0usize;
-        for c in self.0.chars() {
+        for (shown, c) in self.0.chars().enumerate() {
             if shown == Self::MAX_CHARS {
                 return write!(f, "…({} bytes)", self.0.len());
             }
-            shown += 1;
             write_char(f, c)?;
         }
         Ok(())
