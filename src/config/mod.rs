@@ -70,6 +70,15 @@ pub struct HttpConfig {
     pub route_cache_ms: u64,
     /// Parameter names of click to call and disposition.
     pub params: ParamNames,
+    /// Open connections at most (also kept below the open-file limit, with room left for
+    /// CRM and PBX connections); beyond it a new connection is closed at accept.
+    pub max_connections: usize,
+    /// A client must send a request's headers (and the TLS handshake) within this time.
+    pub header_read_timeout_ms: u64,
+    /// A connection with nothing moving either way and no request in flight is closed.
+    pub idle_timeout_ms: u64,
+    /// Failed token checks one address may make per minute; then 429 until the minute ends.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for HttpConfig {
@@ -89,6 +98,10 @@ impl Default for HttpConfig {
             route_fallback: String::new(),
             route_cache_ms: 60_000,
             params: ParamNames::default(),
+            max_connections: 256,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            auth_failures_per_minute: 10,
         }
     }
 }
@@ -866,6 +879,22 @@ impl Config {
                     key: "http.response_keyword".into(),
                     message: "must not be empty".into(),
                 });
+            }
+            for (key, value) in [
+                ("http.max_connections", http.max_connections as u64),
+                ("http.header_read_timeout_ms", http.header_read_timeout_ms),
+                ("http.idle_timeout_ms", http.idle_timeout_ms),
+                (
+                    "http.auth_failures_per_minute",
+                    u64::from(http.auth_failures_per_minute),
+                ),
+            ] {
+                if value == 0 {
+                    problems_ami.push(ConfigProblem {
+                        key: key.into(),
+                        message: "must be at least 1".into(),
+                    });
+                }
             }
         }
         if let Some(ast) = &self.asterisk {

@@ -2,11 +2,13 @@
 //! routing, health, readiness.
 //!
 //! Every endpoint but `/healthz` needs the token; requests are bounded in size and rate per
-//! address; a malformed or hostile request gets a 4xx with a one-line reason and changes
-//! nothing. Handlers talk to the PBX only through [`PbxControl`], so any PBX fits.
+//! address, parameters in length, connections in number and time ([`server`]), failed token
+//! checks per address; a malformed or hostile request gets a 4xx with a one-line reason and
+//! changes nothing. Handlers talk to the PBX only through [`PbxControl`], so any PBX fits.
 
 pub mod auth;
 pub mod params;
+pub mod server;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -30,8 +32,9 @@ use crate::crm::leadsquared::route::RouteClient;
 use crate::metrics::Metrics;
 use crate::outbox::Store;
 use crate::pbx::{OriginateRequest, PbxControl};
-use auth::AccessPolicy;
-use params::Params;
+use auth::{AccessPolicy, FailureThrottle};
+use params::{Bounds, ParamError, Params};
+pub use server::{ConnectionLimits, ConnectionStats};
 
 /// Counters of the API, for logs and metrics.
 #[derive(Debug, Default)]
@@ -61,6 +64,8 @@ pub struct ApiState<P: PbxControl> {
     route_cache: Mutex<HashMap<String, (Instant, String)>>,
     stats: Arc<ApiStats>,
     metrics: Option<Arc<Metrics>>,
+    /// The length bound of each parameter, under the configured names.
+    bounds: Bounds,
 }
 
 impl<P: PbxControl> ApiState<P> {
@@ -82,7 +87,6 @@ impl<P: PbxControl> ApiState<P> {
             pbx,
             store,
             directory: std::sync::RwLock::new(Arc::new(Directory::from_config(config)?)),
-            http,
             originate: ast.originate,
             free_agent: ast.free_agent,
             route,
@@ -91,6 +95,8 @@ impl<P: PbxControl> ApiState<P> {
             route_cache: Mutex::new(HashMap::new()),
             stats: Arc::default(),
             metrics: None,
+            bounds: Bounds::for_names(&http.params),
+            http,
         })
     }
 
@@ -117,17 +123,28 @@ impl<P: PbxControl> ApiState<P> {
     pub fn stats(&self) -> Arc<ApiStats> {
         self.stats.clone()
     }
+
+    /// A request's parameters, each within its length bound.
+    fn params(&self, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<Params, ParamError> {
+        Params::read(uri, headers, body).and_then(|p| p.within(&self.bounds))
+    }
 }
 
 /// Builds the router with its guards (address allow-list, token, body size, rate).
 pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> {
-    let policy = Arc::new(AccessPolicy::new(
-        state
-            .http
-            .resolve_token()
-            .map_err(|p| anyhow::anyhow!("{p}"))?,
-        &state.http.allow_from,
-    ));
+    let policy = Arc::new(
+        AccessPolicy::new(
+            state
+                .http
+                .resolve_token()
+                .map_err(|p| anyhow::anyhow!("{p}"))?,
+            &state.http.allow_from,
+        )
+        .with_failure_throttle(FailureThrottle::new(
+            state.http.auth_failures_per_minute,
+            Duration::from_secs(60),
+        )),
+    );
     let per_second =
         NonZeroU32::new(state.http.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
     let limiter: Arc<KeyedLimiter> = Arc::new(RateLimiter::keyed(Quota::per_second(per_second)));
@@ -163,17 +180,31 @@ async fn rate_limit(
     next.run(request).await
 }
 
-/// How the API is served: plain HTTP, or HTTPS with `[http] tls_cert`/`tls_key`.
-pub enum Transport {
-    /// Plain HTTP (loopback, or behind a reverse proxy).
-    Plain,
-    /// HTTPS with this certificate chain and key (PEM).
-    Tls(axum_server::tls_rustls::RustlsConfig),
+/// How the API is served: plain HTTP, or HTTPS with `[http] tls_cert`/`tls_key`, within
+/// the connection limits of `[http]`.
+pub struct Transport {
+    /// The certificate chain and key (PEM) for HTTPS; None: plain HTTP (loopback, or
+    /// behind a reverse proxy).
+    pub tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// Open connections, header and idle timeouts.
+    pub limits: ConnectionLimits,
+    /// Counters of incoming connections, filled while serving.
+    pub stats: Arc<ConnectionStats>,
 }
 
 impl Transport {
-    /// Reads `[http] tls_cert`/`tls_key` when set.
+    /// Plain HTTP within `limits`.
+    pub fn plain(limits: ConnectionLimits) -> Transport {
+        Transport {
+            tls: None,
+            limits,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Reads `[http] tls_cert`/`tls_key` when set, and the connection limits.
     pub async fn from_config(http: &HttpConfig) -> anyhow::Result<Transport> {
+        let mut transport = Transport::plain(ConnectionLimits::from_config(http));
         match (&http.tls_cert, &http.tls_key) {
             (Some(cert), Some(key)) => {
                 // One process-wide crypto provider (ring, as reqwest uses); a second
@@ -188,47 +219,38 @@ impl Transport {
                             key.display()
                         )
                     })?;
-                Ok(Transport::Tls(config))
+                transport.tls = Some(config);
+                Ok(transport)
             }
-            (None, None) => Ok(Transport::Plain),
+            (None, None) => Ok(transport),
             _ => anyhow::bail!("[http] tls_cert and tls_key go together"),
         }
     }
 }
 
-/// How long open connections may finish their requests after shutdown begins.
-const DRAIN: Duration = Duration::from_secs(5);
-
-/// Serves the API on a bound `[http] listen` socket until `shutdown` resolves.
+/// Serves the API on a bound `[http] listen` socket until `shutdown` resolves (see
+/// [`server`] for the bounds on connections).
 pub async fn serve(
     router: Router,
     listener: tokio::net::TcpListener,
     transport: Transport,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listen = listener.local_addr()?;
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    match transport {
-        Transport::Plain => {
-            tracing::info!(%listen, "HTTP API listening");
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Transport::Tls(config) => {
-            tracing::info!(%listen, "HTTPS API listening");
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(Some(DRAIN));
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                .handle(handle)
-                .serve(service)
-                .await
-        }
-    }
+    let tls = transport.tls.map(|config| {
+        // HTTP/1.1 only: its header read timeout is what bounds a slow client.
+        let mut server_config = (*config.get_inner()).clone();
+        server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(server_config))
+    });
+    server::serve(
+        router,
+        listener,
+        tls,
+        transport.limits,
+        transport.stats,
+        shutdown,
+    )
+    .await
 }
 
 fn refuse<P: PbxControl>(
@@ -270,7 +292,7 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
 /// `GET /sso?agentEmail=..[&leadId=..]`: a sign-on key for a configured agent, then a
 /// redirect to LeadSquared's lead-details page.
 async fn sso<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> Response {
-    let params = match Params::read(&uri, &HeaderMap::new(), &Bytes::new()) {
+    let params = match state.params(&uri, &HeaderMap::new(), &Bytes::new()) {
         Ok(p) => p,
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };
@@ -346,7 +368,7 @@ async fn click_to_call<P: PbxControl>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match Params::read(&uri, &headers, &body) {
+    let params = match state.params(&uri, &headers, &body) {
         Ok(p) => p,
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };
@@ -475,7 +497,7 @@ async fn disposition<P: PbxControl>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match Params::read(&uri, &headers, &body) {
+    let params = match state.params(&uri, &headers, &body) {
         Ok(p) => p,
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };
@@ -549,7 +571,7 @@ async fn disposition<P: PbxControl>(
 }
 
 async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> Response {
-    let params = match Params::read(&uri, &HeaderMap::new(), &Bytes::new()) {
+    let params = match state.params(&uri, &HeaderMap::new(), &Bytes::new()) {
         Ok(p) => p,
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
     };

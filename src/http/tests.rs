@@ -37,9 +37,15 @@ struct Api {
     store: Arc<Store>,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
+    connections: Arc<ConnectionStats>,
 }
 
 async fn api(extra: &str) -> Api {
+    api_with(extra, "").await
+}
+
+/// An API with `extra` in `[leadsquared]` and `http_extra` in `[http]`.
+async fn api_with(extra: &str, http_extra: &str) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
         r#"
@@ -65,6 +71,7 @@ token = "t0ken"
 requests_per_second = 1000
 route_timeout_ms = 300
 route_fallback = "600"
+{http_extra}
 "#
     );
     let config = Config::parse(&text).expect("config");
@@ -77,13 +84,11 @@ route_fallback = "600"
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
+    let transport = Transport::from_config(config.http.as_ref().expect("[http]"))
+        .await
+        .expect("transport");
+    let connections = transport.stats.clone();
+    tokio::spawn(serve(app, listener, transport, std::future::pending()));
     Api {
         base: format!("http://{addr}"),
         pbx,
@@ -91,6 +96,7 @@ route_fallback = "600"
         store,
         _dir: dir,
         client: reqwest::Client::new(),
+        connections,
     }
 }
 
@@ -356,13 +362,12 @@ async fn addresses_outside_allow_from_are_refused() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
+    tokio::spawn(serve(
+        app,
+        listener,
+        Transport::plain(ConnectionLimits::default()),
+        std::future::pending(),
+    ));
     let r = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .expect("request");
@@ -500,4 +505,221 @@ async fn reloaded_agents_reach_the_api_at_once() {
     let placed = api.pbx.originated.lock().expect("lock").clone();
     assert_eq!(placed.len(), 1);
     assert_eq!(placed[0].agent_extension, "102");
+}
+
+/// Reads until the server closes the connection (or `limit` passes): how long it took,
+/// and what came back.
+async fn until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (Option<Duration>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return (Some(started.elapsed()), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (None, got),
+        }
+    }
+}
+
+#[tokio::test]
+async fn over_long_parameters_get_a_400_naming_them() {
+    let api = api("").await;
+    let (status, body) = api
+        .get(&format!(
+            "/click-to-call?token=t0ken&agentNumber=9876500100&customerNumber=9611795983&leadId={}",
+            "L".repeat(12 * 1024)
+        ))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body.trim(),
+        "parameter leadId is too long: 12288 bytes, at most 128"
+    );
+    let (status, body) = api
+        .get(&format!(
+            "/route?token=t0ken&caller={}",
+            "9".repeat(60 * 1024)
+        ))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("parameter caller is too long"), "{body}");
+    let r = api
+        .client
+        .post(format!("{}/disposition?token=t0ken", api.base))
+        .form(&[
+            ("callSessionId", "1700.1"),
+            ("dispositionValue", "Interested"),
+            ("notes", &"n".repeat(5000)),
+        ])
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("parameter notes is too long"),
+        "notes over 4 KiB"
+    );
+    assert!(api.pbx.originated.lock().expect("lock").is_empty());
+    assert!(api.pbx.freed.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn wrong_tokens_from_one_address_are_throttled() {
+    let api = api_with("", "auth_failures_per_minute = 5").await;
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        statuses.push(api.get("/readyz?token=guess").await.0);
+    }
+    assert_eq!(statuses[..5], [401; 5]);
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Throttled means not checked: the right token waits for the window too.
+    assert_eq!(api.get("/readyz?token=t0ken").await.0, 429);
+    assert_eq!(api.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let api = api_with("", "header_read_timeout_ms = 300").await;
+    let addr = api.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let trickle = tokio::spawn({
+        let (_, mut w) = slow.into_split();
+        async move {
+            for _ in 0..40 {
+                if w.write_all(b"X-A: b\r\n").await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    });
+    let stopped = tokio::time::timeout(Duration::from_secs(3), trickle)
+        .await
+        .expect("the server never closed the slow client")
+        .expect("task");
+    assert!(stopped, "the writes kept succeeding for 2 s");
+    // A silent connection gets the same time.
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (closed, _) = until_closed(&mut silent, Duration::from_secs(3)).await;
+    let closed = closed.expect("a silent connection stayed open");
+    assert!(closed >= Duration::from_millis(250), "{closed:?}");
+    assert_eq!(api.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let api = api_with("", "idle_timeout_ms = 400").await;
+    let addr = api.base.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    stalled
+        .write_all(b"POST /disposition?token=t0ken HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncallSessionId=1")
+        .await
+        .expect("write");
+    let (closed, answer) = until_closed(&mut stalled, Duration::from_secs(3)).await;
+    let closed = closed.expect("a stalled body kept its connection");
+    assert!(closed >= Duration::from_millis(350), "{closed:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(api.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn beyond_the_cap_new_connections_are_closed_at_accept_and_quiet_ones_make_room() {
+    let api = api_with("", "max_connections = 4").await;
+    let addr = api.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Let the server accept the four before the fifth comes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut fifth = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (closed, _) = until_closed(&mut fifth, Duration::from_secs(1)).await;
+    assert!(
+        closed.is_some_and(|d| d < Duration::from_millis(200)),
+        "the fifth connection was not closed at accept: {closed:?}"
+    );
+    assert_eq!(api.connections.refused_at_cap.load(Ordering::Relaxed), 1);
+    // Once the idle ones have been quiet a while, a newcomer takes the quietest one's place.
+    tokio::time::sleep(server::SHED_QUIET + Duration::from_millis(50)).await;
+    let started = Instant::now();
+    assert_eq!(api.get("/healthz").await, (200, "ok\n".into()));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(api.connections.shed_quiet.load(Ordering::Relaxed), 1);
+    assert!(api.connections.open.load(Ordering::Relaxed) <= 4);
+    let mut closed_idle = 0;
+    for stream in &mut idle {
+        if until_closed(stream, Duration::from_millis(200))
+            .await
+            .0
+            .is_some()
+        {
+            closed_idle += 1;
+        }
+    }
+    assert_eq!(
+        closed_idle, 1,
+        "exactly the quietest idle connection made room"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_client_that_never_says_hello_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let http = HttpConfig {
+        tls_cert: Some(cert_path),
+        tls_key: Some(key_path),
+        header_read_timeout_ms: 300,
+        ..HttpConfig::default()
+    };
+    let transport = Transport::from_config(&http).await.expect("tls config");
+    let stats = transport.stats.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    tokio::spawn(serve(app, listener, transport, std::future::pending()));
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (closed, _) = until_closed(&mut silent, Duration::from_secs(3)).await;
+    assert!(closed.is_some(), "a silent TLS client kept its connection");
+    assert_eq!(stats.tls_failed.load(Ordering::Relaxed), 1);
 }
