@@ -476,7 +476,7 @@ mod tests {
             run(3_000);
         }
 
-        /// `cargo test --release --lib http::params -- --ignored`
+        /// `cargo test --lib http::params -- --ignored` (about 6 minutes in a debug build)
         #[test]
         #[ignore = "100,000 cases: run with --ignored"]
         fn arbitrary_requests_never_panic_100k() {

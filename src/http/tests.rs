@@ -723,3 +723,37 @@ async fn a_tls_client_that_never_says_hello_is_closed() {
     assert!(closed.is_some(), "a silent TLS client kept its connection");
     assert_eq!(stats.tls_failed.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn connection_keys_default_and_refuse_zero() {
+    let config = Config::parse(
+        "[leadsquared]\ncall_log_url = \"https://x.invalid/k\"\n[asterisk]\ncdr_csv = \"/x\"\n\
+         [http]\ntoken = \"t\"\nmax_connections = 0\nheader_read_timeout_ms = 0\n\
+         idle_timeout_ms = 0\nauth_failures_per_minute = 0\n",
+    )
+    .expect("config");
+    let keys: Vec<String> = config.problems().into_iter().map(|p| p.key).collect();
+    for key in [
+        "http.max_connections",
+        "http.header_read_timeout_ms",
+        "http.idle_timeout_ms",
+        "http.auth_failures_per_minute",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} not refused: {keys:?}");
+    }
+    let limits = ConnectionLimits::from_config(&HttpConfig::default());
+    assert_eq!(
+        limits,
+        ConnectionLimits {
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    );
+    // The cap leaves descriptors to CRM, PBX and store under any open-file limit.
+    assert_eq!(limits.effective_cap(Some(65_536)), 256);
+    assert_eq!(limits.effective_cap(Some(1_024)), 256);
+    assert_eq!(limits.effective_cap(Some(400)), 144);
+    assert_eq!(limits.effective_cap(Some(64)), 16);
+    assert_eq!(limits.effective_cap(None), 256);
+}
