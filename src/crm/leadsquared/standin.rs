@@ -33,6 +33,9 @@ pub enum Behaviour {
     },
     /// Hold every request this long before answering (longer than the client's timeout).
     Stall(Duration),
+    /// Hold every request this long, then check and answer it as [`Behaviour::Healthy`]
+    /// (a CRM with realistic latency; [`StandIn::in_flight`] shows the requests held).
+    Slow(Duration),
 }
 
 /// What the stand-in expects of requests.
@@ -78,6 +81,7 @@ pub struct StandIn {
     addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     events: broadcast::Sender<Received>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     _stop: Arc<watch::Sender<bool>>,
 }
 
@@ -94,6 +98,7 @@ impl StandIn {
             leads: std::collections::HashMap::new(),
         }));
         let (events, _) = broadcast::channel(1024);
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let app = Router::new()
             .route("/1/api/Telephony/LogCallComplete/{key}", post(call_log))
@@ -113,6 +118,7 @@ impl StandIn {
             .with_state(AppState {
                 shared: shared.clone(),
                 events: events.clone(),
+                in_flight: in_flight.clone(),
             });
         tokio::spawn(async move {
             let shutdown = async move {
@@ -129,6 +135,7 @@ impl StandIn {
             addr,
             shared,
             events,
+            in_flight,
             _stop: Arc::new(stop_tx),
         })
     }
@@ -202,6 +209,12 @@ impl StandIn {
             .collect()
     }
 
+    /// Call Log requests that arrived and are not answered yet (held by
+    /// [`Behaviour::Slow`] or [`Behaviour::Stall`], or being checked).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A stream of requests as they arrive.
     pub fn subscribe(&self) -> broadcast::Receiver<Received> {
         self.events.subscribe()
@@ -216,6 +229,23 @@ impl StandIn {
 struct AppState {
     shared: Arc<Mutex<Shared>>,
     events: broadcast::Sender<Received>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a request in [`StandIn::in_flight`] until dropped (answered, or the client left).
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl AppState {
@@ -285,6 +315,7 @@ async fn gate(
             record(504, "stalled");
             return Err((StatusCode::GATEWAY_TIMEOUT, "stalled").into_response());
         }
+        Behaviour::Slow(time) => tokio::time::sleep(time).await,
     }
     if key != expectations.url_key {
         record(404, &format!("unknown connector key {key:?}"));
@@ -320,6 +351,7 @@ async fn call_log(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _in_flight = InFlight::new(&state.in_flight);
     let at = SystemTime::now();
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Err(answer) = gate(&state, "call_log", &key, &headers, &body_json, at).await {
