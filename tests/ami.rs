@@ -105,10 +105,12 @@ async fn pause(client: &AmiClient, paused: bool) {
     assert_eq!(r.response(), Some("Success"), "{r:?}");
 }
 
-/// Events until `done` says so or `within` passes.
+/// Events until `done` says so; panics (with the events seen) when `within` passes first,
+/// so a wait that never came true fails where it waited. `what` names the wait.
 async fn collect(
     rx: &mut broadcast::Receiver<Arc<Message>>,
     within: Duration,
+    what: &str,
     mut done: impl FnMut(&[Arc<Message>]) -> bool,
 ) -> Vec<Arc<Message>> {
     let deadline = tokio::time::Instant::now() + within;
@@ -118,7 +120,13 @@ async fn collect(
             Ok(Ok(m)) => got.push(m),
             Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("lagged {n} events"),
             Ok(Err(e)) => panic!("events: {e}"),
-            Err(_) => break,
+            Err(_) => panic!(
+                "timed out after {within:?} waiting for {what}; {} event(s) seen: {:#?}",
+                got.len(),
+                got.iter()
+                    .map(|m| (m.event(), m.get("Channel"), m.get("Linkedid")))
+                    .collect::<Vec<_>>()
+            ),
         }
     }
     got
@@ -166,12 +174,17 @@ async fn scenario() {
     pause(&client, false).await;
     let (_, items) = queue_status(&client).await;
     assert_eq!(member(&items, "Local/100@agents").get("Paused"), Some("0"));
-    let pauses = collect(&mut events, Duration::from_secs(5), |got| {
-        got.iter()
-            .filter(|m| m.event() == Some("QueueMemberPause"))
-            .count()
-            >= 2
-    })
+    let pauses = collect(
+        &mut events,
+        Duration::from_secs(5),
+        "two QueueMemberPause events",
+        |got| {
+            got.iter()
+                .filter(|m| m.event() == Some("QueueMemberPause"))
+                .count()
+                >= 2
+        },
+    )
     .await;
     let pauses: Vec<_> = pauses
         .iter()
@@ -207,21 +220,28 @@ async fn scenario() {
     let mut events = client.events();
     let call =
         tokio::task::spawn_blocking(|| rig_ok(&["call-in", "918044556677", "+919611795983", "3"]));
-    let got = collect(&mut events, Duration::from_secs(40), |got| {
-        let Some(linked) = got
-            .iter()
-            .find(|m| m.event() == Some("Newchannel") && m.get("Exten") == Some("918044556677"))
-            .and_then(|m| m.get("Linkedid").map(str::to_owned))
-        else {
-            return false;
-        };
-        let of = |name: &str| {
-            got.iter()
-                .filter(|m| m.event() == Some(name) && m.get("Linkedid") == Some(linked.as_str()))
-                .count()
-        };
-        of("Newchannel") > 0 && of("Hangup") >= of("Newchannel") && of("DialBegin") > 0
-    })
+    let got = collect(
+        &mut events,
+        Duration::from_secs(40),
+        "the call's events, every channel hung up",
+        |got| {
+            let Some(linked) = got
+                .iter()
+                .find(|m| m.event() == Some("Newchannel") && m.get("Exten") == Some("918044556677"))
+                .and_then(|m| m.get("Linkedid").map(str::to_owned))
+            else {
+                return false;
+            };
+            let of = |name: &str| {
+                got.iter()
+                    .filter(|m| {
+                        m.event() == Some(name) && m.get("Linkedid") == Some(linked.as_str())
+                    })
+                    .count()
+            };
+            of("Newchannel") > 0 && of("Hangup") >= of("Newchannel") && of("DialBegin") > 0
+        },
+    )
     .await;
     call.await.expect("call-in");
     let first = got
@@ -238,6 +258,19 @@ async fn scenario() {
     for name in ["Newchannel", "DialBegin", "Hangup"] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
+    // Every channel of the call hung up: each Newchannel's Uniqueid has its Hangup.
+    let of_call = |name: &str| -> std::collections::BTreeSet<String> {
+        got.iter()
+            .filter(|m| m.event() == Some(name) && m.get("Linkedid") == Some(linked.as_str()))
+            .filter_map(|m| m.get("Uniqueid").map(str::to_owned))
+            .collect()
+    };
+    let (opened, hung_up) = (of_call("Newchannel"), of_call("Hangup"));
+    assert!(
+        opened.len() >= 2,
+        "the call has the trunk's and the agent's channel: {opened:?}"
+    );
+    assert_eq!(opened, hung_up, "channels opened vs hung up");
     // The originated Local channel gets the lead's caller id after Newchannel; the
     // dialplan side and the agent's DialBegin carry it.
     assert!(
@@ -249,11 +282,16 @@ async fn scenario() {
             .map(|m| (m.event(), m.get("Channel"), m.get("CallerIDNum")))
             .collect::<Vec<_>>()
     );
+    // The client's own counters saw at least the events this test received.
     let st = client.stats();
-    assert!(
-        !st.events_by_type.contains_key("Cdr") || st.events_by_type.len() > 1,
-        "{st:?}"
-    );
+    for name in ["Newchannel", "DialBegin", "Hangup"] {
+        let seen = got.iter().filter(|m| m.event() == Some(name)).count() as u64;
+        let counted = st.events_by_type.get(name).copied().unwrap_or(0);
+        assert!(
+            counted >= seen,
+            "{name}: counted {counted}, received {seen}: {st:?}"
+        );
+    }
 
     // Restart Asterisk while connected: the client logs in again within 30 s.
     let before = client.stats().logins;
@@ -289,8 +327,15 @@ async fn scenario() {
         .await
         .expect("Ping after restart");
     assert_eq!(pong.get("Ping"), Some("Pong"));
-    let (_, items) = queue_status(&client).await;
-    member(&items, "Local/100@agents");
+    // The restarted Asterisk answers QueueStatus with both members, unpaused (the queue
+    // config was reloaded, not the test's pause left behind).
+    let (resp, items) = queue_status(&client).await;
+    assert_eq!(resp.get("EventList"), Some("start"), "{resp:?}");
+    for loc in ["Local/100@agents", "Local/101@agents"] {
+        let m = member(&items, loc);
+        assert_eq!(m.get("Queue"), Some("sales"), "{m:?}");
+        assert_eq!(m.get("Paused"), Some("0"), "{m:?}");
+    }
 
     client.shutdown().await;
     let st = client.stats();

@@ -789,16 +789,8 @@ async fn all_scenarios_two_formats() {
                 ));
                 continue;
             };
-            for p in check_fields(e, log) {
+            for p in check_call(e, log, root) {
                 problems.push(format!("{name}: {} ({id}): {p}\n    {log}", e.what));
-            }
-            for (field, want) in [("StartTime", &root.start), ("EndTime", &root.end)] {
-                if log[field].as_str() != Some(want.as_str()) {
-                    problems.push(format!(
-                        "{name}: {} ({id}): {field}: want {want:?} (the root row, UTC), got {}",
-                        e.what, log[field]
-                    ));
-                }
             }
         }
         if let (Some(a), Some(b)) = (csv_logs.get(id), custom_logs.get(id)) {
@@ -904,13 +896,14 @@ async fn rotation_then_crash() {
         .into_iter()
         .find(|e| e.place[1] == "918044556603")
         .expect("queue scenario");
-    let problems = check_fields(&queue_expect, queue_log);
+    let problems = check_call(&queue_expect, queue_log, queue_root);
     assert!(
         problems.is_empty(),
         "queue call straddling the rename: {problems:?}\n{queue_log}{}",
         diagnostics(&[&d], &[&st])
     );
     check_exactly_once(&d, &st, &files());
+    check_every_call(&d, &st, &files());
     let status = d.status();
     assert!(
         counter(&status, "cdr_file_rotations") >= 1 && counter(&status, "calls_enqueued") == 7,
@@ -941,6 +934,7 @@ async fn rotation_then_crash() {
     wait_calls_over(Duration::from_secs(30));
     wait_drained(&mut d, &st, &files(), 11);
     check_exactly_once(&d, &st, &files());
+    check_every_call(&d, &st, &files());
     let status = d.status();
     eprintln!("[e2e] after crash and restart: {status}");
     let lines: usize = files().iter().map(|f| line_count(f)).sum();
@@ -954,6 +948,90 @@ async fn rotation_then_crash() {
         diagnostics(&[&d], &[&st])
     );
     d.stop();
+}
+
+/// The fields every call log carries; `UserId` too when the scenario names one.
+const CALL_LOG_FIELDS: [&str; 10] = [
+    "SourceNumber",
+    "DestinationNumber",
+    "DisplayNumber",
+    "StartTime",
+    "EndTime",
+    "CallDuration",
+    "Status",
+    "Direction",
+    "CallSessionId",
+    "Tag",
+];
+
+/// Every field of a call log against its scenario and its root CDR row (UTC times, the
+/// root's uniqueid), and no field beyond those.
+fn check_call(e: &Expect, log: &Value, root: &Row) -> Vec<String> {
+    let mut problems = check_fields(e, log);
+    for (field, want) in [
+        ("StartTime", &root.start),
+        ("EndTime", &root.end),
+        ("CallSessionId", &root.uniqueid),
+    ] {
+        if log[field].as_str() != Some(want.as_str()) {
+            problems.push(format!(
+                "{field}: want {want:?} (the root row), got {}",
+                log[field]
+            ));
+        }
+    }
+    let allowed: BTreeSet<&str> = CALL_LOG_FIELDS
+        .into_iter()
+        .chain(e.user_id.map(|_| "UserId"))
+        .collect();
+    let fields: BTreeSet<&str> = log
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    if fields != allowed {
+        problems.push(format!("fields {fields:?}, want exactly {allowed:?}"));
+    }
+    problems
+}
+
+/// The scenario a root CDR row belongs to: inbound by the DID dialled, outbound by the
+/// number dialled (local or E.164 spelling).
+fn scenario_of(root: &Row) -> Option<Expect> {
+    scenarios().into_iter().find(|e| match e.place[0] {
+        "call-in" => e.place[1] == root.dst,
+        _ => {
+            root.channel.contains("@from-internal-")
+                && (e.place[2] == root.dst || e.destination == root.dst)
+        }
+    })
+}
+
+/// Every call in the CDR files (by its root row) delivered once with every field right.
+fn check_every_call(d: &Daemon, st: &StandIn, files: &[PathBuf]) {
+    let logs = by_session(d, st);
+    let mut problems = Vec::new();
+    for root in files.iter().flat_map(|f| roots(&read_rows(f))) {
+        let Some(e) = scenario_of(&root) else {
+            problems.push(format!("no scenario for the root row {root:?}"));
+            continue;
+        };
+        match logs.get(&root.uniqueid) {
+            None => problems.push(format!("{} ({}): not delivered", e.what, root.uniqueid)),
+            Some(log) => {
+                for p in check_call(&e, log, &root) {
+                    problems.push(format!("{} ({}): {p}\n    {log}", e.what, root.uniqueid));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "daemon {}: {} problem(s):\n{}{}",
+        d.name,
+        problems.len(),
+        problems.join("\n"),
+        diagnostics(&[d], &[st])
+    );
 }
 
 /// Every call in the CDR files (by its root row) delivered exactly once, nothing else.

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use common::{World, call_id, inbound_call};
 use pbxlink::crm::leadsquared::standin::Behaviour;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Generous: CI machines have two cores and run the suites in parallel.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -34,11 +36,7 @@ async fn crm_down_for_the_whole_run_then_up_delivers_all_once() {
     w.wait_for(LIMIT, "all 20 delivered", || w.accepted_by_id().len() == 20)
         .await;
     daemon.stop();
-    let accepted = w.accepted_by_id();
-    assert!(
-        accepted.values().all(|&n| n == 1),
-        "a call was posted twice: {accepted:?}"
-    );
+    w.assert_delivered_exactly(1..=20, 0);
     let status = w.status();
     assert_eq!(
         (status["pending"].as_u64(), status["dead"].as_u64()),
@@ -67,6 +65,7 @@ async fn retry_after_is_honoured() {
     })
     .await;
     daemon.stop();
+    w.assert_delivered_exactly([1], 0);
     let received = w.standin.received();
     for r in &received[1..] {
         let waited = r.at.duration_since(first.at).unwrap_or_default();
@@ -97,35 +96,61 @@ async fn a_rejected_call_is_dead_lettered_and_the_rest_flow() {
     );
     assert!(list.contains("Lead could not be created"), "{list}");
     // Retried after the cause is fixed (here: the stand-in still refuses, so it dies again).
+    // "dead 1, pending 0" holds before the retry too: the proof is the CRM's second request.
+    assert_eq!(
+        w.requests_for(2),
+        1,
+        "call 2 was tried once before the retry"
+    );
     let id = list.split('\t').next().unwrap_or("").trim().to_owned();
     let (ok, out) = w.pbxlink(&["dead-letter", "retry", &id]);
     assert!(ok, "{out}");
-    w.wait_for(LIMIT, "the retried row dead again", || {
-        w.status()["dead"] == 1 && w.status()["pending"] == 0
+    w.wait_for(LIMIT, "the retried row sent again and dead again", || {
+        let s = w.status();
+        w.requests_for(2) == 2 && s["dead"] == 1 && s["pending"] == 0
     })
     .await;
     daemon.stop();
-    assert_eq!(w.accepted_by_id().len(), 3);
+    assert_eq!(w.requests_for(2), 2, "the retry posted call 2 once more");
+    w.assert_delivered_exactly([1, 3, 4], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_in_the_middle_of_a_burst_loses_nothing_and_posts_nothing_twice() {
-    let w = World::new(vec![]).await;
+    let w = Arc::new(World::new(vec![]).await);
     // The CRM is down while the burst is ingested, so the kill hits the ingest path.
     w.standin.set_behaviour(Behaviour::Fail(503));
     let daemon = w.start_daemon();
     let total = 400u32;
-    for n in 1..=total / 2 {
-        w.append(&inbound_call(n));
-    }
-    w.wait_for(LIMIT, "part of the burst read", || {
-        w.counter("cdr_rows_read") > 0
+    // A writer appends the burst while the daemon ingests it; the kill comes once the store
+    // holds part of it and the writer is still writing, so it hits a daemon mid-ingest.
+    let written = Arc::new(AtomicU32::new(0));
+    let writer = {
+        let (w, written) = (w.clone(), written.clone());
+        std::thread::spawn(move || {
+            for n in 1..=total {
+                w.append(&inbound_call(n));
+                written.store(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    w.wait_for(LIMIT, "part of the burst in the store", || {
+        let s = w.status();
+        s["pending"].as_u64().unwrap_or(0) + s["staged"].as_u64().unwrap_or(0) >= 20
     })
     .await;
+    let in_store = {
+        let s = w.status();
+        s["pending"].as_u64().unwrap_or(0) + s["staged"].as_u64().unwrap_or(0)
+    };
+    let written_at_kill = written.load(Ordering::SeqCst);
     daemon.kill9();
-    for n in total / 2 + 1..=total {
-        w.append(&inbound_call(n));
-    }
+    assert!(
+        written_at_kill < total && in_store < u64::from(total),
+        "the kill must come mid-ingest: {written_at_kill} written, {in_store} in the store"
+    );
+    writer.join().expect("writer");
     let daemon = w.start_daemon();
     w.wait_for(LIMIT, "the whole burst queued", || {
         w.status()["pending"] == total
@@ -136,35 +161,36 @@ async fn kill_9_in_the_middle_of_a_burst_loses_nothing_and_posts_nothing_twice()
         w.accepted_by_id().len() == total as usize
     })
     .await;
-    // Now kill -9 again while delivery is busy with a second burst.
+    w.assert_delivered_exactly(1..=total, 0);
+    // Now kill -9 again while a request of a second burst is in flight at the CRM, which
+    // answers with realistic latency (every request is held 100 ms).
+    w.standin
+        .set_behaviour(Behaviour::Slow(Duration::from_millis(100)));
     for n in total + 1..=total + 200 {
         w.append(&inbound_call(n));
     }
-    w.wait_for(LIMIT, "second burst partly delivered", || {
-        w.accepted_by_id().len() > total as usize + 20
-    })
+    w.wait_for(
+        LIMIT,
+        "second burst partly delivered, a request in flight",
+        || w.accepted_by_id().len() > total as usize + 20 && w.standin.in_flight() > 0,
+    )
     .await;
     daemon.kill9();
+    w.standin.set_behaviour(Behaviour::Healthy);
     let daemon = w.start_daemon();
     w.wait_for(LIMIT, "second burst delivered", || {
         w.accepted_by_id().len() == total as usize + 200
     })
     .await;
     daemon.stop();
-    let accepted = w.accepted_by_id();
-    let first_burst_dupes = (1..=total)
-        .filter(|n| accepted.get(&call_id(*n)) != Some(&1))
-        .count();
-    assert_eq!(
-        first_burst_dupes, 0,
-        "the kill during ingest lost or duplicated calls"
-    );
     // A kill between the CRM's answer and the commit of `delivered` can repeat the one
-    // request in flight (at-least-once over HTTP): at most one call, at most twice.
-    let repeated: Vec<_> = accepted.iter().filter(|(_, n)| **n > 1).collect();
+    // request in flight (at-least-once over HTTP): at most one call, at most twice; the
+    // first burst (killed during ingest) exactly once.
+    w.assert_delivered_exactly(1..=total + 200, 1);
+    let accepted = w.accepted_by_id();
     assert!(
-        repeated.len() <= 1 && repeated.iter().all(|(_, n)| **n == 2),
-        "{repeated:?}"
+        (1..=total).all(|n| accepted.get(&call_id(n)) == Some(&1)),
+        "the kill during ingest duplicated a call"
     );
     assert_eq!(w.status()["pending"], 0);
 }
@@ -190,8 +216,7 @@ async fn truncation_while_stopped_reads_the_new_content_without_reposting() {
     })
     .await;
     daemon.stop();
-    let accepted = w.accepted_by_id();
-    assert!(accepted.values().all(|&n| n == 1), "{accepted:?}");
+    w.assert_delivered_exactly(1..=7, 0);
     assert_eq!(w.counter("cdr_file_truncations"), 1);
     assert_eq!(
         w.counter("duplicate_calls"),
@@ -221,14 +246,7 @@ async fn a_partial_line_across_a_restart_is_read_once_whole() {
     .await;
     daemon.stop();
     assert_eq!(w.counter("cdr_parse_errors"), 0);
-    let body = w
-        .standin
-        .accepted_call_logs()
-        .into_iter()
-        .find(|b| b["CallSessionId"] == call_id(2))
-        .expect("call 2");
-    assert_eq!(body["SourceNumber"], "+919611700002");
-    assert_eq!(body["CallDuration"], 55);
+    w.assert_delivered_exactly([1, 2], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,6 +263,7 @@ async fn a_corrupt_line_is_counted_and_its_neighbours_delivered() {
     })
     .await;
     daemon.stop();
+    w.assert_delivered_exactly([1, 2], 0);
     assert_eq!(w.counter("cdr_parse_errors"), 2);
     assert_eq!(w.counter("cdr_nul_bytes_skipped"), 4);
 }
@@ -271,7 +290,7 @@ async fn rotation_by_rename_and_create_while_writing() {
     w.wait_for(LIMIT, "all 50 delivered", || w.accepted_by_id().len() == 50)
         .await;
     daemon.stop();
-    assert!(w.accepted_by_id().values().all(|&n| n == 1));
+    w.assert_delivered_exactly(1..=50, 0);
     assert!(w.counter("cdr_file_rotations") >= 1);
 }
 
@@ -299,7 +318,7 @@ async fn import_backfills_and_skips_calls_already_known() {
     })
     .await;
     daemon.stop();
-    assert!(w.accepted_by_id().values().all(|&n| n == 1));
+    w.assert_delivered_exactly(1..=5, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -366,4 +385,5 @@ async fn bad_access_keys_pause_delivery_and_lose_nothing() {
     })
     .await;
     daemon.stop();
+    w.assert_delivered_exactly([1], 0);
 }

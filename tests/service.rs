@@ -11,10 +11,12 @@ use common::{World, call_id, inbound_call};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Reads every datagram that arrives until `done` says so or `limit` passes.
+/// Reads every datagram that arrives until `done` says so or `limit` passes; records when
+/// each arrived.
 fn collect(
     socket: &UnixDatagram,
     messages: &mut Vec<String>,
+    arrived: &mut Vec<Instant>,
     limit: Duration,
     mut done: impl FnMut(&[String]) -> bool,
 ) {
@@ -30,7 +32,17 @@ fn collect(
         );
         if let Ok(n) = socket.recv(&mut buf) {
             messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            arrived.push(Instant::now());
         }
+    }
+}
+
+/// Every datagram still queued on the socket (the daemon has exited: nothing more comes).
+fn drain(socket: &UnixDatagram, messages: &mut Vec<String>) {
+    socket.set_nonblocking(true).expect("nonblocking");
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
 }
 
@@ -50,21 +62,42 @@ async fn notify_protocol_ready_watchdog_status_stopping_in_order() {
     let daemon =
         w.start_daemon_with_env(&[("NOTIFY_SOCKET", notify), ("WATCHDOG_USEC", "1000000")]);
     let mut messages = Vec::new();
-    collect(&socket, &mut messages, LIMIT, |m| {
-        m.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3
+    let mut arrived = Vec::new();
+    collect(&socket, &mut messages, &mut arrived, LIMIT, |m| {
+        m.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 5
     });
+    // WatchdogSec=1 means a ping at least every second or systemd kills the service; the
+    // daemon pings at half the interval. Gaps between consecutive pings:
+    let pings: Vec<Instant> = messages
+        .iter()
+        .zip(&arrived)
+        .filter(|(m, _)| m.contains("WATCHDOG=1"))
+        .map(|(_, t)| *t)
+        .collect();
+    let gaps: Vec<Duration> = pings.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(1000)),
+        "a watchdog ping came later than WatchdogSec=1 allows: {gaps:?}"
+    );
+    let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
+    assert!(
+        mean >= Duration::from_millis(250) && mean <= Duration::from_millis(750),
+        "pings every {mean:?} on average, not every half WatchdogSec (500 ms): {gaps:?}"
+    );
     // One delivered call shows up in STATUS=.
     w.append(&inbound_call(1));
-    collect(&socket, &mut messages, LIMIT, |m| {
+    collect(&socket, &mut messages, &mut arrived, LIMIT, |m| {
         m.iter()
             .any(|m| m.contains("STATUS=outbox: 0 pending, 1 delivered, 0 dead"))
     });
     let started = Instant::now();
     daemon.signal("TERM");
-    collect(&socket, &mut messages, LIMIT, |m| {
+    collect(&socket, &mut messages, &mut arrived, LIMIT, |m| {
         position(m, "STOPPING=1").is_some()
     });
     daemon.stop();
+    // What the daemon sent between STOPPING and its exit.
+    drain(&socket, &mut messages);
     assert!(started.elapsed() < Duration::from_secs(20));
 
     let ready = position(&messages, "READY=1").expect("READY=1");

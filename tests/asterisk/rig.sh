@@ -24,6 +24,9 @@ AMI_SECRET="${PBXLINK_RIG_AMI_SECRET:-rig-test-secret}"
 ASTERISK_TZ="${PBXLINK_ASTERISK_TZ:-Asia/Kolkata}"
 BOOT_TIMEOUT="${PBXLINK_ASTERISK_BOOT_TIMEOUT:-60}"
 STOP_TIMEOUT="${PBXLINK_ASTERISK_STOP_TIMEOUT:-15}"
+# The Asterisk major version the tests are written against: install rebuilds a chroot that
+# holds another one, start refuses it.
+ASTERISK_MAJOR="${PBXLINK_ASTERISK_MAJOR:-22}"
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 
 log() { printf '[rig] %s\n' "$*" >&2; }
@@ -34,7 +37,7 @@ usage() {
 Usage: $(basename "$0") <command> [args]
 
   install [DIR]            debootstrap Debian sid into DIR and install asterisk
-                           (skipped if DIR/usr/sbin/asterisk already exists)
+                           (skipped if DIR holds Asterisk 22.x; rebuilt if another)
   start [DIR] [CONFDIR]    install our configs from CONFDIR (default
                            ${DEFAULT_CONFDIR}), clear CDR files, start
                            asterisk and wait until fully booted (restarts if running)
@@ -101,12 +104,37 @@ umount_proc() {
     fi
 }
 
+# The Asterisk package version installed in the chroot at $1 (read from its dpkg database),
+# or nothing when there is none.
+asterisk_version() {
+    dpkg-query --admindir="$1/var/lib/dpkg" -W -f '${Version}' asterisk 2>/dev/null || true
+}
+
+# Whether the chroot at $1 holds Asterisk ${ASTERISK_MAJOR}.x (the tests are written against it).
+asterisk_version_ok() {
+    local v
+    v="$(asterisk_version "$1")"
+    v="${v#*:}" # the epoch, "1:22.10.1+dfsg..."
+    [[ "$v" == "${ASTERISK_MAJOR}."* ]]
+}
+
 cmd_install() {
     need_root
     local root="${1:-$DEFAULT_ROOT}"
+    case "$(readlink -m "$root")" in
+        / | /usr | /var | /var/tmp | /tmp | /root | /home) die "refusing to use ${root} as the chroot" ;;
+    esac
     if [ -x "${root}/usr/sbin/asterisk" ]; then
-        log "asterisk already installed in ${root} ($(chroot "$root" dpkg-query -W -f '${Version}' asterisk 2>/dev/null || echo '?')); nothing to do"
-        return 0
+        if asterisk_version_ok "$root"; then
+            log "asterisk $(asterisk_version "$root") already installed in ${root}; nothing to do"
+            return 0
+        fi
+        log "${root} holds asterisk '$(asterisk_version "$root")', not ${ASTERISK_MAJOR}.x; rebuilding the chroot"
+        if asterisk_pid "$root" >/dev/null; then
+            cmd_stop "$root"
+        fi
+        umount_proc "$root"
+        rm -rf --one-file-system "$root"
     fi
     export DEBIAN_FRONTEND=noninteractive
     if ! command -v debootstrap >/dev/null 2>&1; then
@@ -142,6 +170,8 @@ cmd_install() {
     umount_proc "$root"
     trap - EXIT
     [ -x "${root}/usr/sbin/asterisk" ] || die "asterisk binary missing after install"
+    asterisk_version_ok "$root" ||
+        die "installed asterisk '$(asterisk_version "$root")' in ${root}, not ${ASTERISK_MAJOR}.x (Debian sid moved on?): the tests need Asterisk ${ASTERISK_MAJOR}"
     # Keep the package's sample configs for reference; start replaces etc/asterisk.
     if [ ! -d "${root}/etc/asterisk.dist" ]; then
         cp -a "${root}/etc/asterisk" "${root}/etc/asterisk.dist"
@@ -186,6 +216,8 @@ cmd_start() {
     local root="${1:-$DEFAULT_ROOT}" confdir="${2:-$DEFAULT_CONFDIR}" pid i t0
     t0=$(date +%s)
     [ -x "${root}/usr/sbin/asterisk" ] || die "no asterisk in ${root}; run: $0 install ${root}"
+    asterisk_version_ok "$root" ||
+        die "${root} holds asterisk '$(asterisk_version "$root")', not ${ASTERISK_MAJOR}.x; run: $0 install ${root} (rebuilds it)"
     [ -f "${confdir}/modules.conf" ] || die "config dir ${confdir} has no modules.conf"
     if asterisk_pid "$root" >/dev/null; then
         log "asterisk already running in ${root}; restarting it"

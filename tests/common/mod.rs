@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pbxlink::config::Synchronous;
 use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
+use pbxlink::outbox::Store;
 use serde_json::Value;
 
 /// A test's world: a temp dir with the CDR file, the store and the config.
@@ -19,6 +21,8 @@ pub struct World {
     pub cdr: PathBuf,
     pub config: PathBuf,
     pub standin: StandIn,
+    /// The daemon's store, opened in this process on first use (see [`World::status`]).
+    store: std::sync::OnceLock<Store>,
 }
 
 pub const URL_KEY: &str = "test-connector-key";
@@ -79,6 +83,7 @@ poll_interval_ms = 100
             cdr,
             config,
             standin,
+            store: std::sync::OnceLock::new(),
         }
     }
 
@@ -126,11 +131,21 @@ poll_interval_ms = 100
         )
     }
 
-    /// `pbxlink status --json`.
+    /// The store the daemon writes (`[store] path`), opened through the library's Store API
+    /// in this process: SQLite in WAL mode lets it read while the daemon writes, and reading
+    /// it costs a query instead of a `pbxlink status` subprocess every 50 ms.
+    pub fn store(&self) -> &Store {
+        self.store.get_or_init(|| {
+            let path = self.dir.path().join("pbxlink.db");
+            Store::open(&path, Synchronous::Normal)
+                .unwrap_or_else(|e| panic!("open the store {}: {e}", path.display()))
+        })
+    }
+
+    /// What `pbxlink status --json` shows of the store (the same `StatusReport`, as JSON).
     pub fn status(&self) -> Value {
-        let (ok, out) = self.pbxlink(&["status", "--json"]);
-        assert!(ok, "status failed: {out}");
-        serde_json::from_str(&out).expect("status JSON")
+        let report = self.store().status().expect("read the store's status");
+        serde_json::to_value(&report).expect("status as JSON")
     }
 
     /// A counter from `status`.
@@ -227,7 +242,7 @@ impl Drop for Daemon {
 /// One inbound call from a lead over a PJSIP trunk, answered by agent 100: one CDR row
 /// (cdr_csv, 18 columns). `n` makes the channels and the uniqueid unique.
 pub fn inbound_call(n: u32) -> String {
-    let start = chrono::Utc::now() - chrono::Duration::seconds(120);
+    let start = call_start();
     let t = |s: i64| {
         (start + chrono::Duration::seconds(s))
             .format("%Y-%m-%d %H:%M:%S")
@@ -246,6 +261,84 @@ pub fn inbound_call(n: u32) -> String {
 /// The CallSessionId of `inbound_call(n)`.
 pub fn call_id(n: u32) -> String {
     format!("1700000000.{n}")
+}
+
+/// When every `inbound_call` starts: two minutes before the test process first asked, the
+/// same for all calls, so a test knows the times the CRM must get.
+pub fn call_start() -> chrono::DateTime<chrono::Utc> {
+    static START: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        let now = chrono::Utc::now() - chrono::Duration::seconds(120);
+        // Whole seconds: the CDR file has no fractions.
+        now - chrono::Duration::nanoseconds(i64::from(chrono::Timelike::nanosecond(&now)))
+    })
+}
+
+/// The whole Call Log body the CRM must get for `inbound_call(n)` with [`World`]'s config:
+/// every field, nothing else.
+pub fn expected_call_log(n: u32) -> Value {
+    let t = |s: i64| {
+        (call_start() + chrono::Duration::seconds(s))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    serde_json::json!({
+        "SourceNumber": format!("+9196117{n:05}"),
+        "DestinationNumber": "+919876500100",
+        "DisplayNumber": "+918044556677",
+        "StartTime": t(0),
+        "EndTime": t(60),
+        "CallDuration": 55,
+        "Status": "Answered",
+        "Direction": "Inbound",
+        "CallSessionId": call_id(n),
+        "CallerName": format!("Lead {n}"),
+        "Tag": "sales",
+    })
+}
+
+impl World {
+    /// Asserts that the CRM accepted exactly the calls `ns`, each once, each with every
+    /// field [`expected_call_log`] names (`allow_twice`: calls that may have been posted
+    /// twice, e.g. the one request in flight at a kill -9; both copies are checked).
+    pub fn assert_delivered_exactly(&self, ns: impl IntoIterator<Item = u32>, allow_twice: usize) {
+        let expected: std::collections::BTreeMap<String, Value> = ns
+            .into_iter()
+            .map(|n| (call_id(n), expected_call_log(n)))
+            .collect();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for body in self.standin.accepted_call_logs() {
+            let id = body["CallSessionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let want = expected
+                .get(&id)
+                .unwrap_or_else(|| panic!("the CRM got a call it should not have: {body}"));
+            assert_eq!(&body, want, "call {id} reached the CRM wrong");
+            *seen.entry(id).or_insert(0) += 1;
+        }
+        let missing: Vec<&String> = expected
+            .keys()
+            .filter(|id| !seen.contains_key(*id))
+            .collect();
+        assert!(missing.is_empty(), "never delivered: {missing:?}");
+        let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(
+            twice.len() <= allow_twice && twice.iter().all(|(_, c)| **c == 2),
+            "posted more than once (at most {allow_twice} call(s), twice, allowed): {twice:?}"
+        );
+    }
+
+    /// How many Call Log requests for `inbound_call(n)` the CRM saw, whatever it answered.
+    pub fn requests_for(&self, n: u32) -> usize {
+        let id = call_id(n);
+        self.standin
+            .received()
+            .iter()
+            .filter(|r| r.endpoint == "call_log" && r.body["CallSessionId"] == id.as_str())
+            .count()
+    }
 }
 
 /// Path helper for tests that need another file next to the CDR file.

@@ -23,11 +23,37 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether CI demands the rig (`PBXLINK_REQUIRE_RIG=1`, set by `.ci/run`): then a test that
+/// would skip fails instead, so a green run means the real-Asterisk tests ran.
+pub fn rig_required() -> bool {
+    std::env::var("PBXLINK_REQUIRE_RIG").is_ok_and(|v| v == "1")
+}
+
 /// True as root. Otherwise prints a loud SKIPPED banner naming `test_file` (e.g.
 /// `tests/ami.rs`) and what was not tested, and returns false: the caller returns.
+///
+/// With `PBXLINK_REQUIRE_RIG=1` it never returns false: not being root panics with the
+/// reason, and so does a rig that `.ci/run` should have installed but is missing (no
+/// Asterisk binary in [`rig_root`]); the tests would otherwise build it themselves.
 pub fn root_or_skip(test_file: &str, untested: &str) -> bool {
+    let required = rig_required();
     if is_root() {
+        let asterisk = rig_root().join("usr/sbin/asterisk");
+        if required && !asterisk.exists() {
+            panic!(
+                "PBXLINK_REQUIRE_RIG=1 but the rig is missing ({} does not exist): \
+                 .ci/run's rig step (tests/asterisk/rig.sh install) did not install it; \
+                 {untested} NOT tested against a real Asterisk",
+                asterisk.display()
+            );
+        }
         return true;
+    }
+    if required {
+        panic!(
+            "PBXLINK_REQUIRE_RIG=1 but {test_file} is not running as root (the rig is a \
+             chroot): {untested} NOT tested against a real Asterisk"
+        );
     }
     let name = Path::new(test_file)
         .file_stem()

@@ -33,6 +33,9 @@ pub enum Behaviour {
     },
     /// Hold every request this long before answering (longer than the client's timeout).
     Stall(Duration),
+    /// Hold every request this long, then check and answer it as [`Behaviour::Healthy`]
+    /// (a CRM with realistic latency; [`StandIn::in_flight`] shows the requests held).
+    Slow(Duration),
 }
 
 /// What the stand-in expects of requests.
@@ -78,6 +81,7 @@ pub struct StandIn {
     addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     events: broadcast::Sender<Received>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     _stop: Arc<watch::Sender<bool>>,
 }
 
@@ -94,6 +98,7 @@ impl StandIn {
             leads: std::collections::HashMap::new(),
         }));
         let (events, _) = broadcast::channel(1024);
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let app = Router::new()
             .route("/1/api/Telephony/LogCallComplete/{key}", post(call_log))
@@ -113,6 +118,7 @@ impl StandIn {
             .with_state(AppState {
                 shared: shared.clone(),
                 events: events.clone(),
+                in_flight: in_flight.clone(),
             });
         tokio::spawn(async move {
             let shutdown = async move {
@@ -129,6 +135,7 @@ impl StandIn {
             addr,
             shared,
             events,
+            in_flight,
             _stop: Arc::new(stop_tx),
         })
     }
@@ -202,6 +209,12 @@ impl StandIn {
             .collect()
     }
 
+    /// Call Log requests that arrived and are not answered yet (held by
+    /// [`Behaviour::Slow`] or [`Behaviour::Stall`], or being checked).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A stream of requests as they arrive.
     pub fn subscribe(&self) -> broadcast::Receiver<Received> {
         self.events.subscribe()
@@ -216,6 +229,23 @@ impl StandIn {
 struct AppState {
     shared: Arc<Mutex<Shared>>,
     events: broadcast::Sender<Received>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a request in [`StandIn::in_flight`] until dropped (answered, or the client left).
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl AppState {
@@ -285,6 +315,7 @@ async fn gate(
             record(504, "stalled");
             return Err((StatusCode::GATEWAY_TIMEOUT, "stalled").into_response());
         }
+        Behaviour::Slow(time) => tokio::time::sleep(time).await,
     }
     if key != expectations.url_key {
         record(404, &format!("unknown connector key {key:?}"));
@@ -320,6 +351,7 @@ async fn call_log(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _in_flight = InFlight::new(&state.in_flight);
     let at = SystemTime::now();
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Err(answer) = gate(&state, "call_log", &key, &headers, &body_json, at).await {
@@ -385,6 +417,12 @@ async fn agent_popup(
 /// agent's session and the lead.
 pub fn check_popup(body: &Value) -> Result<(), String> {
     let object = body.as_object().ok_or("body is not a JSON object")?;
+    for key in object.keys() {
+        if !POPUP_FIELDS.contains(&key.as_str()) {
+            return Err(format!("unknown field {key}"));
+        }
+    }
+    optional_texts(object, &["LeadId", "UserId", "Tag"])?;
     let number = Regex::new(r"^(\+|%2b)?[0-9][0-9-]{1,20}$").map_err(|e| e.to_string())?;
     for key in ["SourceNumber", "DestinationNumber", "DisplayNumber"] {
         match object.get(key) {
@@ -449,6 +487,7 @@ fn v2_refusal(
     state: &AppState,
     endpoint: &'static str,
     query: &str,
+    headers: &HeaderMap,
     at: SystemTime,
 ) -> Option<Response> {
     let expected = state
@@ -458,9 +497,16 @@ fn v2_refusal(
         .expectations
         .access_keys
         .clone();
+    // LeadSquared takes the keys from the query or (preferred) from the headers.
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let given = (
-        url_query_value(query, "accessKey"),
-        url_query_value(query, "secretKey"),
+        url_query_value(query, "accessKey").or_else(|| header("x-LSQ-AccessKey")),
+        url_query_value(query, "secretKey").or_else(|| header("x-LSQ-SecretKey")),
     );
     let ok = match &expected {
         Some((a, s)) => given.0.as_deref() == Some(a) && given.1.as_deref() == Some(s),
@@ -482,10 +528,14 @@ fn v2_refusal(
     ))
 }
 
-async fn sign_on_key(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+async fn sign_on_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     let at = SystemTime::now();
     let query = uri.query().unwrap_or_default().to_owned();
-    if let Some(answer) = v2_refusal(&state, "sso", &query, at) {
+    if let Some(answer) = v2_refusal(&state, "sso", &query, &headers, at) {
         return answer;
     }
     let Some(user) = url_query_value(&query, "userName").filter(|u| u.contains('@')) else {
@@ -508,10 +558,14 @@ async fn sign_on_key(State(state): State<AppState>, uri: axum::http::Uri) -> Res
     axum::Json(json!(format!("sso-key-for-{user}"))).into_response()
 }
 
-async fn lead_by_phone(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+async fn lead_by_phone(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     let at = SystemTime::now();
     let query = uri.query().unwrap_or_default().to_owned();
-    if let Some(answer) = v2_refusal(&state, "lead_by_phone", &query, at) {
+    if let Some(answer) = v2_refusal(&state, "lead_by_phone", &query, &headers, at) {
         return answer;
     }
     let phone = url_query_value(&query, "phone").unwrap_or_default();
@@ -553,6 +607,34 @@ fn digits(number: &str) -> String {
     number.chars().filter(char::is_ascii_digit).collect()
 }
 
+/// The Agent Popup fields of shared/leadsquared-api.md.
+const POPUP_FIELDS: &[&str] = &[
+    "SourceNumber",
+    "DestinationNumber",
+    "DisplayNumber",
+    "Direction",
+    "CallSessionId",
+    "LeadId",
+    "UserId",
+    "Tag",
+];
+
+/// The Call Log statuses the connector page documents. `NotAnswered` is only "seen in the
+/// wild" (shared/leadsquared-api.md), so the stand-in refuses it: pbxlink must not rely on it.
+pub const CALL_LOG_STATUSES: [&str; 3] = ["Answered", "Missed", "Voicemail"];
+
+/// Optional fields: absent, or a string.
+fn optional_texts(object: &serde_json::Map<String, Value>, keys: &[&str]) -> Result<(), String> {
+    for key in keys {
+        match object.get(*key) {
+            None | Some(Value::String(_)) => {}
+            Some(other) => return Err(format!("{key} {other} is not a string")),
+        }
+    }
+    Ok(())
+}
+
+/// The Call Log fields of shared/leadsquared-api.md.
 const KNOWN_FIELDS: &[&str] = &[
     "SourceNumber",
     "DestinationNumber",
@@ -618,10 +700,32 @@ pub fn check_call_log(body: &Value) -> Result<(), String> {
         None => return Err("CallDuration is mandatory".into()),
     }
     let status = text("Status")?;
-    if !["Answered", "Missed", "Voicemail", "NotAnswered"].contains(&status) {
+    if !CALL_LOG_STATUSES.contains(&status) {
         return Err(format!(
             "Status {status:?} is not Answered, Missed or Voicemail"
         ));
+    }
+    optional_texts(
+        object,
+        &[
+            "CallNotes",
+            "ResourceURL",
+            "CallerName",
+            "CallerCity",
+            "CallerState",
+            "CallerCountry",
+            "CallerZipCode",
+            "LeadId",
+            "UserId",
+            "Tag",
+            "CallerSource",
+        ],
+    )?;
+    if let Some(Value::String(link)) = object.get("ResourceURL") {
+        match url::Url::parse(link) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => return Err(format!("ResourceURL {link:?} is not an http(s) URL")),
+        }
     }
     let direction = text("Direction")?;
     if !["Inbound", "Outbound"].contains(&direction) {
@@ -677,5 +781,281 @@ mod tests {
             }
             assert!(check_call_log(&body).is_err(), "{key} should be refused");
         }
+    }
+
+    #[test]
+    fn only_the_documented_statuses_are_accepted() {
+        for status in CALL_LOG_STATUSES {
+            let mut body = valid();
+            body["Status"] = json!(status);
+            assert_eq!(check_call_log(&body), Ok(()), "{status}");
+        }
+        // Seen in the wild, not in the connector page: refused, so pbxlink never relies on it.
+        for status in ["NotAnswered", "answered", "Busy", "Failed", ""] {
+            let mut body = valid();
+            body["Status"] = json!(status);
+            assert!(check_call_log(&body).is_err(), "{status:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_default_status_words_are_documented_ones() {
+        let names = crate::config::StatusNames::default();
+        for (outcome, word) in [
+            ("answered", &names.answered),
+            ("no_answer", &names.no_answer),
+            ("busy", &names.busy),
+            ("failed", &names.failed),
+            ("congestion", &names.congestion),
+            ("voicemail", &names.voicemail),
+        ] {
+            assert!(
+                CALL_LOG_STATUSES.contains(&word.as_str()),
+                "leadsquared.status.{outcome} defaults to {word:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn optional_fields_are_typed_and_resource_url_is_a_url() {
+        let mut body = valid();
+        for (key, value) in [
+            ("CallNotes", "Interested"),
+            ("ResourceURL", "https://pbx.example/rec/1.wav"),
+            ("CallerName", "Ravi"),
+            ("LeadId", "p-1"),
+            ("UserId", "u-1"),
+            ("Tag", "sales"),
+            ("CallerSource", "web"),
+        ] {
+            body[key] = json!(value);
+        }
+        body["CallDuration"] = json!("100");
+        body["SourceNumber"] = json!("%2b919611795983");
+        assert_eq!(check_call_log(&body), Ok(()));
+        for (key, value) in [
+            ("CallNotes", json!(3)),
+            ("LeadId", json!({"id": 1})),
+            ("Tag", json!(["sales"])),
+            ("ResourceURL", json!("not a url")),
+            ("ResourceURL", json!("ftp://pbx.example/1.wav")),
+            ("CallDuration", json!("1m40s")),
+            ("CallDuration", json!(1.5)),
+            ("CallSessionId", json!("  ")),
+            ("StartTime", json!("2026-02-30 03:04:05")),
+        ] {
+            let mut bad = body.clone();
+            bad[key] = value.clone();
+            assert!(check_call_log(&bad).is_err(), "{key} = {value} accepted");
+        }
+        assert!(check_call_log(&json!([1, 2])).is_err());
+    }
+
+    fn popup() -> Value {
+        json!({
+            "SourceNumber": "+919611795983",
+            "DestinationNumber": "+919876543210",
+            "DisplayNumber": "+918044556677",
+            "Direction": "Inbound",
+            "CallSessionId": "1.2",
+            "UserId": "u-1",
+            "Tag": "sales"
+        })
+    }
+
+    #[test]
+    fn popups_are_checked_field_by_field() {
+        assert_eq!(check_popup(&popup()), Ok(()));
+        for (key, value) in [
+            ("Direction", json!("Outbound")),
+            ("SourceNumber", json!("lead")),
+            ("CallSessionId", json!("")),
+            ("UserId", json!(7)),
+            ("StartTime", json!("2026-01-02 03:04:05")),
+        ] {
+            let mut bad = popup();
+            bad[key] = value.clone();
+            assert!(check_popup(&bad).is_err(), "{key} = {value} accepted");
+        }
+        let mut missing = popup();
+        missing
+            .as_object_mut()
+            .expect("object")
+            .remove("DisplayNumber");
+        assert!(check_popup(&missing).is_err());
+    }
+
+    async fn standin() -> StandIn {
+        StandIn::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Expectations {
+                url_key: "key".into(),
+                access_keys: Some(("ak".into(), "sk".into())),
+                reject_call_ids: vec!["rejected".into()],
+            },
+        )
+        .await
+        .expect("stand-in")
+    }
+
+    async fn post(url: &str, keys: (&str, &str), body: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(url)
+            .header("x-LSQ-AccessKey", keys.0)
+            .header("x-LSQ-SecretKey", keys.1)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn over_http_it_answers_as_leadsquared_and_records_every_request() {
+        let s = standin().await;
+        let url = s.call_log_url();
+        let good = valid().to_string();
+        let (status, answer) = post(&url, ("ak", "sk"), &good).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["Status"], "Success");
+        assert!(
+            answer["Message"]["Id"]
+                .as_str()
+                .is_some_and(|i| !i.is_empty())
+        );
+
+        let mut not_answered = valid();
+        not_answered["Status"] = json!("NotAnswered");
+        let wrong_key = url.replace("/key", "/other");
+        let mut rejected = valid();
+        rejected["CallSessionId"] = json!("rejected");
+        for (url, keys, body, want) in [
+            (&url, ("ak", "wrong"), good.clone(), 401),
+            (&wrong_key, ("ak", "sk"), good.clone(), 404),
+            (&url, ("ak", "sk"), not_answered.to_string(), 400),
+            (&url, ("ak", "sk"), "{not json".to_owned(), 400),
+            (&url, ("ak", "sk"), rejected.to_string(), 400),
+        ] {
+            let (status, answer) = post(url, keys, &body).await;
+            assert_eq!(status, want, "{body} -> {answer}");
+            assert_eq!(answer["Status"], "Error", "{answer}");
+        }
+        let received = s.received();
+        assert_eq!(
+            received.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [200, 401, 404, 400, 400, 400]
+        );
+        assert!(received[0].problem.is_none());
+        assert!(received[1..].iter().all(|r| r.problem.is_some()));
+        assert_eq!(s.accepted_call_logs(), vec![valid()]);
+
+        // Popups go through the same gate and their own check.
+        let (status, answer) = post(&s.agent_popup_url(), ("ak", "sk"), &popup().to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["Message"]["Message"],
+            "Message broadcasted successfully"
+        );
+        let mut bad = popup();
+        bad["Direction"] = json!("Outbound");
+        let (status, _) = post(&s.agent_popup_url(), ("ak", "sk"), &bad.to_string()).await;
+        assert_eq!(status, 400);
+        assert_eq!(s.accepted_popups(), vec![popup()]);
+    }
+
+    #[tokio::test]
+    async fn told_behaviours_answer_without_looking_at_the_request() {
+        let s = standin().await;
+        let url = s.call_log_url();
+        s.set_behaviour(Behaviour::Fail(503));
+        assert_eq!(post(&url, ("ak", "sk"), &valid().to_string()).await.0, 503);
+        s.set_behaviour(Behaviour::RateLimited {
+            retry_after_secs: 7,
+        });
+        let r = reqwest::Client::new()
+            .post(&url)
+            .body(valid().to_string())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 429);
+        assert_eq!(
+            r.headers().get("Retry-After").and_then(|v| v.to_str().ok()),
+            Some("7")
+        );
+        s.set_behaviour(Behaviour::Healthy);
+        assert_eq!(post(&url, ("ak", "sk"), &valid().to_string()).await.0, 200);
+        assert_eq!(
+            s.received().iter().map(|r| r.status).collect::<Vec<_>>(),
+            [503, 429, 200]
+        );
+        assert_eq!(s.accepted_call_logs().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn v2_apis_take_the_keys_from_the_query_or_the_headers() {
+        let s = standin().await;
+        s.set_leads("+91 96117 95983", vec![json!({"ProspectID": "p-1"})]);
+        let client = reqwest::Client::new();
+        let base = format!(
+            "{}/v2/LeadManagement.svc/RetrieveLeadByPhoneNumber",
+            s.api_host()
+        );
+        let by_query = client
+            .get(format!(
+                "{base}?accessKey=ak&secretKey=sk&phone=919611795983"
+            ))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(by_query.status().as_u16(), 200);
+        assert_eq!(
+            by_query.json::<Value>().await.expect("json"),
+            json!([{"ProspectID": "p-1"}])
+        );
+        let by_headers = client
+            .get(format!("{base}?phone=919611795983"))
+            .header("x-LSQ-AccessKey", "ak")
+            .header("x-LSQ-SecretKey", "sk")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(by_headers.status().as_u16(), 200);
+        for query in [
+            "accessKey=ak&secretKey=bad&phone=919611795983",
+            "phone=919611795983",
+        ] {
+            let r = client
+                .get(format!("{base}?{query}"))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status().as_u16(), 401, "{query}");
+        }
+        let r = client
+            .get(format!(
+                "{base}?accessKey=ak&secretKey=sk&phone=%2B91-96117"
+            ))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 400, "numbers are digits only");
+        let sso = format!("{}/v2/Telephony.svc/GetSingleSignOnKey", s.api_host());
+        let r = client
+            .get(format!(
+                "{sso}?accessKey=ak&secretKey=sk&userName=agent%40example.com"
+            ))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 200);
+        let r = client
+            .get(format!("{sso}?accessKey=ak&secretKey=sk&userName=agent"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 400);
     }
 }
