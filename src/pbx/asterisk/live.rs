@@ -55,6 +55,7 @@ fn pbx_error(e: AmiError) -> PbxError {
         | AmiError::InvalidVariable { .. }) => PbxError::Unsafe(e.to_string()),
         AmiError::NotConnected { .. } | AmiError::Disconnected { .. } => PbxError::NotConnected,
         AmiError::Timeout { .. } => PbxError::Timeout,
+        AmiError::Rejected { message, .. } => PbxError::Refused(message),
         other => PbxError::Refused(other.to_string()),
     }
 }
