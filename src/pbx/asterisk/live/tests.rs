@@ -34,7 +34,8 @@ fn a_hostile_lead_id_goes_escaped_one_variable_per_header() {
 
 #[test]
 fn values_asterisk_reads_as_syntax_are_refused() {
-    let cases: [(&str, fn(&mut OriginateRequest, &mut OriginateConfig)); 9] = [
+    type Change = fn(&mut OriginateRequest, &mut OriginateConfig);
+    let cases: [(&str, Change); 9] = [
         ("agent extension", |r, _| {
             r.agent_extension = "100/sip:evil@x".into()
         }),

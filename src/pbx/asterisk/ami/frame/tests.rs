@@ -415,8 +415,11 @@ mod properties {
         vec(piece, 0..40).prop_map(|pieces| pieces.concat())
     }
 
+    /// A generated message: its headers, and its wire form.
+    type Generated = (Vec<(String, String)>, Vec<u8>);
+
     /// A valid message: its headers, and its wire form with CRLF or bare LF line ends.
-    fn message() -> impl Strategy<Value = (Vec<(String, String)>, Vec<u8>)> {
+    fn message() -> impl Strategy<Value = Generated> {
         let header = (
             "[A-Za-z][A-Za-z0-9_()/-]{0,15}",
             "([!-~][ -~]{0,40})?",
@@ -445,7 +448,7 @@ mod properties {
     }
 
     fn same_however_cut(
-        messages: &[(Vec<(String, String)>, Vec<u8>)],
+        messages: &[Generated],
         cuts: &[usize],
         banner: bool,
     ) -> Result<(), TestCaseError> {
