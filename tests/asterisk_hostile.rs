@@ -1,7 +1,7 @@
 //! Hostile values against a REAL Asterisk 22 (`tests/asterisk/rig.sh`): the real
 //! `pbxlink run` binary, click to call over its HTTP API, and what Asterisk itself then holds
-//! on the live channel (AMI `Getvar` on the agent's channel, through the rig's own AMI
-//! account) and writes in its CDR.
+//! on the live channel (AMI `Status` with `Variables: LEADID`, through the rig's own AMI
+//! account) and writes in its CDR (accountcode, src, dst).
 //!
 //! 1. A lead id made to inject channel variables,
 //!    `L1,CALLERID(num)=+18005551234,CDR(accountcode)=evil`, and one full of the characters
@@ -10,13 +10,13 @@
 //!    number, the CDR's accountcode is empty and its src is not the injected number.
 //! 2. `[asterisk.originate]` pointing at a context without the lead's extension: the HTTP
 //!    answer (and the log) name the extension tried, the context and the keys that change it.
-//! 3. The default `number_format` (`e164_digits`) dials `919611795984`, which the rig's
-//!    `from-internal` `_X.` matches.
+//! 3. The default `number_format` (`e164_digits`) dials `919611795984` (the CDR's dst),
+//!    which the rig's `from-internal` `_X.` matches.
 //!
 //! Needs root (the rig is a chroot); without root it prints a loud SKIPPED message. It holds
 //! `/var/tmp/pbxlink-asterisk.lock` for its whole run (one Asterisk for all such tests).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -168,37 +168,62 @@ async fn click_to_call(base: &str, lead: &str, lead_id: &str) -> (u16, String) {
     (status, response.text().await.unwrap_or_default())
 }
 
-/// `Key: Value` lines of a rig.sh ami answer.
-fn values<'a>(out: &'a str, key: &str) -> Vec<&'a str> {
-    let prefix = format!("{key}: ");
-    out.lines()
-        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
-        .collect()
-}
-
-/// A channel variable as Asterisk holds it (AMI Getvar through the rig's account).
-fn getvar(channel: &str, variable: &str) -> String {
-    let out = rig_ok(&[
-        "ami",
-        "Getvar",
-        &format!("Channel: {channel}"),
-        &format!("Variable: {variable}"),
-    ]);
-    values(&out, "Value")
-        .first()
-        .map(|v| (*v).to_owned())
-        .unwrap_or_default()
-}
-
 /// What Asterisk holds on the agent side of each click to call in progress: the
-/// `Local/100@agents-…;1` channels, the originated ones, which carry the Originate's variables.
-fn originated_channels() -> Vec<String> {
-    let out = rig_ok(&["ami", "CoreShowChannels"]);
-    values(&out, "Channel")
-        .into_iter()
-        .filter(|c| c.starts_with("Local/100@agents-") && c.ends_with(";1"))
-        .map(str::to_owned)
-        .collect()
+/// `Local/100@agents-…;1` channels, the originated ones, which carry the Originate's
+/// variables. One AMI `Status` (through the rig's own account) lists them all with the
+/// variable `LEADID`: (LEADID, caller id number, account code, extension, uniqueid).
+fn originated_channels() -> Vec<(String, String, String, String, String)> {
+    let out = rig_ok(&["ami", "Status", "Variables: LEADID"]);
+    let mut found = Vec::new();
+    let mut current: Vec<(&str, &str)> = Vec::new();
+    let mut flush = |fields: &mut Vec<(&str, &str)>| {
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| (*v).to_owned())
+                .unwrap_or_default()
+        };
+        let channel = get("Channel");
+        if get("Event") == "Status"
+            && channel.starts_with("Local/100@agents-")
+            && channel.ends_with(";1")
+        {
+            let lead_id = fields
+                .iter()
+                .find_map(|(k, v)| {
+                    (*k == "Variable")
+                        .then(|| v.strip_prefix("LEADID="))
+                        .flatten()
+                })
+                .unwrap_or_default()
+                .to_owned();
+            found.push((
+                lead_id,
+                get("CallerIDNum"),
+                get("AccountCode"),
+                get("Exten"),
+                get("Uniqueid"),
+            ));
+        }
+        fields.clear();
+    };
+    for line in out.lines() {
+        let line = line.trim_end();
+        let Some((k, v)) = line
+            .split_once(": ")
+            .or_else(|| line.strip_suffix(':').map(|k| (k, "")))
+        else {
+            flush(&mut current);
+            continue;
+        };
+        if k == "Event" || k == "Response" {
+            flush(&mut current);
+        }
+        current.push((k.trim(), v));
+    }
+    flush(&mut current);
+    found
 }
 
 /// The cdr-custom rows whose linkedid is one of the originated channels' uniqueids.
@@ -298,49 +323,39 @@ async fn scenario() {
     }
     // While the calls are up: what Asterisk set on each originated channel.
     let started = Instant::now();
-    let mut seen: BTreeSet<(String, String, String, String)> = BTreeSet::new();
-    let mut uniqueids = BTreeSet::new();
+    // Uniqueid → (LEADID, caller id number, account code), as Asterisk holds them.
+    let mut seen: BTreeMap<String, (String, String, String)> = BTreeMap::new();
     while seen.len() < calls.len() {
         assert!(
             started.elapsed() < Duration::from_secs(15),
             "the originated channels did not show up: {seen:?}\n{}",
             daemon.log_tail()
         );
-        for channel in originated_channels() {
-            let lead_id = getvar(&channel, "LEADID");
-            let caller = getvar(&channel, "CALLERID(num)");
-            let account = getvar(&channel, "CHANNEL(accountcode)");
-            let exten = getvar(&channel, "EXTEN");
-            uniqueids.insert(getvar(&channel, "UNIQUEID"));
+        for (lead_id, caller, account, exten, uniqueid) in originated_channels() {
             eprintln!(
-                "[hostile] {channel}: LEADID={lead_id:?} CALLERID(num)={caller:?} \
+                "[hostile] {uniqueid}: LEADID={lead_id:?} CALLERID(num)={caller:?} \
                  accountcode={account:?} EXTEN={exten:?}"
             );
-            seen.insert((lead_id, caller, account, exten));
+            seen.insert(uniqueid, (lead_id, caller, account));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let lead_ids: BTreeSet<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+    let lead_ids: BTreeSet<&str> = seen.values().map(|s| s.0.as_str()).collect();
     assert_eq!(
         lead_ids,
         BTreeSet::from([INJECTING_LEAD_ID, SYNTAX_LEAD_ID]),
         "LEADID is the whole lead id: {seen:#?}"
     );
-    for (lead_id, caller, account, exten) in &seen {
+    for (lead_id, caller, account) in seen.values() {
         assert_eq!(caller, "+918044556677", "caller id of {lead_id}: {seen:#?}");
         assert_eq!(account, "", "accountcode of {lead_id}: {seen:#?}");
-        // e164_digits, which `_X.` matches: no '+'.
-        assert!(
-            exten.starts_with("91961179598") && !exten.starts_with('+'),
-            "{seen:#?}"
-        );
     }
     // The CDR Asterisk writes for these calls: no injected accountcode or caller id.
     let started = Instant::now();
     let rows = loop {
         let rows: Vec<Vec<String>> = cdr_rows()
             .into_iter()
-            .filter(|r| uniqueids.contains(&column(r, "linkedid")))
+            .filter(|r| seen.contains_key(&column(r, "linkedid")))
             .collect();
         let linked: BTreeSet<String> = rows.iter().map(|r| column(r, "linkedid")).collect();
         if linked.len() == calls.len() {
@@ -348,7 +363,7 @@ async fn scenario() {
         }
         assert!(
             started.elapsed() < Duration::from_secs(40),
-            "no CDR for the calls {uniqueids:?}: {rows:?}"
+            "no CDR for the calls {seen:?}: {rows:?}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
@@ -363,6 +378,12 @@ async fn scenario() {
         assert_eq!(column(row, "accountcode"), "", "{row:?}");
         assert!(!column(row, "src").contains("18005551234"), "{row:?}");
         assert!(!column(row, "clid").contains("18005551234"), "{row:?}");
+        // e164_digits, which `_X.` matches: no '+' in the number dialled.
+        let dst = column(row, "dst");
+        assert!(
+            dst == "100" || (dst.starts_with("91961179598") && dst.len() == 12),
+            "{row:?}"
+        );
     }
     drop(daemon);
     eprintln!("[hostile] all hostile-value scenarios passed");
