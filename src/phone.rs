@@ -23,6 +23,8 @@ pub enum NumberFormat {
     National,
     /// `+91-9611795983`, as LeadSquared's API pages show.
     E164Dashed,
+    /// `919611795983`: country code and national number, no `+`.
+    E164Digits,
 }
 
 /// Why a normaliser could not be built.
@@ -62,6 +64,11 @@ impl E164 {
         format!("+{}{}", self.country_code, self.national)
     }
 
+    /// `<cc><national>`, without the `+` (what a dialplan's `_X.` pattern matches).
+    pub fn to_e164_digits(&self) -> String {
+        format!("{}{}", self.country_code, self.national)
+    }
+
     /// Writes the number in the given format.
     pub fn format(&self, format: NumberFormat) -> String {
         match format {
@@ -71,6 +78,7 @@ impl E164 {
             }
             NumberFormat::National => self.national.clone(),
             NumberFormat::E164Dashed => format!("+{}-{}", self.country_code, self.national),
+            NumberFormat::E164Digits => self.to_e164_digits(),
         }
     }
 
@@ -229,6 +237,7 @@ mod tests {
         );
         assert_eq!(e.format(NumberFormat::National), "9611795983");
         assert_eq!(e.format(NumberFormat::E164Dashed), "+91-9611795983");
+        assert_eq!(e.format(NumberFormat::E164Digits), "919611795983");
     }
 
     #[test]

@@ -434,7 +434,9 @@ pub struct OriginateConfig {
     pub context: String,
     /// Prepended to the lead's number.
     pub dial_prefix: String,
-    /// How the lead's number is written before the prefix: `e164`, `national`, `e164_digits`.
+    /// How the lead's number is written after the prefix: `e164_digits` (the default,
+    /// `919611795983`, which an ordinary `exten => _X.` matches), `e164` (`+919611795983`)
+    /// or `national` (`9611795983`).
     pub number_format: DialFormat,
     /// How long the agent's phone rings.
     pub timeout_ms: u64,
@@ -446,7 +448,7 @@ impl Default for OriginateConfig {
             agent_channel: "PJSIP/{extension}".into(),
             context: "from-internal".into(),
             dial_prefix: String::new(),
-            number_format: DialFormat::E164,
+            number_format: DialFormat::E164Digits,
             timeout_ms: 30_000,
         }
     }
@@ -462,6 +464,17 @@ pub enum DialFormat {
     E164Digits,
     /// `9611795983`
     National,
+}
+
+impl DialFormat {
+    /// The name the config file uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DialFormat::E164 => "e164",
+            DialFormat::E164Digits => "e164_digits",
+            DialFormat::National => "national",
+        }
+    }
 }
 
 /// `[asterisk.ami]`: how to reach the Asterisk Manager Interface.

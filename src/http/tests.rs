@@ -171,7 +171,7 @@ async fn click_to_call_from_query_form_and_json() {
     let calls = api.pbx.originated.lock().expect("lock").clone();
     assert_eq!(calls.len(), 3);
     assert_eq!(calls[0].agent_extension, "100");
-    assert_eq!(calls[0].lead_dial, "+919611795983");
+    assert_eq!(calls[0].lead_dial, "919611795983");
     assert_eq!(calls[0].caller_id, "+918044556677");
     assert!(
         calls[0]
@@ -179,9 +179,9 @@ async fn click_to_call_from_query_form_and_json() {
             .contains(&("LEADID".into(), "L-1".into()))
     );
     assert_eq!(calls[1].agent_extension, "100");
-    assert_eq!(calls[1].lead_dial, "+919611700001");
+    assert_eq!(calls[1].lead_dial, "919611700001");
     assert_eq!(calls[2].agent_extension, "101");
-    assert_eq!(calls[2].lead_dial, "+14155552671");
+    assert_eq!(calls[2].lead_dial, "14155552671");
     // The lead id is stored for the call log of this call.
     api.store
         .enqueue(

@@ -8,10 +8,12 @@
 //! seen by both paths is delivered once.
 //!
 //! The tracker is bounded: calls silent for longer than the maximum call length are
-//! expired, and beyond `max_calls` the oldest are dropped. After an AMI reconnect it is
-//! cleared and rebuilt from `CoreShowChannel` events.
+//! expired, and beyond `max_calls` the least recently active are dropped, in O(1) each (a
+//! queue in order of activity, not a scan of the table), with one warning line per
+//! [`EVICTION_LOG_INTERVAL_MS`] that counts them. After an AMI reconnect it is cleared and
+//! rebuilt from `CoreShowChannel` events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 
@@ -78,10 +80,16 @@ struct Root {
     context: String,
 }
 
+/// At most one "call table full" warning per this many ms (a flood of new calls is
+/// summarised: how many were forgotten since the last line).
+pub const EVICTION_LOG_INTERVAL_MS: i64 = 10_000;
+
 #[derive(Debug, Clone)]
 struct Call {
     started_at: DateTime<Utc>,
     last_event_ms: i64,
+    /// Stamp of the call's latest entry in [`CallTracker::activity`].
+    stamp: u64,
     root: Option<Root>,
     /// Uniqueid → hung up yet.
     channels: HashMap<String, bool>,
@@ -121,7 +129,46 @@ pub struct CallTracker {
     directory: Directory,
     settings: TrackerSettings,
     calls: HashMap<String, Call>,
+    /// (Linkedid, stamp) in order of activity, least recent first. An entry whose stamp is
+    /// not its call's current one (or whose call is gone) is stale and skipped; the queue is
+    /// compacted when stale entries outnumber the calls.
+    activity: VecDeque<(String, u64)>,
+    next_stamp: u64,
+    evictions: Evictions,
     source: String,
+}
+
+/// Calls forgotten because the table was full, and the warning lines that said so.
+#[derive(Debug, Default)]
+struct Evictions {
+    total: u64,
+    since_line: u64,
+    last_line_ms: Option<i64>,
+    lines: u64,
+    last_call: String,
+}
+
+impl Evictions {
+    /// Logs the evictions not reported yet, when the last line is old enough (or `force`).
+    fn report(&mut self, now_ms: i64, max_calls: usize, force: bool) {
+        let due = self
+            .last_line_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= EVICTION_LOG_INTERVAL_MS);
+        if self.since_line == 0 || !(due || force) {
+            return;
+        }
+        tracing::warn!(
+            forgotten = self.since_line,
+            forgotten_total = self.total,
+            last_forgotten = %crate::logtext::Escaped(&self.last_call),
+            "call table full ({max_calls} calls): forgot the least recently active calls \
+             (at most one such line per {}s)",
+            EVICTION_LOG_INTERVAL_MS / 1000
+        );
+        self.lines += 1;
+        self.since_line = 0;
+        self.last_line_ms = Some(now_ms);
+    }
 }
 
 impl CallTracker {
@@ -131,6 +178,9 @@ impl CallTracker {
             directory,
             settings,
             calls: HashMap::new(),
+            activity: VecDeque::new(),
+            next_stamp: 0,
+            evictions: Evictions::default(),
             source: "asterisk-ami".into(),
         }
     }
@@ -153,6 +203,54 @@ impl CallTracker {
     /// Forgets every call (the AMI connection was lost: events were missed).
     pub fn clear(&mut self) {
         self.calls.clear();
+        self.activity.clear();
+    }
+
+    /// Calls forgotten so far because the table was full.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.total
+    }
+
+    /// Warning lines logged so far about a full table (each summarises many evictions).
+    pub fn eviction_warnings(&self) -> u64 {
+        self.evictions.lines
+    }
+
+    /// Records activity of `linkedid` at `now_ms`: it becomes the most recently active.
+    fn bump(&mut self, linkedid: &str, now_ms: i64) {
+        let Some(call) = self.calls.get_mut(linkedid) else {
+            return;
+        };
+        self.next_stamp += 1;
+        call.stamp = self.next_stamp;
+        call.last_event_ms = now_ms;
+        self.activity
+            .push_back((linkedid.to_owned(), self.next_stamp));
+        if self.activity.len() > 2 * self.calls.len() + 1024 {
+            let calls = &self.calls;
+            self.activity
+                .retain(|(id, stamp)| calls.get(id).is_some_and(|c| c.stamp == *stamp));
+        }
+    }
+
+    /// Removes and returns the least recently active call's id (stale entries skipped).
+    fn pop_least_recent(&mut self, silent_since: Option<i64>) -> Option<String> {
+        while let Some((id, stamp)) = self.activity.front() {
+            match self.calls.get(id) {
+                Some(c) if c.stamp == *stamp => {
+                    if silent_since.is_some_and(|limit| c.last_event_ms > limit) {
+                        return None;
+                    }
+                    let (id, _) = self.activity.pop_front()?;
+                    self.calls.remove(&id);
+                    return Some(id);
+                }
+                _ => {
+                    self.activity.pop_front();
+                }
+            }
+        }
+        None
     }
 
     /// Handles one event that arrived at `now_ms` (monotonic ms) and `wall` time.
@@ -242,8 +340,8 @@ impl CallTracker {
             }
             "Hangup" => {
                 let uniqueid = event.field("Uniqueid").unwrap_or_default();
+                self.bump(linkedid, now_ms);
                 if let Some(call) = self.calls.get_mut(linkedid) {
-                    call.last_event_ms = now_ms;
                     if let Some(hung_up) = call.channels.get_mut(uniqueid) {
                         *hung_up = true;
                     }
@@ -254,42 +352,40 @@ impl CallTracker {
                     }
                 }
             }
-            _ => {
-                if let Some(call) = self.calls.get_mut(linkedid) {
-                    call.last_event_ms = now_ms;
-                }
-            }
+            _ => self.bump(linkedid, now_ms),
         }
         out
     }
 
-    /// Drops calls silent for longer than the maximum call length; returns how many.
+    /// Drops calls silent for longer than the maximum call length; returns how many. Also
+    /// logs the evictions a full table made since its last warning line.
     pub fn expire(&mut self, now_ms: i64) -> usize {
-        let before = self.calls.len();
-        let max = self.settings.max_call_ms;
-        self.calls
-            .retain(|_, c| now_ms.saturating_sub(c.last_event_ms) < max);
-        before - self.calls.len()
+        let limit = now_ms.saturating_sub(self.settings.max_call_ms);
+        let mut n = 0;
+        // Silent for `max_call_ms` or more: last event at or before `limit`.
+        while self.pop_least_recent(Some(limit)).is_some() {
+            n += 1;
+        }
+        self.evictions.report(now_ms, self.settings.max_calls, true);
+        n
     }
 
     fn touch(&mut self, linkedid: &str, now_ms: i64, wall: DateTime<Utc>) {
         if !self.calls.contains_key(linkedid) && self.calls.len() >= self.settings.max_calls {
-            if let Some(oldest) = self
-                .calls
-                .iter()
-                .min_by_key(|(_, c)| c.last_event_ms)
-                .map(|(k, _)| k.clone())
-            {
-                tracing::warn!(call_id = %oldest, "call table full; forgetting the oldest call");
-                self.calls.remove(&oldest);
+            if let Some(oldest) = self.pop_least_recent(None) {
+                let ev = &mut self.evictions;
+                ev.total += 1;
+                ev.since_line += 1;
+                ev.last_call = oldest;
+                ev.report(now_ms, self.settings.max_calls, false);
             }
         }
-        let call = self
-            .calls
+        self.calls
             .entry(linkedid.to_owned())
             .or_insert_with(|| Call {
                 started_at: wall,
                 last_event_ms: now_ms,
+                stamp: 0,
                 root: None,
                 channels: HashMap::new(),
                 popped: HashSet::new(),
@@ -300,7 +396,7 @@ impl CallTracker {
                 dialled: None,
                 outside_answered: None,
             });
-        call.last_event_ms = now_ms;
+        self.bump(linkedid, now_ms);
     }
 
     fn add_channel(&mut self, linkedid: &str, event: &impl EventFields) {

@@ -41,6 +41,11 @@ pub const IDLE_LIMIT: Duration = Duration::from_secs(25);
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 /// Longest delay between two connection attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a logged-in connection must last before the reconnect backoff starts again from
+/// [`BACKOFF_INITIAL`]. A server that accepts the login and then fails at once (sends
+/// garbage, closes) is retried with growing delays like one that refuses the connection,
+/// not every half second.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// Events buffered per [`AmiClient::events`] receiver before it lags.
 pub const EVENT_CAPACITY: usize = 32_768;
 /// Timeout of each step of connecting: TCP connect, banner, each setup action.
@@ -635,10 +640,16 @@ async fn run(
                 End::Failed(e)
             }
             Some(Ok((conn, version))) => {
-                failures = 0;
                 attempt = 0;
                 let generation = shared.go_live(version);
-                serve(&shared, conn, generation, &mut commands, &mut shutdown).await
+                let up_since = Instant::now();
+                let end = serve(&shared, conn, generation, &mut commands, &mut shutdown).await;
+                if up_since.elapsed() >= HEALTHY_AFTER {
+                    failures = 0;
+                } else {
+                    failures = failures.saturating_add(1);
+                }
+                end
             }
         };
         let reason = match &end {

@@ -87,7 +87,19 @@ impl Message {
     }
 }
 
+/// Longest header line an [`Action`] may hold, CRLF included. Asterisk reads a manager line
+/// into a 1025-byte buffer and discards the whole message when a line does not fit
+/// (`main/manager.c` `get_input`: "Line too long"); this leaves a margin below that.
+pub const MAX_LINE_BYTES: usize = 1000;
+
+/// Most headers an [`Action`] may hold besides `Action` and `ActionID`: Asterisk keeps 128
+/// header lines of a message (`AST_MAX_MANHEADERS`) and answers an error for more.
+pub const MAX_HEADERS: usize = 126;
+
 /// An action to send to Asterisk: its name and headers, each checked when added.
+///
+/// Channel variables go in with [`Action::variable`], one `Variable:` header each, the value
+/// escaped for the argument splitter Asterisk runs on that header.
 ///
 /// ```
 /// use pbxlink::pbx::asterisk::ami::Action;
@@ -115,10 +127,13 @@ impl Action {
         }
     }
 
-    /// Adds a header. Refuses CR or LF in the key or value ([`AmiError::HeaderInjection`]),
-    /// an empty key or one holding ':' ([`AmiError::InvalidKey`]) and the keys the client
-    /// writes itself, `Action` and `ActionID` ([`AmiError::ReservedKey`]). Keys may repeat
-    /// (`Variable:`).
+    /// Adds a header. Refuses CR, LF or NUL in the key or value
+    /// ([`AmiError::HeaderInjection`]: Asterisk ends a line at the first NUL), an empty key
+    /// or one holding ':' ([`AmiError::InvalidKey`]), the keys the client writes itself,
+    /// `Action` and `ActionID` ([`AmiError::ReservedKey`]), a line longer than
+    /// [`MAX_LINE_BYTES`] ([`AmiError::LineTooLong`]) and more than [`MAX_HEADERS`] headers
+    /// ([`AmiError::TooManyHeaders`]). Keys may repeat. The value is sent as it is: for a
+    /// channel variable use [`Action::variable`], which escapes it.
     pub fn header(
         mut self,
         key: impl Into<String>,
@@ -132,8 +147,29 @@ impl Action {
         if key.eq_ignore_ascii_case("Action") || key.eq_ignore_ascii_case("ActionID") {
             return Err(AmiError::ReservedKey { key });
         }
+        check_line(&key, &value)?;
+        if self.headers.len() >= MAX_HEADERS {
+            return Err(AmiError::TooManyHeaders { limit: MAX_HEADERS });
+        }
         self.headers.push((key, value));
         Ok(self)
+    }
+
+    /// Adds `Variable: name=value`, one header per variable, so that Asterisk sets exactly
+    /// the variable `name` to exactly `value` on the channel.
+    ///
+    /// Asterisk splits every `Variable:` header into `name=value` items with its dialplan
+    /// argument parser (`man_do_variable_value` in `main/manager.c`, `AST_STANDARD_APP_ARGS`
+    /// in `main/app.c`): a `,` starts another item (so `L1,CALLERID(num)=x` would also set
+    /// the caller id), `"` toggles quoting and is dropped, `\` makes the next character
+    /// literal and is dropped, and `(`/`)`, `[`/`]` nest. The value is therefore written
+    /// with a `\` before each of `\ " , ( ) [ ]`, which that parser turns back into the
+    /// value itself. The name must be a variable name (letters, digits, `_`, leading `_` or
+    /// `__` for inheritance) or a function call with a plain argument such as `CDR(leadid)`
+    /// ([`AmiError::InvalidVariable`] otherwise: a `=` or `,` in it would move the split).
+    pub fn variable(self, name: &str, value: &str) -> Result<Self, AmiError> {
+        check_variable_name(name)?;
+        self.header("Variable", format!("{name}={}", escape_app_arg(value)))
     }
 
     /// Sets `key` to `value`, replacing every earlier value of it (checked as in
@@ -169,6 +205,10 @@ impl Action {
                 key: "Action".into(),
             });
         }
+        if self.headers.len() > MAX_HEADERS {
+            return Err(AmiError::TooManyHeaders { limit: MAX_HEADERS });
+        }
+        check_line("Action", &self.name)?;
         if has_crlf(action_id) {
             return Err(AmiError::HeaderInjection {
                 key: "ActionID".into(),
@@ -181,6 +221,7 @@ impl Action {
             if has_crlf(v) {
                 return Err(AmiError::HeaderInjection { key: k.clone() });
             }
+            check_line(k, v)?;
             let _ = write!(out, "{k}: {v}\r\n");
         }
         out.push_str("\r\n");
@@ -188,8 +229,61 @@ impl Action {
     }
 }
 
+/// CR or LF (which end a manager line) or NUL (where Asterisk stops reading the line).
 fn has_crlf(s: &str) -> bool {
-    s.bytes().any(|b| b == b'\r' || b == b'\n')
+    s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+fn check_line(key: &str, value: &str) -> Result<(), AmiError> {
+    let len = key.len() + 2 + value.len() + 2;
+    if len > MAX_LINE_BYTES {
+        return Err(AmiError::LineTooLong {
+            key: key.chars().take(40).collect(),
+            len,
+            limit: MAX_LINE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// `NAME`, `_NAME`, `__NAME` or `FUNC(arg)`: letters, digits and `_`, with at most one
+/// parenthesised argument of letters, digits, `_` and `-` at the end.
+fn check_variable_name(name: &str) -> Result<(), AmiError> {
+    let word = |s: &str, extra: &[u8]| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
+    };
+    let ok = match name.split_once('(') {
+        None => word(name, &[]),
+        Some((func, rest)) => {
+            word(func, &[]) && rest.strip_suffix(')').is_some_and(|arg| word(arg, b"-"))
+        }
+    };
+    if ok && name.len() <= 80 {
+        Ok(())
+    } else {
+        Err(AmiError::InvalidVariable {
+            name: name.chars().take(80).collect(),
+        })
+    }
+}
+
+/// Characters Asterisk's dialplan argument parser treats specially (see
+/// [`Action::variable`]).
+const APP_ARG_SPECIAL: [char; 7] = ['\\', '"', ',', '(', ')', '[', ']'];
+
+/// `value` with a backslash before every character of [`APP_ARG_SPECIAL`]: Asterisk's
+/// `AST_STANDARD_APP_ARGS` reads it back as one argument equal to `value`.
+pub fn escape_app_arg(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if APP_ARG_SPECIAL.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn check_key(key: &str) -> Result<(), AmiError> {
@@ -201,3 +295,6 @@ fn check_key(key: &str) -> Result<(), AmiError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

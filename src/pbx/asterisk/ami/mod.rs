@@ -14,7 +14,8 @@
 //!   only.
 //! - [`message`]: [`Message`] (what the server sends, headers in wire order with
 //!   case-insensitive lookup) and [`Action`] (what the client sends; every key and value is
-//!   checked for CR/LF so nothing can be injected into the stream).
+//!   checked for CR/LF/NUL and length so nothing can be injected into the stream, and
+//!   channel variables are escaped for the argument parser Asterisk runs on them).
 //! - [`client`]: [`AmiClient`], a cloneable handle on a background task that connects,
 //!   reads the banner, logs in, sets up event filtering, keeps the connection alive with
 //!   `Ping`, detects half-open sockets, reconnects with capped exponential backoff and
@@ -44,7 +45,7 @@ pub use message::{Action, Message};
 pub enum AmiError {
     /// A key or value of an action holds a CR or LF: sending it would let the value inject
     /// headers or whole actions. The action is refused and nothing is sent.
-    #[error("refused to send AMI header {key:?}: its key or value contains CR or LF")]
+    #[error("refused to send AMI header {key:?}: its key or value contains CR, LF or NUL")]
     HeaderInjection {
         /// The offending key (as given, possibly itself holding the CR/LF).
         key: String,
@@ -54,6 +55,28 @@ pub enum AmiError {
     InvalidKey {
         /// The offending key.
         key: String,
+    },
+    /// A header line would be longer than Asterisk reads (it would discard the action).
+    #[error("refused to send AMI header {key:?}: the line would be {len} bytes, more than {limit}")]
+    LineTooLong {
+        /// The header's key.
+        key: String,
+        /// The line's length with its CRLF.
+        len: usize,
+        /// [`message::MAX_LINE_BYTES`].
+        limit: usize,
+    },
+    /// An action with more headers than Asterisk keeps.
+    #[error("refused to send an AMI action with more than {limit} headers")]
+    TooManyHeaders {
+        /// [`message::MAX_HEADERS`].
+        limit: usize,
+    },
+    /// A channel variable name that is not `NAME` or `FUNC(arg)`.
+    #[error("refused to set channel variable {name:?}: not a plain variable or function name")]
+    InvalidVariable {
+        /// The offending name (at most 80 characters).
+        name: String,
     },
     /// `Action` and `ActionID` are written by the client itself.
     #[error("AMI header {key:?} is set by the client; it cannot be set on an Action")]

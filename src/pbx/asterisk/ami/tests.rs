@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::client::{BACKOFF_MAX, EVENT_CAPACITY, IDLE_LIMIT, backoff_delay};
+use super::client::{BACKOFF_MAX, EVENT_CAPACITY, HEALTHY_AFTER, IDLE_LIMIT, backoff_delay};
 use super::*;
 use crate::config::AmiSettings;
 
@@ -41,6 +41,9 @@ impl Mock {
 
     async fn accept(&self) -> Peer {
         let (stream, _) = self.listener.accept().await.expect("accept");
+        // No Nagle: a small write right after another would wait for the client's delayed
+        // ACK (40 ms of real time, an age on the paused clock).
+        stream.set_nodelay(true).expect("nodelay");
         Peer {
             stream,
             framer: Framer::messages_only(FrameLimits::default()),
@@ -776,6 +779,82 @@ async fn backoff_never_above_30s() {
     }
     let st = client.stats();
     assert!(st.connect_failures >= 11);
+    client.shutdown().await;
+}
+
+/// A server that accepts the login and then sends garbage at once, for `period`: the
+/// instants (from the start) at which the client connected.
+///
+/// The paused clock jumps to the next timer whenever every task waits, also while bytes are
+/// on their way through the loopback socket; a task that sleeps 5 ms in a loop keeps those
+/// jumps short, so `period` is what the client experiences.
+async fn garbage_after_login(mock: &Mock, client: &AmiClient, period: Duration) -> Vec<Duration> {
+    let ticker = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let start = Instant::now();
+    let mut accepted = Vec::new();
+    while let Ok(mut peer) = tokio::time::timeout_at(start + period, mock.accept()).await {
+        accepted.push(start.elapsed());
+        peer.login(false).await;
+        connected(client).await;
+        peer.write("this is not AMI\r\n\r\n").await;
+        // The client drops the connection (not waiting for its state: by then it may be
+        // in its next attempt already).
+        while peer.recv().await.is_some() {}
+    }
+    ticker.abort();
+    accepted
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_grows_when_every_login_is_followed_by_garbage() {
+    let mock = Mock::new().await;
+    let client = AmiClient::spawn(settings(mock.port, &[]), "s".into());
+    let accepted = garbage_after_login(&mock, &client, Duration::from_secs(25)).await;
+    eprintln!("{} connections in 25 s: {accepted:?}", accepted.len());
+    // Delays 0.5-1, 1-2, 2-4, 4-8, 8-16 s: at most 6 connections in 25 s (the backoff used
+    // to restart after every login: ~33 connections in 25 s).
+    assert!(
+        (4..=6).contains(&accepted.len()),
+        "{} connections in 25 s: {accepted:?}",
+        accepted.len()
+    );
+    let gaps: Vec<Duration> = accepted.windows(2).map(|w| w[1] - w[0]).collect();
+    for w in gaps.windows(2) {
+        assert!(w[1] > w[0], "the delay grows: {gaps:?}");
+    }
+    assert_eq!(client.stats().malformed_frames, accepted.len() as u64);
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_starts_over_after_a_healthy_connection() {
+    let mock = Mock::new().await;
+    let client = AmiClient::spawn(settings(mock.port, &[]), "s".into());
+    // Grow the backoff first.
+    let accepted = garbage_after_login(&mock, &client, Duration::from_secs(10)).await;
+    assert!(accepted.len() >= 3, "{accepted:?}");
+    // Then a connection that stays logged in for longer than HEALTHY_AFTER, answering pings.
+    let mut peer = mock.accept().await;
+    peer.login(false).await;
+    connected(&client).await;
+    let pinger = tokio::spawn(async move {
+        let until = Instant::now() + HEALTHY_AFTER + Duration::from_secs(1);
+        while tokio::time::timeout_at(until, peer.recv()).await.is_ok() {}
+        peer
+    });
+    let peer = pinger.await.expect("peer");
+    drop(peer);
+    let down = Instant::now();
+    let _next = mock.accept().await;
+    let after = down.elapsed();
+    assert!(
+        after <= Duration::from_millis(600),
+        "reconnected {after:?} after a healthy connection ended"
+    );
     client.shutdown().await;
 }
 

@@ -181,6 +181,83 @@ fn the_table_is_bounded_and_silent_calls_expire() {
     assert_eq!(t.len(), 50);
 }
 
+fn newchannel(i: usize) -> HashMap<String, String> {
+    HashMap::from([
+        ("Event".to_owned(), "Newchannel".to_owned()),
+        ("Linkedid".to_owned(), format!("{i}.0")),
+        ("Uniqueid".to_owned(), format!("{i}.0")),
+        ("Channel".to_owned(), format!("PJSIP/trunk-{i:08x}")),
+    ])
+}
+
+#[test]
+fn a_full_table_forgets_the_least_recently_active_call() {
+    let mut t = tracker();
+    let wall = chrono::Utc::now();
+    for i in 0..100 {
+        t.handle(&newchannel(i), i as i64, wall);
+    }
+    // Call 0 is the oldest but still active; call 1 is now the least recently active.
+    let mut event = newchannel(0);
+    event.insert("Event".into(), "NewState".into());
+    t.handle(&event, 200, wall);
+    t.handle(&newchannel(100), 201, wall);
+    assert_eq!(t.len(), 100);
+    assert!(t.calls.contains_key("0.0"), "the active call is kept");
+    assert!(
+        !t.calls.contains_key("1.0"),
+        "the least recently active one goes"
+    );
+    assert_eq!(t.evictions(), 1);
+    // A hangup is activity too; then the next oldest (2.0) goes.
+    let mut hangup = newchannel(3);
+    hangup.insert("Event".into(), "Hangup".into());
+    hangup.insert("Uniqueid".into(), "other".into());
+    t.handle(&hangup, 202, wall);
+    t.handle(&newchannel(101), 203, wall);
+    assert!(t.calls.contains_key("3.0") && !t.calls.contains_key("2.0"));
+}
+
+/// 200,000 distinct calls through a table of 10,000: each eviction is O(1) (this took a
+/// scan of the whole table per new call before) and the warnings are summarised, one line
+/// per 10 s of events (1 ms apart: the flood spans 200 s), not one per forgotten call.
+#[test]
+fn a_flood_of_distinct_calls_is_cheap_and_logs_a_summary() {
+    let mut t = tracker();
+    t.settings.max_calls = 10_000;
+    let wall = chrono::Utc::now();
+    let started = std::time::Instant::now();
+    for i in 0..200_000 {
+        t.handle(&newchannel(i), i as i64, wall);
+    }
+    eprintln!(
+        "flood: 200000 Newchannel in {:?}, {} evicted, {} warning lines",
+        started.elapsed(),
+        t.evictions(),
+        t.eviction_warnings()
+    );
+    assert_eq!(t.len(), 10_000);
+    assert_eq!(t.evictions(), 190_000);
+    assert!(
+        (1..=21).contains(&t.eviction_warnings()),
+        "{} warning lines",
+        t.eviction_warnings()
+    );
+    // The queue of activity stays bounded too.
+    assert!(
+        t.activity.len() <= 2 * t.len() + 1024,
+        "{}",
+        t.activity.len()
+    );
+    // The evictions since the last line are reported by the next expiry pass.
+    let lines = t.eviction_warnings();
+    assert_eq!(t.expire(200_000), 0);
+    assert!(t.eviction_warnings() <= lines + 1);
+    // Expiry pops the silent calls from the front of the queue.
+    assert_eq!(t.expire(3_600_000 + 194_999), 5_000);
+    assert_eq!(t.len(), 5_000);
+}
+
 #[test]
 fn malformed_events_are_ignored() {
     let mut t = tracker();

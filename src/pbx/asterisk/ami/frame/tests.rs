@@ -363,3 +363,157 @@ fn frame_throughput() {
     );
     assert_eq!(frames, 53 * 2000);
 }
+
+/// Property tests: whatever bytes arrive, cut wherever the socket cuts them, the framer
+/// never panics, and a valid stream parses to the same frames however it is cut.
+///
+/// A few thousand cases run with the suite; the long run is
+/// `cargo test --release --lib frame::tests::properties -- --ignored`.
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feeds `input` in pieces cut at `cuts` (positions modulo the length), collecting
+    /// frames until the first error.
+    fn feed(input: &[u8], cuts: &[usize], banner: bool) -> Result<Vec<Frame>, FrameError> {
+        let mut f = if banner {
+            Framer::after_connect(FrameLimits::default())
+        } else {
+            Framer::messages_only(FrameLimits::default())
+        };
+        let mut points: Vec<usize> = cuts
+            .iter()
+            .map(|c| c % (input.len() + 1))
+            .chain([0, input.len()])
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut out = Vec::new();
+        for w in points.windows(2) {
+            f.extend(&input[w[0]..w[1]]);
+            out.extend(frames_of(&mut f)?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes that look like AMI often enough to reach every branch: line ends, colons,
+    /// `Response: Follows`, `--END COMMAND--`, the banner, and anything else.
+    fn amiish_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            vec(any::<u8>(), 0..64),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b": ".to_vec()),
+            Just(b"Response: Follows\r\n".to_vec()),
+            Just(b"--END COMMAND--".to_vec()),
+            Just(b"Asterisk Call Manager/11.0.0\r\n".to_vec()),
+            Just(b"Event: Newchannel\r\n".to_vec()),
+            "[A-Za-z]{1,8}: [ -~]{0,20}\r?\n".prop_map(String::into_bytes),
+        ];
+        vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    /// A generated message: its headers, and its wire form.
+    type Generated = (Vec<(String, String)>, Vec<u8>);
+
+    /// A valid message: its headers, and its wire form with CRLF or bare LF line ends.
+    fn message() -> impl Strategy<Value = Generated> {
+        let header = (
+            "[A-Za-z][A-Za-z0-9_()/-]{0,15}",
+            "([!-~][ -~]{0,40})?",
+            any::<bool>(),
+        );
+        vec(header, 1..12)
+            .prop_filter("not a Follows reply", |hs| {
+                !(hs[0].0.eq_ignore_ascii_case("Response") && hs[0].1.trim() == "Follows")
+            })
+            .prop_map(|hs| {
+                let mut wire = Vec::new();
+                let mut headers = Vec::new();
+                for (k, v, crlf) in hs {
+                    let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+                    wire.extend_from_slice(format!("{k}: {v}").as_bytes());
+                    wire.extend_from_slice(end);
+                    headers.push((k, v));
+                }
+                wire.extend_from_slice(b"\r\n");
+                (headers, wire)
+            })
+    }
+
+    fn never_panics(bytes: &[u8], cuts: &[usize], banner: bool) {
+        let _ = feed(bytes, cuts, banner);
+    }
+
+    fn same_however_cut(
+        messages: &[Generated],
+        cuts: &[usize],
+        banner: bool,
+    ) -> Result<(), TestCaseError> {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        if banner {
+            stream.extend_from_slice(b"Asterisk Call Manager/11.0.0\r\n");
+            expected.push(Frame::Banner {
+                version: "11.0.0".into(),
+            });
+        }
+        for (headers, wire) in messages {
+            stream.extend_from_slice(wire);
+            expected.push(Frame::Message(Message::new(headers.clone())));
+        }
+        let whole = all_frames(&stream, banner).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&whole, &expected);
+        let cut = feed(&stream, cuts, banner).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(cut, expected);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_cut_anywhere_never_panic(
+            bytes in amiish_bytes(),
+            cuts in vec(any::<usize>(), 0..12),
+            banner in any::<bool>(),
+        ) {
+            never_panics(&bytes, &cuts, banner);
+        }
+
+        #[test]
+        fn a_valid_stream_cut_anywhere_parses_the_same(
+            messages in vec(message(), 1..6),
+            cuts in vec(any::<usize>(), 0..12),
+            banner in any::<bool>(),
+        ) {
+            same_however_cut(&messages, &cuts, banner)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100_000))]
+
+        #[test]
+        #[ignore = "long run (100,000 cases each): cargo test --release --lib frame::tests::properties -- --ignored"]
+        fn long_arbitrary_bytes_cut_anywhere_never_panic(
+            bytes in amiish_bytes(),
+            cuts in vec(any::<usize>(), 0..12),
+            banner in any::<bool>(),
+        ) {
+            never_panics(&bytes, &cuts, banner);
+        }
+
+        #[test]
+        #[ignore = "long run (100,000 cases each): cargo test --release --lib frame::tests::properties -- --ignored"]
+        fn long_a_valid_stream_cut_anywhere_parses_the_same(
+            messages in vec(message(), 1..6),
+            cuts in vec(any::<usize>(), 0..12),
+            banner in any::<bool>(),
+        ) {
+            same_however_cut(&messages, &cuts, banner)?;
+        }
+    }
+}
