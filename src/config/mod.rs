@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::phone::{NumberFormat, PhoneNormalizer};
+pub use crate::tail::StartAt;
 
 /// Environment variable that supplies `[leadsquared] access_key` when the file does not.
 pub const ENV_ACCESS_KEY: &str = "PBXLINK_LEADSQUARED_ACCESS_KEY";
@@ -359,6 +360,14 @@ pub struct AsteriskConfig {
     pub cdr_columns: Vec<String>,
     /// The zone Asterisk wrote the times in: "UTC" with `usegmtime=yes`, else an IANA zone.
     pub cdr_time_zone: String,
+    /// Whether `cdr_csv` may be a symbolic link (followed; the file it names must still be a
+    /// regular file). Off by default: a link there is refused with an error.
+    pub cdr_follow_symlink: bool,
+    /// With no saved position (the first start), where reading starts in a CDR file that
+    /// already exists: `end` (default: its calls are history, backfill them with
+    /// `pbxlink import`) or `beginning`. A file that appears later, or after a rotation, is
+    /// always read from its first byte.
+    pub start_at: StartAt,
     /// How long after a call's last CDR row to wait before deciding the call is complete.
     pub settle_ms: u64,
     /// Rows of a call whose first channel's row never arrives are posted after this long.
@@ -545,6 +554,8 @@ impl Default for AsteriskConfig {
             cdr_format: CdrFormat::Csv,
             cdr_columns: Vec::new(),
             cdr_time_zone: "UTC".into(),
+            cdr_follow_symlink: false,
+            start_at: StartAt::End,
             settle_ms: 5_000,
             max_call_secs: 14_400,
             poll_interval_ms: 500,
