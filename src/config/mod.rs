@@ -1004,6 +1004,27 @@ cdr_csv = "/var/log/asterisk/cdr-csv/Master.csv"
     }
 
     #[test]
+    fn cdr_file_keys_default_to_refusing_links_and_starting_at_the_end() {
+        let c = Config::parse(MINIMAL).expect("parses");
+        let ast = c.asterisk.expect("[asterisk]");
+        assert!(!ast.cdr_follow_symlink);
+        assert_eq!(ast.start_at, StartAt::End);
+        let text = MINIMAL.replace(
+            "[asterisk]",
+            "[asterisk]\ncdr_follow_symlink = true\nstart_at = \"beginning\"",
+        );
+        let ast = Config::parse(&text)
+            .expect("parses")
+            .asterisk
+            .expect("[asterisk]");
+        assert!(ast.cdr_follow_symlink);
+        assert_eq!(ast.start_at, StartAt::Beginning);
+        let text = MINIMAL.replace("[asterisk]", "[asterisk]\nstart_at = \"middle\"");
+        let err = Config::parse(&text).expect_err("not a start position");
+        assert!(err.contains("middle") && err.contains("beginning"), "{err}");
+    }
+
+    #[test]
     fn the_shipped_example_is_valid() {
         let c = Config::parse(include_str!("../../examples/pbxlink.toml")).expect("parses");
         assert_eq!(c.problems(), vec![]);
