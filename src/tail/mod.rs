@@ -19,6 +19,15 @@
 //! (the saved file is looked up by inode in the same directory, e.g. `Master.csv.1`, and finished
 //! before the new file is started).
 //!
+//! Only a regular file is read: the path is opened with `O_NONBLOCK` (a FIFO cannot block the
+//! caller) and `O_NOFOLLOW` (a symbolic link is refused unless
+//! [`FileTailer::follow_symlinks`]), and the opened descriptor is checked with `fstat` before a
+//! byte is read ([`open_regular`]).
+//!
+//! With no saved checkpoint, [`FileTailer::start_at`] with [`StartAt::End`] starts a file that is
+//! at the path on the first poll after its last complete line ([`TailEvent::SkippedExisting`]);
+//! a file that appears later, and every file after a rotation, is read from offset 0.
+//!
 //! [`ChangeWaiter`] wakes the caller's poll loop when the file's directory changes; the poll loop
 //! stays the source of truth, so lost notifications cost latency, never data.
 //!
