@@ -64,4 +64,30 @@ mod tests {
             "outbox: 3 pending, 120 delivered, 0 dead; last delivery 4 s ago"
         );
     }
+
+    #[test]
+    fn the_cdr_line_says_why_the_file_is_not_read_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("Master.csv");
+        assert!(cdr_line(&path, false).ends_with(": not there yet"));
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
+        assert!(fifo.success());
+        // Would block in open(2) without O_NONBLOCK: no writer ever comes.
+        let line = cdr_line(&path, false);
+        assert!(
+            line.ends_with(": is not a regular file (a FIFO (named pipe)), refused"),
+            "{line}"
+        );
+        std::fs::remove_file(&path).expect("rm");
+        let target = dir.path().join("pbxlink.toml");
+        std::fs::write(&target, "secret_key = \"x\"\n").expect("write");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let line = cdr_line(&path, false);
+        assert!(line.contains("is a symbolic link to"), "{line}");
+        assert!(line.contains("cdr_follow_symlink = true"), "{line}");
+        assert!(cdr_line(&path, true).ends_with(": readable"));
+    }
 }
