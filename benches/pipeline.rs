@@ -132,6 +132,8 @@ extension = "100"
 phone = "+919876500100"
 [asterisk]
 cdr_csv = {cdr:?}
+# The backlog is written before the daemon starts and must be read.
+start_at = "beginning"
 settle_ms = {settle}
 "#,
         store = p.dir.join("pbxlink.db"),

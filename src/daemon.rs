@@ -44,7 +44,8 @@ pub struct Daemon {
     config: Config,
     client: LeadSquaredClient,
     cdr_updates: Option<std::sync::mpsc::Sender<SourceUpdate<AsteriskAssembler>>>,
-    cdr_path: Option<PathBuf>,
+    /// The CDR file, and whether a symbolic link there is followed.
+    cdr_path: Option<(PathBuf, bool)>,
     /// When the CDR reader last went round its loop (unix ms).
     cdr_heartbeat: Arc<AtomicI64>,
     /// The AMI connection, when `[asterisk.ami]` is set.
@@ -60,6 +61,12 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the store and starts every configured source and the delivery worker.
     pub async fn start(config: &Config) -> anyhow::Result<Daemon> {
+        Self::start_from(config, None).await
+    }
+
+    /// [`Daemon::start`] with the path `config` was loaded from, which the logs name in the
+    /// commands they suggest (`pbxlink import --config ...`).
+    pub async fn start_from(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Daemon> {
         let store = Arc::new(
             Store::open(&config.store.path, config.store.synchronous)
                 .context("opening the store")?,
@@ -82,11 +89,14 @@ impl Daemon {
         {
             let (updates_tx, updates) = std::sync::mpsc::channel();
             cdr_updates = Some(updates_tx);
-            cdr_path = ast.cdr_csv.clone();
-            let source =
+            cdr_path = ast.cdr_csv.clone().map(|p| (p, ast.cdr_follow_symlink));
+            let mut source =
                 crate::pbx::asterisk::cdr_source(config, store.clone(), wake.clone(), None)?
                     .with_updates(updates)
                     .with_heartbeat(cdr_heartbeat.clone());
+            if let Some(path) = config_path {
+                source = source.with_config_path(path);
+            }
             let poll = Duration::from_millis(ast.poll_interval_ms);
             let stop = stop_sources.clone();
             let fatal_tx = fatal_tx.clone();
@@ -330,9 +340,9 @@ impl Daemon {
             Ok(Err(e)) => format!("outbox unreadable: {e}"),
             Err(e) => format!("outbox unreadable: {e}"),
         };
-        if let Some(path) = &self.cdr_path {
+        if let Some((path, follow_symlink)) = &self.cdr_path {
             line.push_str("; ");
-            line.push_str(&status::cdr_line(path));
+            line.push_str(&status::cdr_line(path, *follow_symlink));
         }
         if let Some(ami) = &self.ami {
             line.push_str(match &*ami.state().borrow() {
@@ -402,7 +412,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let notifier = Notifier::from_env();
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut daemon = Daemon::start(&config).await?;
+    let mut daemon = Daemon::start_from(&config, Some(config_path)).await?;
     notifier.ready(&daemon.status_line().await);
 
     let watchdog = notifier.watchdog_interval();

@@ -181,9 +181,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     wake.clone(),
                     Some(name),
                 )?;
-                let queued = source
-                    .import_file(file)
-                    .with_context(|| format!("reading {}", file.display()))??;
+                // A FIFO, a device or a refused symbolic link is an error naming the file,
+                // never a hang (the file is opened as the daemon opens it).
+                let queued = source.import_file(file).context("import stopped")??;
                 println!("{}: {queued} new call(s) queued", file.display());
                 total += queued;
             }

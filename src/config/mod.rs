@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::phone::{NumberFormat, PhoneNormalizer};
+pub use crate::tail::StartAt;
 
 /// Environment variable that supplies `[leadsquared] access_key` when the file does not.
 pub const ENV_ACCESS_KEY: &str = "PBXLINK_LEADSQUARED_ACCESS_KEY";
@@ -372,6 +373,14 @@ pub struct AsteriskConfig {
     pub cdr_columns: Vec<String>,
     /// The zone Asterisk wrote the times in: "UTC" with `usegmtime=yes`, else an IANA zone.
     pub cdr_time_zone: String,
+    /// Whether `cdr_csv` may be a symbolic link (followed; the file it names must still be a
+    /// regular file). Off by default: a link there is refused with an error.
+    pub cdr_follow_symlink: bool,
+    /// With no saved position (the first start), where reading starts in a CDR file that
+    /// already exists: `end` (default: its calls are history, backfill them with
+    /// `pbxlink import`) or `beginning`. A file that appears later, or after a rotation, is
+    /// always read from its first byte.
+    pub start_at: StartAt,
     /// How long after a call's last CDR row to wait before deciding the call is complete.
     pub settle_ms: u64,
     /// Rows of a call whose first channel's row never arrives are posted after this long.
@@ -571,6 +580,8 @@ impl Default for AsteriskConfig {
             cdr_format: CdrFormat::Csv,
             cdr_columns: Vec::new(),
             cdr_time_zone: "UTC".into(),
+            cdr_follow_symlink: false,
+            start_at: StartAt::End,
             settle_ms: 5_000,
             max_call_secs: 14_400,
             poll_interval_ms: 500,
@@ -1032,6 +1043,27 @@ cdr_csv = "/var/log/asterisk/cdr-csv/Master.csv"
         assert_eq!(c.leadsquared.time_zone, "UTC");
         assert_eq!(c.leadsquared.number_format, NumberFormat::E164);
         assert_eq!(c.asterisk.as_ref().map(|a| a.settle_ms), Some(5_000));
+    }
+
+    #[test]
+    fn cdr_file_keys_default_to_refusing_links_and_starting_at_the_end() {
+        let c = Config::parse(MINIMAL).expect("parses");
+        let ast = c.asterisk.expect("[asterisk]");
+        assert!(!ast.cdr_follow_symlink);
+        assert_eq!(ast.start_at, StartAt::End);
+        let text = MINIMAL.replace(
+            "[asterisk]",
+            "[asterisk]\ncdr_follow_symlink = true\nstart_at = \"beginning\"",
+        );
+        let ast = Config::parse(&text)
+            .expect("parses")
+            .asterisk
+            .expect("[asterisk]");
+        assert!(ast.cdr_follow_symlink);
+        assert_eq!(ast.start_at, StartAt::Beginning);
+        let text = MINIMAL.replace("[asterisk]", "[asterisk]\nstart_at = \"middle\"");
+        let err = Config::parse(&text).expect_err("not a start position");
+        assert!(err.contains("middle") && err.contains("beginning"), "{err}");
     }
 
     #[test]

@@ -4,19 +4,30 @@
 //!
 //! A PBX plugs in a [`LineParser`] (its CDR format) and a [`CallAssembler`] (its grouping
 //! and classification rules).
+//!
+//! The file must be a regular file (a symbolic link only with `follow_symlink`); with no
+//! saved position, a file that already exists is started at its end unless
+//! [`StartAt::Beginning`] (see [`FileSource::with_file_rules`]). A corrupt line is counted
+//! and logged with its offset and an escaped excerpt of at most
+//! [`EXCERPT_BYTES`](crate::logtext::EXCERPT_BYTES) bytes, never whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use crate::logtext::{EXCERPT_BYTES, Escaped, excerpt};
 use crate::outbox::store::{FileOffset, KIND_CALL_LOG, NewOutboxRow, Store, StoreError, now_ms};
 use crate::pbx::{AssembledCall, CallAssembler};
-use crate::tail::{ChangeWaiter, Checkpoint, FileTailer, TailEvent, TailOptions};
+use crate::tail::{Batch, ChangeWaiter, Checkpoint, FileTailer, StartAt, TailEvent, TailOptions};
+
+/// Corrupt lines of one batch logged one by one; the rest are summed up in one line.
+const CORRUPT_LINES_LOGGED_PER_BATCH: usize = 10;
 
 /// Parses one line of a PBX's CDR file.
 pub trait LineParser: Send {
@@ -24,16 +35,19 @@ pub trait LineParser: Send {
     type Record: Serialize + DeserializeOwned + Send;
     /// Why a line was rejected.
     type Error: std::fmt::Display;
-    /// Parses a line (no newline). `Ok(None)` for lines that carry no record (a header).
-    fn parse(&self, line: &[u8]) -> Result<Option<Self::Record>, Self::Error>;
+    /// Parses a line (no newline) read at `now` (one clock reading per batch of lines; a
+    /// record dated too far from it is an error). `Ok(None)` for lines that carry no record
+    /// (a header).
+    fn parse(&self, line: &[u8], now: DateTime<Utc>) -> Result<Option<Self::Record>, Self::Error>;
 }
 
 impl LineParser for crate::pbx::asterisk::cdr::CdrParser {
     type Record = crate::pbx::asterisk::cdr::CdrRow;
     type Error = crate::pbx::asterisk::cdr::CdrError;
 
-    fn parse(&self, line: &[u8]) -> Result<Option<Self::Record>, Self::Error> {
-        crate::pbx::asterisk::cdr::CdrParser::parse(self, line)
+    fn parse(&self, line: &[u8], now: DateTime<Utc>) -> Result<Option<Self::Record>, Self::Error> {
+        let window = crate::pbx::asterisk::cdr::TimeWindow::at(now);
+        self.parse_within(line, &window)
     }
 }
 
@@ -73,6 +87,12 @@ pub struct FileSource<P: LineParser, A: CallAssembler<Record = P::Record>> {
     tail_options: TailOptions,
     updates: Option<std::sync::mpsc::Receiver<SourceUpdate<A>>>,
     heartbeat: Option<Arc<AtomicI64>>,
+    /// A symbolic link at the path is followed (else refused).
+    follow_symlink: bool,
+    /// Where a file that exists at the first start (no saved position) is started.
+    start_at: StartAt,
+    /// The daemon's configuration file, for the `pbxlink import` command a skip log names.
+    config_path: Option<PathBuf>,
 }
 
 impl<P, A> FileSource<P, A>
@@ -99,7 +119,32 @@ where
             tail_options: TailOptions::default(),
             updates: None,
             heartbeat: None,
+            follow_symlink: false,
+            start_at: StartAt::Beginning,
+            config_path: None,
         }
+    }
+
+    /// Whether a symbolic link at the path is followed (default: refused), and where reading
+    /// starts in a file that already exists when no position was ever saved (default:
+    /// [`StartAt::Beginning`]; the configuration's default is [`StartAt::End`]).
+    pub fn with_file_rules(mut self, follow_symlink: bool, start_at: StartAt) -> Self {
+        self.follow_symlink = follow_symlink;
+        self.start_at = start_at;
+        self
+    }
+
+    /// The configuration file the daemon runs with, named in the `pbxlink import` command
+    /// logged when a first start passes over an existing file.
+    pub fn with_config_path(mut self, path: &Path) -> Self {
+        self.config_path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+        self
+    }
+
+    fn tailer(&self, saved: Option<Checkpoint>) -> FileTailer {
+        FileTailer::new(self.path.clone(), saved, self.tail_options)
+            .follow_symlinks(self.follow_symlink)
+            .start_at(self.start_at)
     }
 
     /// Updates sent here are applied by [`FileSource::run`] at the top of every loop.
@@ -148,11 +193,13 @@ where
             restored_rows = restored,
             "tailing CDR file"
         );
-        let mut tailer = FileTailer::new(
-            self.path.clone(),
-            saved.map(to_checkpoint),
-            self.tail_options,
-        );
+        let mut tailer = self.tailer(saved.map(to_checkpoint));
+        // Where a first start passed over the existing file, until the store has an offset:
+        // a tailer made again after a failed commit must not pass over more.
+        let mut skipped_to: Option<Checkpoint> = None;
+        // The last read error and how many times in a row it happened: logged once, not
+        // at every poll.
+        let mut failing: Option<(String, u64)> = None;
         let mut waiter = ChangeWaiter::new(&self.path);
         while !stop.load(Ordering::Relaxed) {
             if let Some(heartbeat) = &self.heartbeat {
@@ -164,20 +211,27 @@ where
                 }
             }
             loop {
-                match tailer.poll() {
+                let polled = tailer.poll();
+                if polled.is_ok() {
+                    if let Some((error, times)) = failing.take() {
+                        tracing::info!(source = %self.name, path = %Escaped(&self.path.to_string_lossy()), failed_reads = times, "CDR file readable again (it failed with: {error})");
+                    }
+                }
+                match polled {
                     Ok(Some(batch)) => {
-                        let checkpoint = from_checkpoint(&batch.checkpoint);
-                        let counters = event_counters(&self.name, &batch.events);
-                        if let Err(e) = self.ingest(&batch.lines, Some(&checkpoint), &counters) {
+                        if batch
+                            .events
+                            .iter()
+                            .any(|e| matches!(e, TailEvent::SkippedExisting { .. }))
+                        {
+                            skipped_to = Some(batch.checkpoint);
+                        }
+                        if let Err(e) = self.ingest_batch(&batch) {
                             // Nothing of this batch is stored: read it again from the saved offset.
                             tracing::error!(source = %self.name, "cannot store CDR rows, retrying: {e}");
                             std::thread::sleep(Duration::from_secs(1));
                             let saved = self.store.file_offset(&self.name)?;
-                            tailer = FileTailer::new(
-                                self.path.clone(),
-                                saved.map(to_checkpoint),
-                                self.tail_options,
-                            );
+                            tailer = self.tailer(saved.map(to_checkpoint).or(skipped_to));
                             break;
                         }
                         // A long backlog (first start, catching up after an outage) must
@@ -189,7 +243,14 @@ where
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::error!(source = %self.name, path = %self.path.display(), "reading CDR file failed: {e}");
+                        let text = e.to_string();
+                        match &mut failing {
+                            Some((last, times)) if *last == text => *times += 1,
+                            _ => {
+                                tracing::error!(source = %self.name, path = %Escaped(&self.path.to_string_lossy()), "reading CDR file failed (logged again only when the error changes): {text}");
+                                failing = Some((text, 1));
+                            }
+                        }
                         self.store.add_counters(&[(counters::READ_ERRORS, 1)])?;
                         break;
                     }
@@ -201,6 +262,14 @@ where
         Ok(())
     }
 
+    /// Stages one batch of the tailer with its checkpoint (see [`FileSource::ingest`]),
+    /// counting and logging its events.
+    pub fn ingest_batch(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let checkpoint = from_checkpoint(&batch.checkpoint);
+        let counters = self.event_counters(&batch.events);
+        self.ingest_lines(&batch.lines, &batch.offsets, Some(&checkpoint), &counters)
+    }
+
     /// Parses lines, stages the rows with `offset` in one transaction, and feeds the assembler.
     pub fn ingest(
         &mut self,
@@ -208,11 +277,25 @@ where
         offset: Option<&FileOffset>,
         extra_counters: &[(&'static str, i64)],
     ) -> Result<(), StoreError> {
+        self.ingest_lines(lines, &[], offset, extra_counters)
+    }
+
+    /// [`FileSource::ingest`], with the file offset of each line for the logs (`line_offsets`
+    /// may be empty when they are not known).
+    fn ingest_lines(
+        &mut self,
+        lines: &[Vec<u8>],
+        line_offsets: &[u64],
+        offset: Option<&FileOffset>,
+        extra_counters: &[(&'static str, i64)],
+    ) -> Result<(), StoreError> {
         let mut records = Vec::with_capacity(lines.len());
         let mut staged = Vec::with_capacity(lines.len());
         let mut errors = 0i64;
-        for line in lines {
-            match self.parser.parse(line) {
+        let mut unlogged: Option<(u64, Option<u64>, Option<u64>)> = None;
+        let now = Utc::now();
+        for (i, line) in lines.iter().enumerate() {
+            match self.parser.parse(line, now) {
                 Ok(Some(record)) => {
                     let json =
                         serde_json::to_string(&record).map_err(|source| StoreError::Json {
@@ -226,13 +309,34 @@ where
                 Ok(None) => {}
                 Err(e) => {
                     errors += 1;
-                    tracing::warn!(
-                        source = %self.name,
-                        line = %String::from_utf8_lossy(&line[..line.len().min(300)]),
-                        "corrupt CDR line skipped: {e}"
-                    );
+                    let at = line_offsets.get(i).copied();
+                    if errors as usize <= CORRUPT_LINES_LOGGED_PER_BATCH {
+                        tracing::warn!(
+                            source = %self.name,
+                            offset = at,
+                            bytes = line.len(),
+                            line = %excerpt(line, EXCERPT_BYTES),
+                            "corrupt CDR line skipped: {e}"
+                        );
+                    } else {
+                        let (n, first, last) = unlogged.get_or_insert((0, at, at));
+                        *n += 1;
+                        *last = at;
+                        if first.is_none() {
+                            *first = at;
+                        }
+                    }
                 }
             }
+        }
+        if let Some((n, first, last)) = unlogged {
+            tracing::warn!(
+                source = %self.name,
+                first_offset = first,
+                last_offset = last,
+                "{n} more corrupt CDR line(s) in the same read skipped (counted in {})",
+                counters::PARSE_ERRORS
+            );
         }
         let mut counters: Vec<(&str, i64)> = vec![
             (counters::PARSE_ERRORS, errors),
@@ -277,7 +381,7 @@ where
                         action: "serialise a call",
                         source,
                     })?;
-                    tracing::debug!(source = %self.name, call_id = %call.call_id, direction = ?call.direction, outcome = ?call.outcome, legs = call.legs, "call assembled");
+                    tracing::debug!(source = %self.name, call_id = %Escaped(&call.call_id), direction = ?call.direction, outcome = ?call.outcome, legs = call.legs, "call assembled");
                     rows.push(NewOutboxRow {
                         kind: KIND_CALL_LOG,
                         idempotency_key: format!("{KIND_CALL_LOG}:{}", call.call_id),
@@ -289,7 +393,7 @@ where
                 }
                 None => {
                     skipped += 1;
-                    tracing::debug!(source = %self.name, "call not posted: {}", assembled.skipped.unwrap_or_default());
+                    tracing::debug!(source = %self.name, "call not posted: {}", Escaped(&assembled.skipped.unwrap_or_default()));
                 }
             }
         }
@@ -307,22 +411,24 @@ where
         Ok(outcome.inserted)
     }
 
-    /// Feeds a whole file once (backfill), without touching the tailing offset.
+    /// Feeds a whole file once (backfill) from its first byte to its current end, without
+    /// touching the tailing offset. Read in bounded batches by the same tailer (so the same
+    /// rules: a regular file only, a symbolic link only with `follow_symlink`, never
+    /// blocking on a FIFO).
     pub fn import_file(&mut self, path: &Path) -> std::io::Result<Result<usize, StoreError>> {
-        let data = std::fs::read(path)?;
+        let mut tailer = FileTailer::new(path.to_owned(), None, self.tail_options)
+            .follow_symlinks(self.follow_symlink);
         let mut queued = 0;
-        for chunk in data
-            .split(|&b| b == b'\n')
-            .collect::<Vec<_>>()
-            .chunks(5_000)
-        {
-            let lines: Vec<Vec<u8>> = chunk
-                .iter()
-                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-                .filter(|l| !l.iter().all(|&b| b == 0 || b == b' '))
-                .map(|l| l.iter().copied().filter(|&b| b != 0).collect())
-                .collect();
-            if let Err(e) = self.ingest(&lines, None, &[]) {
+        while let Some(batch) = tailer.poll()? {
+            let counters = self.event_counters(&batch.events);
+            // Lines of blanks (a crash's filler) carry nothing.
+            let (lines, offsets): (Vec<Vec<u8>>, Vec<u64>) = batch
+                .lines
+                .into_iter()
+                .zip(batch.offsets)
+                .filter(|(line, _)| !line.iter().all(|&b| b == b' '))
+                .unzip();
+            if let Err(e) = self.ingest_lines(&lines, &offsets, None, &counters) {
                 return Ok(Err(e));
             }
             match self.flush_settled(i64::MIN) {
@@ -330,7 +436,85 @@ where
                 Err(e) => return Ok(Err(e)),
             }
         }
+        if tailer.checkpoint().is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{}: no such file", Escaped(&path.to_string_lossy())),
+            ));
+        }
         Ok(self.flush_all().map(|n| n + queued))
+    }
+
+    /// Counters for a batch's events; logs each event once.
+    fn event_counters(&self, events: &[TailEvent]) -> Vec<(&'static str, i64)> {
+        let source = self.name.as_str();
+        let mut out = Vec::new();
+        for event in events {
+            let counter = match event {
+                TailEvent::Rotated { .. } | TailEvent::ResumedRotated { .. } => {
+                    tracing::info!(source, "CDR file rotated: {event:?}");
+                    counters::ROTATIONS
+                }
+                TailEvent::Truncated { .. } | TailEvent::ChecksumMismatch { .. } => {
+                    tracing::warn!(
+                        source,
+                        "CDR file truncated or replaced, reading it again from the start (duplicates are absorbed): {event:?}"
+                    );
+                    counters::TRUNCATIONS
+                }
+                TailEvent::LineTooLong { .. } => {
+                    tracing::warn!(source, "CDR line too long, skipped: {event:?}");
+                    counters::OVERSIZED_LINES
+                }
+                TailEvent::NulBytesSkipped { bytes, .. } => {
+                    tracing::warn!(source, bytes, "NUL bytes in the CDR file skipped");
+                    out.push((counters::NUL_BYTES, *bytes as i64));
+                    continue;
+                }
+                TailEvent::SkippedExisting { bytes, lines, .. } => {
+                    let lines = lines.map_or_else(|| "uncounted".to_owned(), |n| n.to_string());
+                    tracing::warn!(
+                        source,
+                        bytes,
+                        lines = %lines,
+                        "first start: the CDR file already held {bytes} bytes ({lines} lines) of calls; they are history and are NOT posted (start_at = \"end\"; start_at = \"beginning\" reads a new file whole). To post them to the CRM, run: {}",
+                        self.import_command()
+                    );
+                    continue;
+                }
+                other => {
+                    tracing::info!(source, "CDR file: {other:?}");
+                    continue;
+                }
+            };
+            out.push((counter, 1));
+        }
+        out
+    }
+
+    /// The exact `pbxlink import` command that posts this file's calls.
+    fn import_command(&self) -> String {
+        let config = self.config_path.as_ref().map_or_else(
+            || "/etc/pbxlink/pbxlink.toml".to_owned(),
+            |p| shell_word(&p.to_string_lossy()),
+        );
+        let file = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
+        let command = format!(
+            "pbxlink import --config {config} {}",
+            shell_word(&file.to_string_lossy())
+        );
+        Escaped(&command).to_string()
+    }
+}
+
+/// `word` as one word for a POSIX shell: as it is when it holds only safe characters, else
+/// in single quotes.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -352,38 +536,4 @@ fn from_checkpoint(c: &Checkpoint) -> FileOffset {
         window_crc: c.window_crc,
         window_len: c.window_len,
     }
-}
-
-fn event_counters(source: &str, events: &[TailEvent]) -> Vec<(&'static str, i64)> {
-    let mut out = Vec::new();
-    for event in events {
-        let counter = match event {
-            TailEvent::Rotated { .. } | TailEvent::ResumedRotated { .. } => {
-                tracing::info!(source, "CDR file rotated: {event:?}");
-                counters::ROTATIONS
-            }
-            TailEvent::Truncated { .. } | TailEvent::ChecksumMismatch { .. } => {
-                tracing::warn!(
-                    source,
-                    "CDR file truncated or replaced, reading it again from the start (duplicates are absorbed): {event:?}"
-                );
-                counters::TRUNCATIONS
-            }
-            TailEvent::LineTooLong { .. } => {
-                tracing::warn!(source, "CDR line too long, skipped: {event:?}");
-                counters::OVERSIZED_LINES
-            }
-            TailEvent::NulBytesSkipped { bytes, .. } => {
-                tracing::warn!(source, bytes, "NUL bytes in the CDR file skipped");
-                out.push((counters::NUL_BYTES, *bytes as i64));
-                continue;
-            }
-            other => {
-                tracing::info!(source, "CDR file: {other:?}");
-                continue;
-            }
-        };
-        out.push((counter, 1));
-    }
-    out
 }

@@ -102,6 +102,11 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
                 n.cdr_time_zone.clone(),
             );
             check(
+                "asterisk.cdr_follow_symlink/start_at",
+                format!("{} {:?}", o.cdr_follow_symlink, o.start_at),
+                format!("{} {:?}", n.cdr_follow_symlink, n.start_at),
+            );
+            check(
                 "asterisk.settle_ms/max_call_secs/poll_interval_ms",
                 format!("{} {} {}", o.settle_ms, o.max_call_secs, o.poll_interval_ms),
                 format!("{} {} {}", n.settle_ms, n.max_call_secs, n.poll_interval_ms),

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::logtext::Escaped;
 use crate::outbox::store::StatusReport;
 
 /// `outbox: 3 pending, 120 delivered, 0 dead; last delivery 4 s ago`.
@@ -24,14 +25,15 @@ pub fn outbox_line(report: &StatusReport, now_ms: i64) -> String {
 }
 
 /// `CDR /var/log/asterisk/cdr-csv/Master.csv: readable` (or why not): the PBX side of a
-/// CDR source is the file it writes.
-pub fn cdr_line(path: &Path) -> String {
-    match std::fs::File::open(path) {
-        Ok(_) => format!("CDR {}: readable", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            format!("CDR {}: not there yet", path.display())
-        }
-        Err(e) => format!("CDR {}: {e}", path.display()),
+/// CDR source is the file it writes. Opened the way the reader opens it (never blocking, a
+/// regular file only, a symbolic link only with `follow_symlink`), so a FIFO or a refused
+/// link shows here instead of stalling the main loop.
+pub fn cdr_line(path: &Path, follow_symlink: bool) -> String {
+    let shown = Escaped(&path.to_string_lossy()).to_string();
+    match crate::tail::open_regular(path, follow_symlink) {
+        Ok(Some(_)) => format!("CDR {shown}: readable"),
+        Ok(None) => format!("CDR {shown}: not there yet"),
+        Err(e) => format!("CDR {shown}: {}", e.reason()),
     }
 }
 
@@ -61,5 +63,31 @@ mod tests {
             outbox_line(&report, 1_004_500),
             "outbox: 3 pending, 120 delivered, 0 dead; last delivery 4 s ago"
         );
+    }
+
+    #[test]
+    fn the_cdr_line_says_why_the_file_is_not_read_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("Master.csv");
+        assert!(cdr_line(&path, false).ends_with(": not there yet"));
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
+        assert!(fifo.success());
+        // Would block in open(2) without O_NONBLOCK: no writer ever comes.
+        let line = cdr_line(&path, false);
+        assert!(
+            line.ends_with(": is not a regular file (a FIFO (named pipe)), refused"),
+            "{line}"
+        );
+        std::fs::remove_file(&path).expect("rm");
+        let target = dir.path().join("pbxlink.toml");
+        std::fs::write(&target, "secret_key = \"x\"\n").expect("write");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let line = cdr_line(&path, false);
+        assert!(line.contains("is a symbolic link to"), "{line}");
+        assert!(line.contains("cdr_follow_symlink = true"), "{line}");
+        assert!(cdr_line(&path, true).ends_with(": readable"));
     }
 }

@@ -19,8 +19,14 @@ pub(super) struct Split {
 }
 
 /// Appends to `out` the complete lines of `data`, without "\n" / "\r\n", NUL bytes removed,
-/// dropping empty lines and lines longer than `max_line`.
-pub(super) fn split_lines(data: &[u8], max_line: usize, out: &mut Vec<Vec<u8>>) -> Split {
+/// dropping empty lines and lines longer than `max_line`; and to `starts` where each of them
+/// starts in `data`.
+pub(super) fn split_lines(
+    data: &[u8],
+    max_line: usize,
+    out: &mut Vec<Vec<u8>>,
+    starts: &mut Vec<u64>,
+) -> Split {
     let mut s = Split::default();
     let mut pos = 0;
     loop {
@@ -48,9 +54,11 @@ pub(super) fn split_lines(data: &[u8], max_line: usize, out: &mut Vec<Vec<u8>>) 
                 s.nul_lines += 1;
             } else {
                 out.push(kept);
+                starts.push(pos as u64);
             }
         } else if !line.is_empty() {
             out.push(line.to_vec());
+            starts.push(pos as u64);
         } else if nuls > 0 {
             s.nul_lines += 1;
         }
@@ -77,8 +85,15 @@ mod tests {
     use super::*;
 
     fn split(data: &[u8], max: usize) -> (Vec<Vec<u8>>, Split) {
-        let mut out = Vec::new();
-        let s = split_lines(data, max, &mut out);
+        let (mut out, mut starts) = (Vec::new(), Vec::new());
+        let s = split_lines(data, max, &mut out, &mut starts);
+        assert_eq!(out.len(), starts.len());
+        for (line, &at) in out.iter().zip(&starts) {
+            assert!(
+                data[at as usize..].starts_with(&line[..1]),
+                "a line starts where it says"
+            );
+        }
         (out, s)
     }
 

@@ -19,6 +19,15 @@
 //! (the saved file is looked up by inode in the same directory, e.g. `Master.csv.1`, and finished
 //! before the new file is started).
 //!
+//! Only a regular file is read: the path is opened with `O_NONBLOCK` (a FIFO cannot block the
+//! caller) and `O_NOFOLLOW` (a symbolic link is refused unless
+//! [`FileTailer::follow_symlinks`]), and the opened descriptor is checked with `fstat` before a
+//! byte is read ([`open_regular`]).
+//!
+//! With no saved checkpoint, [`FileTailer::start_at`] with [`StartAt::End`] starts a file that is
+//! at the path on the first poll after its last complete line ([`TailEvent::SkippedExisting`]);
+//! a file that appears later, and every file after a rotation, is read from offset 0.
+//!
 //! [`ChangeWaiter`] wakes the caller's poll loop when the file's directory changes; the poll loop
 //! stays the source of truth, so lost notifications cost latency, never data.
 //!
@@ -51,16 +60,31 @@
 //!   than one poll after the rename was seen) is not followed.
 
 mod lines;
+mod open;
 mod tailer;
 mod waiter;
 
+#[cfg(test)]
+mod open_tests;
 #[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
 
+pub use open::{OpenError, open_regular};
 pub use tailer::FileTailer;
 pub use waiter::ChangeWaiter;
+
+/// Where reading starts in a file that is already at the path, with content, when it is
+/// followed for the first time (no saved checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// After its last complete line: what it held is history, not new calls.
+    End,
+    /// At its first byte: the whole file is read.
+    Beginning,
+}
 
 /// Largest number of bytes before a checkpoint's offset covered by its checksum.
 pub const WINDOW_MAX: usize = 4096;
@@ -129,6 +153,8 @@ impl Default for TailOptions {
 pub struct Batch {
     /// Complete lines, without `"\n"` (nor a `"\r"` before it), NUL bytes removed, never empty.
     pub lines: Vec<Vec<u8>>,
+    /// The file offset of each line's first byte (`offsets[i]` is where `lines[i]` starts).
+    pub offsets: Vec<u64>,
     /// Position just after the last line (or skipped bytes) of this batch, in the file the lines
     /// were read from.
     pub checkpoint: Checkpoint,
@@ -190,6 +216,17 @@ pub enum TailEvent {
     RotatedFileNotFound {
         /// The checkpoint given to [`FileTailer::new`].
         saved: Checkpoint,
+    },
+    /// The first look at the path, with no saved checkpoint, found a file that already held
+    /// `bytes` bytes of complete lines, and [`StartAt::End`] was asked for: they were passed
+    /// over and reading starts after them.
+    SkippedExisting {
+        /// The file.
+        file: FileId,
+        /// Bytes passed over (the checkpoint's offset).
+        bytes: u64,
+        /// Lines passed over, when the file was small enough to count them.
+        lines: Option<u64>,
     },
     /// A line longer than [`TailOptions::max_line_bytes`] was skipped.
     LineTooLong {

@@ -6,7 +6,12 @@ use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::lines::{push_window, split_lines};
-use super::{Batch, Checkpoint, FileId, TailEvent, TailOptions, WINDOW_MAX};
+use super::open::{metadata_at, open_regular};
+use super::{Batch, Checkpoint, FileId, StartAt, TailEvent, TailOptions, WINDOW_MAX};
+
+/// Lines passed over at a first start are counted only up to this many bytes (reading more
+/// would delay the first start for a count nobody needs exactly).
+const COUNT_SKIPPED_LINES_MAX: u64 = 32 * 1024 * 1024;
 
 /// Adds the path (and what was being done) to an I/O error, keeping its kind.
 fn ctx(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -20,24 +25,51 @@ fn id_of(meta: &fs::Metadata) -> FileId {
     }
 }
 
-/// Opens `path` for reading; `Ok(None)` if it does not exist.
-fn open_existing(path: &Path) -> io::Result<Option<(File, FileId)>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ctx(path, "opening", e)),
-    };
-    let meta = file.metadata().map_err(|e| ctx(path, "stat of", e))?;
-    Ok(Some((file, id_of(&meta))))
+/// Opens `path` for reading without blocking; `Ok(None)` if it does not exist. Anything but
+/// a regular file is refused, and so is a symbolic link unless `follow_symlink`.
+fn open_existing(path: &Path, follow_symlink: bool) -> io::Result<Option<(File, FileId)>> {
+    Ok(open_regular(path, follow_symlink)?.map(|(file, meta)| (file, id_of(&meta))))
 }
 
-/// Identity of the file at `path` now; `Ok(None)` if there is none.
-fn identity_at(path: &Path) -> io::Result<Option<FileId>> {
-    match fs::metadata(path) {
-        Ok(m) => Ok(Some(id_of(&m))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ctx(path, "stat of", e)),
+/// Identity of what is at `path` now (the link itself unless `follow_symlink`); `Ok(None)`
+/// if there is nothing.
+fn identity_at(path: &Path, follow_symlink: bool) -> io::Result<Option<FileId>> {
+    metadata_at(path, follow_symlink)
+        .map(|m| m.as_ref().map(id_of))
+        .map_err(|e| ctx(path, "stat of", e))
+}
+
+/// Where reading starts in a file that already holds `size` bytes when it is first seen
+/// with no saved position: just after its last complete line. Returns the offset and the
+/// number of lines before it (when counting them is cheap).
+fn end_of_last_line(file: &File, size: u64, max_line: usize) -> io::Result<(u64, Option<u64>)> {
+    // The last "\n" is within the last line's length (plus its "\r\n") of the end, or the
+    // partial last line is too long to be read anyway.
+    let look = size.min(max_line as u64 + 2);
+    let mut tail = vec![0; look as usize];
+    let n = read_full_at(file, &mut tail, size - look)?;
+    let offset = match tail[..n].iter().rposition(|&b| b == b'\n') {
+        Some(i) => size - look + i as u64 + 1,
+        // Only one line, still being written: it is read once complete.
+        None if look == size => 0,
+        None => size,
+    };
+    if offset > COUNT_SKIPPED_LINES_MAX {
+        return Ok((offset, None));
     }
+    let mut lines = 0u64;
+    let mut buf = vec![0; 1024 * 1024];
+    let mut at = 0u64;
+    while at < offset {
+        let want = (offset - at).min(buf.len() as u64) as usize;
+        let n = read_full_at(file, &mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        at += n as u64;
+    }
+    Ok((offset, Some(lines)))
 }
 
 /// Reads from `at` until `buf` is full or the end of the file; returns the bytes read.
@@ -110,8 +142,9 @@ fn find_by_id(path: &Path, id: FileId) -> io::Result<Option<(PathBuf, File)>> {
             continue;
         }
         let candidate = entry.path();
-        // The entry may vanish or be unreadable; then it is not a file we can finish.
-        if let Ok(Some((file, found))) = open_existing(&candidate) {
+        // The entry may vanish or be unreadable; then it is not a file we can finish. The
+        // entry itself must be the file: a link has an inode of its own.
+        if let Ok(Some((file, found))) = open_existing(&candidate, false) {
             if found == id {
                 return Ok(Some((candidate, file)));
             }
@@ -179,6 +212,7 @@ impl Current {
         buf: &mut Vec<u8>,
         opts: &TailOptions,
         lines: &mut Vec<Vec<u8>>,
+        offsets: &mut Vec<u64>,
         events: &mut Vec<TailEvent>,
     ) -> io::Result<bool> {
         let data_cap = opts.max_batch_bytes.max(opts.max_line_bytes + 2);
@@ -272,7 +306,11 @@ impl Current {
                 continue;
             }
             let data = &buf[wl..n];
-            let split = split_lines(data, opts.max_line_bytes, lines);
+            let first = lines.len();
+            let split = split_lines(data, opts.max_line_bytes, lines, offsets);
+            for at in &mut offsets[first..] {
+                *at += self.offset;
+            }
             for &(at, len) in &split.too_long {
                 events.push(TailEvent::LineTooLong {
                     file: self.id,
@@ -316,12 +354,20 @@ pub struct FileTailer {
     pending: Vec<TailEvent>,
     /// Read buffer, allocated on first read and reused.
     buf: Vec<u8>,
+    /// Whether a symbolic link at the path is followed (else refused).
+    follow_symlink: bool,
+    /// Where a file found at the very first look, with no saved position, is started.
+    start_at: StartAt,
+    /// The path has not been looked at yet (a file there now "already existed").
+    first_look: bool,
 }
 
 impl FileTailer {
     /// Creates a tailer for `path`. `saved` is the last committed checkpoint (None = never
-    /// read: start at offset 0 of whatever file is at `path`). Nothing is opened until the first
-    /// [`poll`](Self::poll).
+    /// read: start at offset 0 of whatever file is at `path`, unless
+    /// [`start_at`](Self::start_at) says otherwise). Nothing is opened until the first
+    /// [`poll`](Self::poll). A symbolic link at the path is refused (see
+    /// [`follow_symlinks`](Self::follow_symlinks)), and so is anything but a regular file.
     pub fn new(path: PathBuf, saved: Option<Checkpoint>, opts: TailOptions) -> Self {
         FileTailer {
             path,
@@ -330,7 +376,26 @@ impl FileTailer {
             current: None,
             pending: Vec::new(),
             buf: Vec::new(),
+            follow_symlink: false,
+            start_at: StartAt::Beginning,
+            first_look: true,
         }
+    }
+
+    /// Follows a symbolic link at the path (the file it points to must still be a regular
+    /// file) instead of refusing it.
+    pub fn follow_symlinks(mut self, follow: bool) -> Self {
+        self.follow_symlink = follow;
+        self
+    }
+
+    /// With no saved checkpoint, where to start in a file that is at the path on the first
+    /// poll: [`StartAt::End`] passes over what it holds (reported with
+    /// [`TailEvent::SkippedExisting`]). A file that appears later, or after a rotation, is
+    /// always read from its first byte.
+    pub fn start_at(mut self, start_at: StartAt) -> Self {
+        self.start_at = start_at;
+        self
     }
 
     /// The path being followed.
@@ -384,6 +449,7 @@ impl FileTailer {
             return Ok(match lost {
                 Some(checkpoint) if !events.is_empty() => Some(Batch {
                     lines: Vec::new(),
+                    offsets: Vec::new(),
                     checkpoint,
                     events: std::mem::take(events),
                 }),
@@ -393,12 +459,21 @@ impl FileTailer {
 
         // Look at the path BEFORE reading, so that once a new file is seen there, everything
         // written to the old one up to that moment is read before moving on.
-        let at_path = identity_at(&self.path)?;
+        let at_path = identity_at(&self.path, self.follow_symlink)?;
         let mut lines = Vec::new();
-        let at_eof = cur.read(&self.path, &mut self.buf, &self.opts, &mut lines, events)?;
+        let mut offsets = Vec::new();
+        let at_eof = cur.read(
+            &self.path,
+            &mut self.buf,
+            &self.opts,
+            &mut lines,
+            &mut offsets,
+            events,
+        )?;
         if !lines.is_empty() || !at_eof {
             return Ok(Some(Batch {
                 lines,
+                offsets,
                 checkpoint: cur.checkpoint(),
                 events: std::mem::take(events),
             }));
@@ -419,6 +494,7 @@ impl FileTailer {
         }
         Ok((!events.is_empty()).then(|| Batch {
             lines: Vec::new(),
+            offsets: Vec::new(),
             checkpoint: cur.checkpoint(),
             events: std::mem::take(events),
         }))
@@ -427,7 +503,7 @@ impl FileTailer {
     /// Moves from the current (finished) file to the file at the path, at offset 0, and reads
     /// from it.
     fn switch(&mut self, events: &mut Vec<TailEvent>) -> io::Result<Option<Batch>> {
-        let Some((file, id)) = open_existing(&self.path)? else {
+        let Some((file, id)) = open_existing(&self.path, self.follow_symlink)? else {
             return Ok(None); // Gone again; look next time.
         };
         let Some(old) = self.current.take() else {
@@ -446,12 +522,21 @@ impl FileTailer {
         });
         let mut cur = Current::new(file, id, 0, Vec::new());
         let mut lines = Vec::new();
-        let read = cur.read(&self.path, &mut self.buf, &self.opts, &mut lines, events);
+        let mut offsets = Vec::new();
+        let read = cur.read(
+            &self.path,
+            &mut self.buf,
+            &self.opts,
+            &mut lines,
+            &mut offsets,
+            events,
+        );
         let checkpoint = cur.checkpoint();
         self.current = Some(cur);
         read?;
         Ok(Some(Batch {
             lines,
+            offsets,
             checkpoint,
             events: std::mem::take(events),
         }))
@@ -461,10 +546,16 @@ impl FileTailer {
     /// file at the path at offset 0. Leaves `current` empty if there is nothing to open yet,
     /// and then returns the saved checkpoint if it was just found to be lost.
     fn open_first(&mut self, events: &mut Vec<TailEvent>) -> io::Result<Option<Checkpoint>> {
-        let at_path = open_existing(&self.path)?;
+        let at_path = open_existing(&self.path, self.follow_symlink)?;
+        let first_look = std::mem::replace(&mut self.first_look, false);
         let Some(saved) = self.saved else {
             if let Some((file, id)) = at_path {
-                self.current = Some(Current::new(file, id, 0, Vec::new()));
+                let cur = if first_look && self.start_at == StartAt::End {
+                    self.skip_existing(file, id, events)?
+                } else {
+                    Current::new(file, id, 0, Vec::new())
+                };
+                self.current = Some(cur);
             }
             return Ok(None);
         };
@@ -511,6 +602,36 @@ impl FileTailer {
         events.push(TailEvent::RotatedFileNotFound { saved });
         self.saved = None;
         Ok(Some(saved))
+    }
+
+    /// Starts `file`, which was at the path before anything was read, after its last
+    /// complete line.
+    fn skip_existing(
+        &self,
+        file: File,
+        id: FileId,
+        events: &mut Vec<TailEvent>,
+    ) -> io::Result<Current> {
+        let rd = |e| ctx(&self.path, "reading", e);
+        let size = file
+            .metadata()
+            .map_err(|e| ctx(&self.path, "stat of", e))?
+            .len();
+        let (offset, lines) =
+            end_of_last_line(&file, size, self.opts.max_line_bytes).map_err(rd)?;
+        if offset == 0 {
+            return Ok(Current::new(file, id, 0, Vec::new()));
+        }
+        let len = offset.min(WINDOW_MAX as u64) as usize;
+        let window = read_window(&file, offset, len)
+            .map_err(rd)?
+            .ok_or_else(|| ctx(&self.path, "reading", io::ErrorKind::UnexpectedEof.into()))?;
+        events.push(TailEvent::SkippedExisting {
+            file: id,
+            bytes: offset,
+            lines,
+        });
+        Ok(Current::new(file, id, offset, window))
     }
 
     /// Looks for the saved file under another name and, if it still matches the checkpoint,

@@ -69,6 +69,8 @@ extension = "100"
 phone = "+919876500100"
 [asterisk]
 cdr_csv = {cdr:?}
+# Tests write the CDR file before starting the daemon and expect it read.
+start_at = "beginning"
 settle_ms = 300
 poll_interval_ms = 100
 "#,

@@ -4,12 +4,61 @@
 //! and `peeraccount, linkedid, sequence` (newcdrcolumns), so the layout is told by the column
 //! count. cdr_custom writes whatever its template says, so the layout is named in the config.
 //! Every line is parsed on its own: a corrupt line can never swallow its neighbours.
+//!
+//! A time outside [`TimeWindow`] (before 2000, or more than a day past the clock: a PBX
+//! with a broken clock, a line from another file) makes the line corrupt rather than a call.
+//! Error texts show at most [`EXCERPT_BYTES`] of any value, escaped.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+
+use crate::logtext::{EXCERPT_BYTES, excerpt};
+
+/// A value of a line as an error text shows it: bounded and escaped.
+fn shown(value: &str) -> String {
+    excerpt(value.as_bytes(), EXCERPT_BYTES)
+}
+
+/// The times a CDR may carry: from 2000-01-01 00:00 UTC to one day past the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+}
+
+impl TimeWindow {
+    /// How far past the clock a CDR time may be (clock skew between the PBX and this host).
+    pub const AHEAD: TimeDelta = TimeDelta::days(1);
+
+    /// The window for lines read at `now`.
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self {
+            earliest: DateTime::<Utc>::from_timestamp(946_684_800, 0)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            latest: now
+                .checked_add_signed(Self::AHEAD)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        }
+    }
+
+    /// The first time accepted (2000-01-01 00:00:00 UTC).
+    pub fn earliest(&self) -> DateTime<Utc> {
+        self.earliest
+    }
+
+    /// The last time accepted.
+    pub fn latest(&self) -> DateTime<Utc> {
+        self.latest
+    }
+
+    /// Whether `t` is inside the window.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.earliest <= t && t <= self.latest
+    }
+}
 
 /// A CDR field pbxlink understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -315,6 +364,16 @@ pub enum CdrError {
         /// What is wrong.
         message: String,
     },
+    /// A time is before 2000 or more than a day ahead of the clock.
+    #[error("column {column}: {time} is outside {} to {} (before 2000 or more than a day ahead of the clock)", .window.earliest().format("%Y-%m-%d"), .window.latest().format("%Y-%m-%d %H:%M:%S UTC"))]
+    TimeOutOfRange {
+        /// The column's name.
+        column: &'static str,
+        /// The time found, in UTC.
+        time: DateTime<Utc>,
+        /// The window it had to be in.
+        window: TimeWindow,
+    },
 }
 
 /// Parses CDR lines of one file. Holds one CSV reader, reused for every line.
@@ -379,8 +438,18 @@ impl CdrParser {
             .collect())
     }
 
-    /// Parses one line (without its newline). `Ok(None)` for a header line.
+    /// Parses one line (without its newline) read now. `Ok(None)` for a header line.
     pub fn parse(&self, line: &[u8]) -> Result<Option<CdrRow>, CdrError> {
+        self.parse_within(line, &TimeWindow::at(Utc::now()))
+    }
+
+    /// Parses one line whose times must fall in `window` (computed once per batch of
+    /// lines). `Ok(None)` for a header line.
+    pub fn parse_within(
+        &self,
+        line: &[u8],
+        window: &TimeWindow,
+    ) -> Result<Option<CdrRow>, CdrError> {
         // A quote left open swallows the rest of the line into one field; the CSV reader
         // accepts that silently, so look for it: a real CDR field never holds a newline or
         // ends the record inside quotes.
@@ -420,10 +489,15 @@ impl CdrParser {
                 )
             }
         };
-        self.build(&layout, fields).map(Some)
+        self.build(&layout, fields, window).map(Some)
     }
 
-    fn build(&self, layout: &ColumnLayout, fields: Vec<String>) -> Result<CdrRow, CdrError> {
+    fn build(
+        &self,
+        layout: &ColumnLayout,
+        fields: Vec<String>,
+        window: &TimeWindow,
+    ) -> Result<CdrRow, CdrError> {
         let mut row = RowBuilder::default();
         for ((name, field), value) in layout.columns.iter().zip(fields) {
             match field {
@@ -454,10 +528,23 @@ impl CdrParser {
         })?;
         let answer_text = take(&mut row, Field::Answer);
         let answer = self.time(&answer_text, "answer")?;
+        for (column, time) in [
+            ("start", Some(start)),
+            ("answer", answer),
+            ("end", Some(end)),
+        ] {
+            if let Some(time) = time.filter(|t| !window.contains(*t)) {
+                return Err(CdrError::TimeOutOfRange {
+                    column,
+                    time,
+                    window: *window,
+                });
+            }
+        }
         let disposition_text = take(&mut row, Field::Disposition);
         let disposition = Disposition::parse(&disposition_text).ok_or(CdrError::Field {
             column: "disposition",
-            message: format!("unknown disposition {disposition_text:?}"),
+            message: format!("unknown disposition \"{}\"", shown(&disposition_text)),
         })?;
         let duration = seconds(row.values.remove(&Field::Duration), "duration")?
             .unwrap_or_else(|| u64::try_from((end - start).num_seconds()).unwrap_or(0));
@@ -469,7 +556,11 @@ impl CdrParser {
         if end < start {
             return Err(CdrError::Field {
                 column: "end",
-                message: format!("{end_text:?} is before start {start_text:?}"),
+                message: format!(
+                    "\"{}\" is before start \"{}\"",
+                    shown(&end_text),
+                    shown(&start_text)
+                ),
             });
         }
         Ok(CdrRow {
@@ -506,7 +597,7 @@ impl CdrParser {
         let naive =
             NaiveDateTime::parse_from_str(text, TIME_FORMAT).map_err(|e| CdrError::Field {
                 column,
-                message: format!("{text:?} is not YYYY-MM-DD HH:MM:SS ({e})"),
+                message: format!("\"{}\" is not YYYY-MM-DD HH:MM:SS ({e})", shown(text)),
             })?;
         // In a DST fall-back hour a local time happens twice; Asterisk does not say which,
         // so the earlier one is taken. A time in the spring-forward gap cannot exist.
@@ -514,7 +605,7 @@ impl CdrParser {
             Some(t) => Ok(Some(t.with_timezone(&Utc))),
             None => Err(CdrError::Field {
                 column,
-                message: format!("{text:?} does not exist in {}", self.time_zone),
+                message: format!("\"{}\" does not exist in {}", shown(text), self.time_zone),
             }),
         }
     }
@@ -531,7 +622,7 @@ fn seconds(value: Option<String>, column: &'static str) -> Result<Option<u64>, C
         None | Some("") => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| CdrError::Field {
             column,
-            message: format!("{v:?} is not a whole number of seconds"),
+            message: format!("\"{}\" is not a whole number of seconds", shown(v)),
         }),
     }
 }
@@ -743,5 +834,249 @@ mod tests {
             ColumnLayout::from_names(&names).err(),
             Some(LayoutError::Missing("start"))
         );
+    }
+
+    fn window_now() -> TimeWindow {
+        TimeWindow::at(Utc::now())
+    }
+
+    #[test]
+    fn times_before_2000_or_more_than_a_day_ahead_make_the_line_corrupt() {
+        let p = utc_parser();
+        let w = window_now();
+        let tomorrow = (Utc::now() + TimeDelta::hours(20))
+            .format(TIME_FORMAT)
+            .to_string();
+        let too_late = (Utc::now() + TimeDelta::hours(30))
+            .format(TIME_FORMAT)
+            .to_string();
+        for (from, to, ok) in [
+            ("2022-06-17 04:15:03", "0000-01-01 00:00:00", false),
+            ("2022-06-17 04:15:03", "1999-12-31 23:59:59", false),
+            ("2022-06-17 04:15:28", "9999-12-31 23:59:59", false),
+            ("2022-06-17 04:15:28", too_late.as_str(), false),
+            ("2022-06-17 04:15:08", "1970-01-01 00:00:00", false), // the answer time too
+            ("2022-06-17 04:15:28", tomorrow.as_str(), true),
+        ] {
+            let line = ANSWERED_18.replace(from, to);
+            let got = p.parse_within(line.as_bytes(), &w);
+            if ok {
+                assert!(matches!(got, Ok(Some(_))), "{to}: {got:?}");
+            } else {
+                assert!(got.is_err(), "{to}: {got:?}");
+            }
+        }
+        // Every time in the line is checked: start 0000 with the rest plausible.
+        let line = ANSWERED_18.replace("2022-06-17 04:15:03", "0000-06-17 04:15:03");
+        let err = p.parse_within(line.as_bytes(), &w).expect_err("year 0000");
+        assert!(
+            matches!(
+                err,
+                CdrError::TimeOutOfRange {
+                    column: "start",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("before 2000"), "{err}");
+    }
+
+    #[test]
+    fn error_texts_show_values_bounded_and_escaped() {
+        let p = utc_parser();
+        let hostile = format!("\x1b[31m{}\r\nFAKE LOG LINE", "A".repeat(500));
+        let line = ANSWERED_18.replace("ANSWERED", &hostile);
+        let err = p
+            .parse(line.as_bytes())
+            .expect_err("unknown disposition")
+            .to_string();
+        assert!(
+            !err.contains('\x1b') && !err.contains('\r') && !err.contains('\n'),
+            "{err}"
+        );
+        assert!(err.contains("\\x1b[31m"), "{err}");
+        assert!(err.len() < 200, "{} bytes: {err}", err.len());
+        let line = ANSWERED_18.replace("2022-06-17 04:15:28", &hostile);
+        let err = p.parse(line.as_bytes()).expect_err("bad time").to_string();
+        assert!(!err.contains('\x1b') && err.len() < 300, "{err}");
+    }
+
+    /// The properties every parse must have: no panic (the caller runs it), and a row only
+    /// with times inside the window, in order.
+    fn check(parser: &CdrParser, line: &[u8], window: &TimeWindow) -> Result<(), String> {
+        match parser.parse_within(line, window) {
+            Ok(Some(row)) => {
+                for t in [Some(row.start), row.answer, Some(row.end)]
+                    .into_iter()
+                    .flatten()
+                {
+                    if !window.contains(t) {
+                        return Err(format!("a row with {t} outside the window: {row:?}"));
+                    }
+                }
+                if row.end < row.start {
+                    return Err(format!("end before start: {row:?}"));
+                }
+                Ok(())
+            }
+            Ok(None) | Err(_) => Ok(()),
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const CUSTOM_NAMES: [&str; 12] = [
+            "src",
+            "dst",
+            "channel",
+            "start",
+            "end",
+            "disposition",
+            "answer",
+            "billsec",
+            "duration",
+            "linkedid",
+            "sequence",
+            "campaign",
+        ];
+
+        /// A time with any year 0000 to 9999, sometimes mangled.
+        fn time_text() -> impl Strategy<Value = String> {
+            (
+                0u32..=9999,
+                0u32..=13,
+                0u32..=32,
+                0u32..=24,
+                0u32..=60,
+                0u32..=60,
+                0u8..8,
+            )
+                .prop_map(|(y, mo, d, h, mi, s, how)| match how {
+                    0 => String::new(),
+                    1 => format!("{y}-{mo}-{d}T{h}:{mi}:{s}"),
+                    2 => format!("{}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}", 1990 + y % 60),
+                    _ => format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"),
+                })
+        }
+
+        /// A field value: a time, a number, a disposition or arbitrary text.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => time_text(),
+                2 => any::<u64>().prop_map(|n| n.to_string()),
+                1 => (-5i64..100_000).prop_map(|n| n.to_string()),
+                2 => prop::sample::select(vec!["ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION", "answered", ""]).prop_map(str::to_owned),
+                1 => prop::sample::select(vec!["1706368044.7", "host-1706368044.0", "SIP/100-00000001", "accountcode", "\"\"", ","]).prop_map(str::to_owned),
+                2 => ".{0,24}",
+                1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ]
+        }
+
+        /// A CSV line of `fields`, each quoted or not (quotes doubled or, sometimes, not).
+        fn line_of(count: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec((value(), 0u8..6), count).prop_map(|fields| {
+                let parts: Vec<String> = fields
+                    .into_iter()
+                    .map(|(v, how)| match how {
+                        0 | 1 => v,
+                        2 => format!("\"{v}"),
+                        _ => format!("\"{}\"", v.replace('"', "\"\"")),
+                    })
+                    .collect();
+                parts.join(",").into_bytes()
+            })
+        }
+
+        /// A valid 18-column line with its three times replaced by arbitrary ones.
+        fn valid_with_times() -> impl Strategy<Value = Vec<u8>> {
+            (time_text(), time_text(), time_text()).prop_map(|(s, a, e)| {
+                ANSWERED_18
+                    .replace("2022-06-17 04:15:03", &s)
+                    .replace("2022-06-17 04:15:08", &a)
+                    .replace("2022-06-17 04:15:28", &e)
+                    .into_bytes()
+            })
+        }
+
+        fn custom_parser(extra: &[bool]) -> CdrParser {
+            let names: Vec<String> = CUSTOM_NAMES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i < 6 || extra.get(*i - 6).copied().unwrap_or(false))
+                .map(|(_, n)| (*n).to_owned())
+                .collect();
+            let layout = ColumnLayout::from_names(&names).expect("the required columns are in");
+            CdrParser::new(Some(layout), chrono_tz::Asia::Kolkata)
+        }
+
+        fn run_all(
+            bytes: &[u8],
+            line: &[u8],
+            timed: &[u8],
+            extra: &[bool],
+        ) -> Result<(), TestCaseError> {
+            let w = window_now();
+            let csv = utc_parser();
+            let custom = custom_parser(extra);
+            for (parser, input) in [
+                (&csv, bytes),
+                (&csv, line),
+                (&csv, timed),
+                (&custom, bytes),
+                (&custom, line),
+            ] {
+                check(parser, input, &w).map_err(TestCaseError::fail)?;
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn parser_never_panics_nor_accepts_a_time_outside_the_window(
+                bytes in prop::collection::vec(any::<u8>(), 0..400),
+                line in line_of(0..=24),
+                timed in valid_with_times(),
+                extra in prop::collection::vec(any::<bool>(), 6),
+            ) {
+                run_all(&bytes, &line, &timed, &extra)?;
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 100_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// `cargo test --release --lib pbx::asterisk::cdr -- --ignored`
+            #[test]
+            #[ignore = "100,000 cases: run by hand or in a long CI job"]
+            fn parser_never_panics_nor_accepts_a_time_outside_the_window_100k(
+                bytes in prop::collection::vec(any::<u8>(), 0..400),
+                line in line_of(0..=24),
+                timed in valid_with_times(),
+                extra in prop::collection::vec(any::<bool>(), 6),
+            ) {
+                run_all(&bytes, &line, &timed, &extra)?;
+            }
+        }
+
+        #[test]
+        fn a_year_outside_the_window_is_always_refused() {
+            let p = utc_parser();
+            let w = window_now();
+            let this_year: u32 = Utc::now().format("%Y").to_string().parse().expect("year");
+            for year in (0..2000)
+                .step_by(37)
+                .chain([1999])
+                .chain(this_year + 1..=9999)
+            {
+                let t = format!("{year:04}-06-17 04:15:03");
+                let line = ANSWERED_18.replace("2022-06-17 04:15:03", &t);
+                assert!(p.parse_within(line.as_bytes(), &w).is_err(), "{t}");
+            }
+        }
     }
 }

@@ -79,5 +79,6 @@ pub fn cdr_source(
         cdr_parser(ast)?,
         assembler,
         wake_delivery,
-    ))
+    )
+    .with_file_rules(ast.cdr_follow_symlink, ast.start_at))
 }
