@@ -1,0 +1,1 @@
+//! Framer tests (filled in the next commit).
