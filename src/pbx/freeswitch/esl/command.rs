@@ -393,10 +393,7 @@ fn unsafe_char(parameter: &str, found: char) -> CommandError {
 
 /// Refuses control characters (CR and LF above all) and `extra`.
 fn refuse(value: &str, parameter: &str, extra: &[char]) -> Result<(), CommandError> {
-    match value
-        .chars()
-        .find(|c| c.is_control() || extra.contains(c))
-    {
+    match value.chars().find(|c| c.is_control() || extra.contains(c)) {
         Some(bad) => Err(unsafe_char(parameter, bad)),
         None => Ok(()),
     }
@@ -436,7 +433,10 @@ fn api_command(command: &str, parameter: &str) -> Result<(), CommandError> {
     if command.trim().is_empty() {
         return Err(empty(parameter));
     }
-    match command.chars().find(|c| *c == '\r' || *c == '\n' || *c == '\0') {
+    match command
+        .chars()
+        .find(|c| *c == '\r' || *c == '\n' || *c == '\0')
+    {
         Some(bad) => Err(unsafe_char(parameter, bad)),
         None => Ok(()),
     }
@@ -455,7 +455,10 @@ mod tests {
 
     #[test]
     fn plain_commands_on_the_wire() {
-        assert_eq!(Command::auth("ClueCon").unwrap().to_wire(), b"auth ClueCon\n\n");
+        assert_eq!(
+            Command::auth("ClueCon").unwrap().to_wire(),
+            b"auth ClueCon\n\n"
+        );
         assert_eq!(
             Command::event_plain(&["CHANNEL_ANSWER", "CUSTOM", "callcenter::info"])
                 .unwrap()
@@ -512,7 +515,9 @@ mod tests {
         for c in ['=', ' ', ',', '{', '}', '\'', '^', ':'] {
             is_unsafe(o.clone().variable(&format!("v{c}w"), "1"), c);
         }
-        for c in [' ', '\'', '"', '\\', '$', ',', '|', '{', '}', '[', ']', '<', '>', '^'] {
+        for c in [
+            ' ', '\'', '"', '\\', '$', ',', '|', '{', '}', '[', ']', '<', '>', '^',
+        ] {
             is_unsafe(Originate::new(&format!("user/1{c}2"), "100"), c);
         }
         for c in [' ', '\'', '"', '\\', '$'] {
@@ -531,7 +536,10 @@ mod tests {
                 c,
             );
         }
-        is_unsafe(CallcenterAgentCommand::set_status("1000", " Available"), ' ');
+        is_unsafe(
+            CallcenterAgentCommand::set_status("1000", " Available"),
+            ' ',
+        );
         is_unsafe(Command::bgapi("status", Some("a b")), ' ');
         is_unsafe(Command::bgapi("status", Some("a:b")), ':');
     }

@@ -274,8 +274,7 @@ impl Reply {
     /// The text after `-ERR ` when the reply is an error.
     pub fn error(&self) -> Option<String> {
         let text = self.text();
-        text.strip_prefix("-ERR")
-            .map(|rest| rest.trim().to_owned())
+        text.strip_prefix("-ERR").map(|rest| rest.trim().to_owned())
     }
 
     /// The `Job-UUID` of a `bgapi` reply (mod_event_socket: `"~Reply-Text: +OK Job-UUID:
@@ -555,7 +554,10 @@ fn content_length(block: &[u8], max: usize) -> Result<usize, FrameError> {
     }
     let len = found.unwrap_or(0);
     if len > max {
-        return Err(FrameError::BodyTooLarge { length: len, limit: max });
+        return Err(FrameError::BodyTooLarge {
+            length: len,
+            limit: max,
+        });
     }
     Ok(len)
 }
