@@ -191,7 +191,7 @@ impl Command {
         out.push_str(&self.line);
         out.push('\n');
         for (k, v) in &self.headers {
-            let _ = write!(out, "{k}: {v}\n");
+            let _ = writeln!(out, "{k}: {v}");
         }
         out.push('\n');
         out.into_bytes()
