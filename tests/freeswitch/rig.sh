@@ -223,11 +223,127 @@ cmd_install() {
     log "installed $(fs_version "$root" | head -n1) in ${root} in $(($(date +%s) - t0))s"
 }
 
+fs_pid() {
+    local root="$1" pid
+    [ -r "${root}${FS_PREFIX}/run/freeswitch.pid" ] || return 1
+    pid="$(tr -dc '0-9' <"${root}${FS_PREFIX}/run/freeswitch.pid")"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+        && [ "$(readlink "/proc/${pid}/root" 2>/dev/null || true)" = "$(readlink -f "$root")" ] \
+        && echo "$pid"
+}
+
+fs_cli() {
+    local root="$1"; shift
+    chroot "$root" "${FS_PREFIX}/bin/fs_cli" -H "$ESL_HOST" -P "$ESL_PORT" -p "$ESL_PASSWORD" -T 5000 -t 10000 -x "$*"
+}
+
+is_running() {
+    local root="$1"
+    fs_pid "$root" >/dev/null || return 1
+    fs_cli "$root" "status" 2>/dev/null | grep -q "UP"
+}
+
+cmd_stop() {
+    need_root
+    local root="${1:-$DEFAULT_ROOT}" pid i
+    [ -d "$root" ] || { log "no rig at ${root}; nothing to stop"; return 0; }
+    if pid="$(fs_pid "$root")"; then
+        log "stopping freeswitch (pid ${pid})"
+        fs_cli "$root" "fsctl shutdown" >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "freeswitch did not exit within ${STOP_TIMEOUT}s; SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.5
+        fi
+        log "freeswitch stopped"
+    else
+        log "freeswitch is not running"
+    fi
+    rm -f "${root}${FS_PREFIX}/run/freeswitch.pid"
+    umount_proc "$root"
+}
+
+# start [DIR] [keep]: with "keep" the CDR files and logs stay (a restart mid-test).
+cmd_start() {
+    need_root
+    local root="${1:-$DEFAULT_ROOT}" keep="${2:-}" t0 i pid
+    t0=$(date +%s)
+    [ -x "${root}${FS_PREFIX}/bin/freeswitch" ] || die "no freeswitch in ${root}; run: $0 install ${root}"
+    [ -f "${CONF_SRC}/freeswitch.xml" ] || die "no ${CONF_SRC}/freeswitch.xml"
+    if fs_pid "$root" >/dev/null; then
+        log "freeswitch already running in ${root}; restarting it"
+        cmd_stop "$root"
+    fi
+    mount_proc "$root"
+    local conf="${root}${FS_PREFIX}/conf" logd="${root}${FS_PREFIX}/log"
+    log "writing the rig's config into ${conf}"
+    rm -rf "$conf"
+    mkdir -p "$conf" "${root}${FS_PREFIX}/run" "${root}${FS_PREFIX}/db" "$logd/json_cdr" "$logd/cdr-csv"
+    sed -e "s|@ESL_PORT@|${ESL_PORT}|g" -e "s|@ESL_PASSWORD@|${ESL_PASSWORD//&/\\&}|g" \
+        "${CONF_SRC}/freeswitch.xml" >"${conf}/freeswitch.xml"
+    if [ "$keep" != "keep" ]; then
+        log "clearing old CDR files, logs and databases"
+        find "$logd" -mindepth 1 -delete
+        mkdir -p "$logd/json_cdr" "$logd/cdr-csv"
+        rm -f "${root}${FS_PREFIX}"/db/*.db
+    fi
+    rm -f "${root}/dev/shm/pbxlink-fs-core.db"
+    log "starting freeswitch (console log: ${logd}/rig-console.log)"
+    setsid chroot "$root" "${FS_PREFIX}/bin/freeswitch" -nc -nonat -nosql </dev/null >>"${logd}/rig-console.log" 2>&1 || true
+    for ((i = 0; i < BOOT_TIMEOUT * 10; i++)); do
+        if is_running "$root"; then break; fi
+        sleep 0.1
+    done
+    is_running "$root" || { tail -n 40 "${logd}/freeswitch.log" >&2 2>/dev/null || true; die "freeswitch did not come up within ${BOOT_TIMEOUT}s"; }
+    # both SIP profiles must be up
+    for ((i = 0; i < 100; i++)); do
+        [ "$(fs_cli "$root" "sofia status" | grep -cE '(internal|carrier) .*RUNNING')" -ge 2 ] && break
+        sleep 0.1
+    done
+    log "$(fs_cli "$root" version | head -n1) up in $(($(date +%s) - t0))s; ESL on ${ESL_HOST}:${ESL_PORT}; SIP internal 127.0.0.1:25060, carrier 127.0.0.1:25080"
+}
+
+cmd_paths() {
+    local root="${1:-$DEFAULT_ROOT}"
+    echo "ROOT=${root}"
+    echo "JSON_CDR_DIR=${root}${FS_PREFIX}/log/json_cdr"
+    echo "CDR_CSV=${root}${FS_PREFIX}/log/cdr-csv/Master.csv"
+    echo "FREESWITCH_LOG=${root}${FS_PREFIX}/log/freeswitch.log"
+    echo "BUILD_LOG=${root}/var/tmp/pbxlink-fs-build.log"
+    echo "ESL=${ESL_HOST}:${ESL_PORT}"
+}
+
 main() {
     local cmd="${1:-help}"
     [ $# -gt 0 ] && shift
     case "$cmd" in
         install) cmd_install "$@" ;;
+        start) cmd_start "${1:-$DEFAULT_ROOT}" ;;
+        stop) cmd_stop "$@" ;;
+        restart) cmd_stop "${1:-$DEFAULT_ROOT}"; cmd_start "${1:-$DEFAULT_ROOT}" keep ;;
+        status)
+            local root="${1:-$DEFAULT_ROOT}"
+            if is_running "$root"; then log "freeswitch is running"; else log "freeswitch is not running"; exit 1; fi
+            ;;
+        cli)
+            need_root
+            local root="$DEFAULT_ROOT"
+            if [ $# -ge 2 ]; then root="$1"; shift; fi
+            [ $# -eq 1 ] || die "usage: $0 cli [DIR] \"command\""
+            fs_cli "$root" "$1"
+            ;;
+        cdr)
+            local root="${1:-$DEFAULT_ROOT}"
+            echo "== ${root}${FS_PREFIX}/log/cdr-csv/Master.csv"
+            cat "${root}${FS_PREFIX}/log/cdr-csv/Master.csv" 2>/dev/null || true
+            echo "== ${root}${FS_PREFIX}/log/json_cdr"
+            ls -l "${root}${FS_PREFIX}/log/json_cdr" 2>/dev/null || true
+            ;;
+        paths) cmd_paths "$@" ;;
         help | -h | --help) usage ;;
         *) usage >&2; die "unknown command: ${cmd}" ;;
     esac
