@@ -8,14 +8,13 @@
 
 mod fsrig;
 
-use fsrig::{EslMessage, Esl, RigGuard, RigLock};
+use fsrig::{Esl, EslMessage, RigGuard, RigLock};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Every word after `CUSTOM` is taken as a subclass: BACKGROUND_JOB must come before it.
-const SUBSCRIBE: &str =
-    "event plain BACKGROUND_JOB CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE CUSTOM callcenter::info";
+const SUBSCRIBE: &str = "event plain BACKGROUND_JOB CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_HANGUP_COMPLETE CUSTOM callcenter::info";
 
 /// What one scenario left behind.
 struct Capture {
@@ -125,8 +124,24 @@ fn carrier_call(did: &str, hold_ms: u32, port: &str) -> (bool, String) {
     let hold = hold_ms.to_string();
     fsrig::sipp(
         &[
-            "-sn", "uac", "-s", did, "127.0.0.1:25080", "-i", "127.0.0.1", "-p", port, "-m", "1",
-            "-l", "1", "-d", &hold, "-timeout", "40s", "-nostdin",
+            "-sn",
+            "uac",
+            "-s",
+            did,
+            "127.0.0.1:25080",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-d",
+            &hold,
+            "-timeout",
+            "40s",
+            "-nostdin",
         ],
         45,
     )
@@ -161,7 +176,10 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     let reply = esl.wait_for(mark, Duration::from_secs(5), |m| {
         m.header("Content-Type") == Some("command/reply")
     });
-    assert_eq!(reply.header("Reply-Text"), Some("+OK event listener enabled plain"));
+    assert_eq!(
+        reply.header("Reply-Text"),
+        Some("+OK event listener enabled plain")
+    );
 
     // 1. carrier -> DID 4930100 -> agent 100 answers; the lead hangs up after 3 s.
     let c = scenario(&esl, "answered_inbound", || {
@@ -170,8 +188,16 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     });
     assert!(c.json_files.len() >= 2, "json_cdr: one file per leg");
     assert!(c.csv_rows.len() >= 2, "Master.csv rows for both legs");
-    assert!(c.csv_rows.iter().any(|r| r.contains("\"4930100\"") && r.contains("NORMAL_CLEARING")));
-    assert!(c.events.iter().any(|m| event_name(m).as_deref() == Some("CHANNEL_ANSWER")));
+    assert!(
+        c.csv_rows
+            .iter()
+            .any(|r| r.contains("\"4930100\"") && r.contains("NORMAL_CLEARING"))
+    );
+    assert!(
+        c.events
+            .iter()
+            .any(|m| event_name(m).as_deref() == Some("CHANNEL_ANSWER"))
+    );
     let legs = json_of(&c);
     assert!(legs.iter().any(|j| j["variables"]["uuid"].is_string()));
 
@@ -185,8 +211,12 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
         "missed: {:#?}",
         c.csv_rows
     );
-    assert!(!c.events.iter().any(|m| event_name(m).as_deref() == Some("CHANNEL_ANSWER")
-        && m.event_header("Caller-Destination-Number").as_deref() == Some("4930103")));
+    assert!(
+        !c.events
+            .iter()
+            .any(|m| event_name(m).as_deref() == Some("CHANNEL_ANSWER")
+                && m.event_header("Caller-Destination-Number").as_deref() == Some("4930103"))
+    );
 
     // 3. carrier -> DID 4930102 -> agent 102's phone answers 486 Busy Here.
     let c = scenario(&esl, "busy_agent", || {
@@ -209,11 +239,25 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
         2,
         "both agents offered: {actions:?}"
     );
-    assert!(actions.iter().any(|a| a == "bridge-agent-start"), "{actions:?}");
-    assert!(actions.iter().any(|a| a == "member-queue-end"), "{actions:?}");
-    assert!(c.csv_rows.iter().any(|r| r.contains("LOSE_RACE")), "{:#?}", c.csv_rows);
     assert!(
-        c.csv_rows.iter().filter(|r| r.contains("\"sales@default\"")).count() >= 2,
+        actions.iter().any(|a| a == "bridge-agent-start"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| a == "member-queue-end"),
+        "{actions:?}"
+    );
+    assert!(
+        c.csv_rows.iter().any(|r| r.contains("LOSE_RACE")),
+        "{:#?}",
+        c.csv_rows
+    );
+    assert!(
+        c.csv_rows
+            .iter()
+            .filter(|r| r.contains("\"sales@default\""))
+            .count()
+            >= 2,
         "cc_queue on the agents' legs: {:#?}",
         c.csv_rows
     );
@@ -221,7 +265,19 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     // 5. agent dials out: a phone on the internal profile calls 4930123457 -> carrier UAS (sipp).
     let uas = std::thread::spawn(|| {
         fsrig::sipp(
-            &["-sn", "uas", "-i", "127.0.0.1", "-p", "25099", "-m", "2", "-timeout", "120s", "-nostdin"],
+            &[
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                "25099",
+                "-m",
+                "2",
+                "-timeout",
+                "120s",
+                "-nostdin",
+            ],
             125,
         )
     });
@@ -229,14 +285,34 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     let c = scenario(&esl, "agent_outbound", || {
         let (ok, out) = fsrig::sipp(
             &[
-                "-sn", "uac", "-s", "4930123457", "127.0.0.1:25060", "-i", "127.0.0.1", "-p",
-                "25105", "-m", "1", "-l", "1", "-d", "3000", "-timeout", "40s", "-nostdin",
+                "-sn",
+                "uac",
+                "-s",
+                "4930123457",
+                "127.0.0.1:25060",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                "25105",
+                "-m",
+                "1",
+                "-l",
+                "1",
+                "-d",
+                "3000",
+                "-timeout",
+                "40s",
+                "-nostdin",
             ],
             45,
         );
         assert!(ok, "sipp outbound call failed:\n{out}");
     });
-    assert!(c.csv_rows.iter().any(|r| r.contains("\"default\"") && r.contains("\"4930123457\"")));
+    assert!(
+        c.csv_rows
+            .iter()
+            .any(|r| r.contains("\"default\"") && r.contains("\"4930123457\""))
+    );
     assert!(c.json_files.len() >= 2);
 
     // 6. click to call: bgapi originate rings agent 101, then dials the lead in `default`.
@@ -253,14 +329,28 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
             event_name(m).as_deref() == Some("BACKGROUND_JOB")
                 && m.event_header("Job-UUID").as_deref() == Some(job_uuid.as_str())
         });
-        let result = done.body.split("\n\n").nth(1).unwrap_or("").trim().to_string();
+        let result = done
+            .body
+            .split("\n\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string();
         assert!(result.starts_with("+OK "), "originate: {result}");
         let agent_leg = result.trim_start_matches("+OK ").trim().to_string();
         std::thread::sleep(Duration::from_secs(4));
         esl.send(&format!("bgapi uuid_kill {agent_leg}"));
     });
-    assert!(c.events.iter().any(|m| event_name(m).as_deref() == Some("BACKGROUND_JOB")));
-    assert!(c.csv_rows.iter().any(|r| r.contains("\"lead-42\"")), "{:#?}", c.csv_rows);
+    assert!(
+        c.events
+            .iter()
+            .any(|m| event_name(m).as_deref() == Some("BACKGROUND_JOB"))
+    );
+    assert!(
+        c.csv_rows.iter().any(|r| r.contains("\"lead-42\"")),
+        "{:#?}",
+        c.csv_rows
+    );
     let (uas_ok, uas_out) = uas.join().expect("sipp uas thread");
     assert!(uas_ok, "carrier UAS did not see 2 calls:\n{uas_out}");
 }

@@ -22,6 +22,9 @@ DEFAULT_ROOT="${PBXLINK_FREESWITCH_ROOT:-/var/tmp/pbxlink-freeswitch-root}"
 SOURCES="${PBXLINK_FREESWITCH_SOURCES:-${REPO_ROOT}/../shared/freeswitch}"
 CONF_SRC="${SCRIPT_DIR}/conf"
 FS_VERSION="1.10.12"
+# Bump whenever the build recipe below changes (deps, configure flags, modules, steps): the stamp
+# then no longer matches and `install` rebuilds.
+RECIPE_VERSION="2"
 FS_PREFIX="/usr/local/freeswitch"
 ESL_HOST="${PBXLINK_ESL_HOST:-127.0.0.1}"
 ESL_PORT="${PBXLINK_ESL_PORT:-8021}"
@@ -95,9 +98,11 @@ umount_devpts() {
     if mountpoint -q "${root}/dev/pts"; then umount "${root}/dev/pts" || umount -l "${root}/dev/pts"; fi
 }
 
-# The stamp of a complete install: FreeSWITCH's version and the sha256 of each tarball.
+# The stamp of a complete install: FreeSWITCH's version, the recipe version and the sha256 of
+# each tarball.
 wanted_stamp() {
     echo "freeswitch ${FS_VERSION}"
+    echo "recipe ${RECIPE_VERSION}"
     local t
     for t in "${TARBALLS[@]}"; do
         printf '%s  %s\n' "$(sha256sum "${SOURCES}/${t}" | cut -d' ' -f1)" "$t"
@@ -221,6 +226,7 @@ cmd_install() {
     rm -rf "$src"
     echo "$want" >"$stamp"
     log "installed $(fs_version "$root" | head -n1) in ${root} in $(($(date +%s) - t0))s"
+    echo "=== [fsrig] install complete in $(($(date +%s) - t0))s" >>"$buildlog"
 }
 
 fs_pid() {

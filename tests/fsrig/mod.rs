@@ -26,17 +26,50 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// True as root. Otherwise prints a loud SKIPPED banner and returns false: the caller returns.
+/// True when `PBXLINK_REQUIRE_RIG=1`: a missing rig or a non-root run is then a failure, not a skip.
+pub fn rig_required() -> bool {
+    std::env::var("PBXLINK_REQUIRE_RIG").as_deref() == Ok("1")
+}
+
+/// Where rig.sh looks for the three source tarballs (`PBXLINK_FREESWITCH_SOURCES`).
+pub fn sources_dir() -> PathBuf {
+    std::env::var_os("PBXLINK_FREESWITCH_SOURCES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/freeswitch"))
+}
+
+/// True when the rig can run here: root, and either FreeSWITCH is installed in the chroot or the
+/// source tarballs are there to build it. Otherwise prints a loud SKIPPED banner and returns false
+/// (the caller returns), or panics when [`rig_required`].
 pub fn root_or_skip(test_file: &str, untested: &str) -> bool {
-    if is_root() {
+    let why = if !is_root() {
+        Some("not root (the FreeSWITCH rig is a chroot)".to_string())
+    } else if !rig_root()
+        .join("usr/local/freeswitch/bin/freeswitch")
+        .exists()
+        && !sources_dir().join("freeswitch-1.10.12.tar.xz").exists()
+    {
+        Some(format!(
+            "no FreeSWITCH in {} and no sources in {} (tests/freeswitch/README.md)",
+            rig_root().display(),
+            sources_dir().display()
+        ))
+    } else {
+        None
+    };
+    let Some(why) = why else {
         return true;
+    };
+    if rig_required() {
+        panic!("PBXLINK_REQUIRE_RIG=1 but {test_file} cannot use the FreeSWITCH rig: {why}");
     }
     let bar = "*".repeat(72);
     eprintln!(
         "\n{bar}\n\
-         *** SKIPPED {test_file}: not root (the FreeSWITCH rig is a chroot).\n\
+         *** SKIPPED {test_file}: {why}.\n\
          *** {untested} NOT tested against a real FreeSWITCH.\n\
          *** Run as root: sudo .ci/run, or cargo test --test freeswitch_rig -- --nocapture\n\
+         *** (PBXLINK_REQUIRE_RIG=1 turns this skip into a failure.)\n\
          {bar}\n"
     );
     false
