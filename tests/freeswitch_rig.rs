@@ -22,6 +22,8 @@ struct Capture {
     events: Vec<EslMessage>,
     json_files: Vec<PathBuf>,
     csv_rows: Vec<String>,
+    /// cdr-csv/example.csv: the stock "example" template, for legs with accountcode=example.
+    example_rows: Vec<String>,
 }
 
 fn json_files() -> BTreeSet<PathBuf> {
@@ -31,7 +33,15 @@ fn json_files() -> BTreeSet<PathBuf> {
 }
 
 fn csv_lines() -> Vec<String> {
-    std::fs::read_to_string(fsrig::cdr_csv())
+    lines_of(&fsrig::cdr_csv())
+}
+
+fn example_lines() -> Vec<String> {
+    lines_of(&fsrig::cdr_csv().with_file_name("example.csv"))
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map(str::to_string)
@@ -55,6 +65,7 @@ fn scenario(esl: &Esl, name: &str, place: impl FnOnce()) -> Capture {
     let mark = esl.len();
     let files_before = json_files();
     let rows_before = csv_lines().len();
+    let example_before = example_lines().len();
     eprintln!("[freeswitch_rig] scenario {name}");
     place();
     let start = Instant::now();
@@ -82,6 +93,7 @@ fn scenario(esl: &Esl, name: &str, place: impl FnOnce()) -> Capture {
         esl: esl_bytes,
         json_files: json_files().difference(&files_before).cloned().collect(),
         csv_rows: csv_lines()[rows_before..].to_vec(),
+        example_rows: example_lines()[example_before..].to_vec(),
     };
     eprintln!(
         "[freeswitch_rig] {name}: {} ESL messages, {} hangups, {} json_cdr files, {} Master.csv rows",
@@ -96,6 +108,18 @@ fn scenario(esl: &Esl, name: &str, place: impl FnOnce()) -> Capture {
     capture
 }
 
+/// Saves raw ESL bytes (no CDRs) as `tests/fixtures/freeswitch/<name>/esl.txt`.
+fn save_raw(name: &str, esl: &[u8]) {
+    if std::env::var_os("PBXLINK_FS_WRITE_FIXTURES").is_none() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/freeswitch")
+        .join(name);
+    std::fs::create_dir_all(&dir).expect("create fixture dir");
+    std::fs::write(dir.join("esl.txt"), esl).expect("write esl fixture");
+}
+
 fn save_fixture(name: &str, c: &Capture) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/freeswitch")
@@ -106,6 +130,9 @@ fn save_fixture(name: &str, c: &Capture) {
     let mut rows = c.csv_rows.join("\n");
     rows.push('\n');
     std::fs::write(dir.join("Master.csv"), rows).expect("write csv fixture");
+    let mut rows = c.example_rows.join("\n");
+    rows.push('\n');
+    std::fs::write(dir.join("example.csv"), rows).expect("write example.csv fixture");
     for f in &c.json_files {
         let to = dir.join("json_cdr").join(f.file_name().expect("file name"));
         std::fs::copy(f, to).expect("copy json_cdr fixture");
@@ -180,6 +207,14 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
         reply.header("Reply-Text"),
         Some("+OK event listener enabled plain")
     );
+    // an api command: an api/response with a body
+    let mark = esl.len();
+    esl.send("api status");
+    let status = esl.wait_for(mark, Duration::from_secs(5), |m| {
+        m.header("Content-Type") == Some("api/response")
+    });
+    assert!(status.body.contains("UP "), "api status: {:?}", status.body);
+    save_raw("session_start", &esl.bytes_since(0));
 
     // 1. carrier -> DID 4930100 -> agent 100 answers; the lead hangs up after 3 s.
     let c = scenario(&esl, "answered_inbound", || {
@@ -200,6 +235,29 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     );
     let legs = json_of(&c);
     assert!(legs.iter().any(|j| j["variables"]["uuid"].is_string()));
+    assert!(
+        c.events
+            .iter()
+            .any(|m| event_name(m).as_deref() == Some("CHANNEL_BRIDGE")),
+        "no CHANNEL_BRIDGE for the answered call"
+    );
+    assert!(
+        c.example_rows.len() >= 2,
+        "example.csv (stock template) rows: {:#?}",
+        c.example_rows
+    );
+    // the recording: its path is in the CDRs and the file exists in the chroot
+    let recording = c
+        .csv_rows
+        .iter()
+        .find_map(|r| {
+            r.split("\",\"")
+                .find(|f| f.ends_with(".wav"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no record_path in Master.csv: {:#?}", c.csv_rows));
+    let on_host = fsrig::rig_root().join(recording.trim_start_matches('/'));
+    assert!(on_host.exists(), "recording {} missing", on_host.display());
 
     // 2. carrier -> DID 4930103 -> agent 103 rings and never answers (call_timeout 6 s).
     let c = scenario(&esl, "missed_inbound", || {
@@ -319,7 +377,7 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     let c = scenario(&esl, "click_to_call", || {
         let mark = esl.len();
         esl.send(
-            "bgapi originate {origination_caller_id_number=4930100,origination_caller_id_name='Lead 42',pbxlink_lead_id=lead-42}user/101 4930123457 XML default",
+            "bgapi originate {origination_caller_id_number=4930100,origination_caller_id_name='Lead 42',pbxlink_lead_id=lead-42,accountcode=example}user/101 4930123457 XML default",
         );
         let job = esl.wait_for(mark, Duration::from_secs(5), |m| {
             m.header("Content-Type") == Some("command/reply") && m.header("Job-UUID").is_some()
@@ -353,4 +411,12 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     );
     let (uas_ok, uas_out) = uas.join().expect("sipp uas thread");
     assert!(uas_ok, "carrier UAS did not see 2 calls:\n{uas_out}");
+
+    // FreeSWITCH shutting down: the event socket says goodbye with a disconnect notice
+    let mark = esl.len();
+    fsrig::rig_ok(&["stop"]);
+    esl.wait_for(mark, Duration::from_secs(20), |m| {
+        m.header("Content-Type") == Some("text/disconnect-notice")
+    });
+    save_raw("shutdown", &esl.bytes_since(mark));
 }
