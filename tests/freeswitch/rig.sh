@@ -59,7 +59,7 @@ Usage: $(basename "$0") <command> [args]
                          \$PBXLINK_FREESWITCH_SOURCES (default <repo>/../shared/freeswitch).
                          Returns at once when DIR holds a complete install of the same tarballs
                          (stamp file DIR/${STAMP_REL}). Build log: DIR/var/tmp/pbxlink-fs-build.log
-  start [DIR]            write the rig's config (from ${CONF_SRC}), clear CDR files and logs,
+  start [DIR]            write the rig's config (from ${CONF_SRC}), clear CDR files, logs and recordings,
                          start freeswitch and wait until ESL answers (restarts if running)
   stop [DIR]             stop freeswitch (safe when not running), unmount proc
   restart [DIR]          stop, then start keeping the CDR files (a FreeSWITCH restart mid-test)
@@ -296,6 +296,7 @@ cmd_start() {
         find "$logd" -mindepth 1 -delete
         mkdir -p "$logd/json_cdr" "$logd/cdr-csv"
         rm -f "${root}${FS_PREFIX}"/db/*.db
+        rm -rf "${root}${FS_PREFIX}"/recordings/*
     fi
     rm -f "${root}/dev/shm/pbxlink-fs-core.db"
     log "starting freeswitch (console log: ${logd}/rig-console.log)"
