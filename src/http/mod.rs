@@ -61,6 +61,8 @@ pub struct ApiState<P: PbxControl> {
     route_cache: Mutex<HashMap<String, (Instant, String)>>,
     stats: Arc<ApiStats>,
     metrics: Option<Arc<Metrics>>,
+    /// The daemon's tasks, for `/readyz`.
+    health: Option<Arc<crate::service::health::Health>>,
 }
 
 impl<P: PbxControl> ApiState<P> {
@@ -91,6 +93,7 @@ impl<P: PbxControl> ApiState<P> {
             route_cache: Mutex::new(HashMap::new()),
             stats: Arc::default(),
             metrics: None,
+            health: None,
         })
     }
 
@@ -98,6 +101,12 @@ impl<P: PbxControl> ApiState<P> {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         let _ = metrics.api.set(self.stats.clone());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// `/readyz` also reports the daemon's tasks that ended or are stuck.
+    pub fn with_health(mut self, health: Arc<crate::service::health::Health>) -> Self {
+        self.health = Some(health);
         self
     }
 
@@ -255,6 +264,9 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
     }
     if !state.pbx.is_connected() {
         problems.push("PBX not connected".into());
+    }
+    if let Some(health) = &state.health {
+        problems.extend(health.problems());
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
