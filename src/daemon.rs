@@ -3,6 +3,12 @@
 //! systemd it speaks the notify protocol ([`crate::service`]): READY once the store is open
 //! and the sources run, STATUS and WATCHDOG from the main loop, RELOADING on SIGHUP,
 //! STOPPING on SIGTERM.
+//!
+//! Every task of the daemon runs under [`supervise`]: one that returns or panics while the
+//! daemon is not stopping is logged, marked dead in [`Health`] (so `/readyz` and `STATUS=`
+//! name it) and reported on the `fatal` channel, so `pbxlink run` exits non-zero and systemd
+//! restarts it (the outbox is durable: nothing is lost). The watchdog is pinged only while the
+//! CDR reader and every task with a heartbeat (delivery workers, popup sender) are alive.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use crate::pbx::asterisk::ami::{AmiClient, ConnectionState};
 use crate::pbx::asterisk::assemble::AsteriskAssembler;
 use crate::pbx::asterisk::live::{AsteriskControl, LiveAsterisk, LiveStats};
 use crate::pipeline::SourceUpdate;
+use crate::service::health::{Health, Heartbeat};
 use crate::service::{Notifier, reload, status};
 
 /// Keys of compacted delivered rows are kept this long, so re-imports stay deduplicated.
@@ -56,6 +63,46 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     /// The HTTP API's state, when `[http]` is set (its agents follow reloads).
     api: Option<Arc<ApiState<Option<AsteriskControl>>>>,
+    /// The liveness of every supervised task.
+    health: Arc<Health>,
+}
+
+/// Runs `task` on its own tokio task and watches it: when it returns (or panics) while
+/// `shutdown` is not set, `heartbeat` is marked ended, an error is logged and the reason goes
+/// to `fatal`.
+fn supervise<F>(
+    heartbeat: Arc<Heartbeat>,
+    fatal: mpsc::UnboundedSender<String>,
+    shutdown: watch::Receiver<bool>,
+    task: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let why = match tokio::spawn(task).await {
+            Ok(Ok(())) if *shutdown.borrow() => return,
+            Ok(Ok(())) => "ended unexpectedly".to_owned(),
+            Ok(Err(e)) => format!("stopped: {e}"),
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                format!("panicked: {}", crate::logtext::Escaped(&text))
+            }
+            Err(e) => format!("was cancelled: {e}"),
+        };
+        let name = heartbeat.name();
+        heartbeat.ended(why.clone());
+        tracing::error!(
+            task = name,
+            "{name} {why}; pbxlink exits so that systemd restarts it"
+        );
+        let _ = fatal.send(format!("{name} {why}"));
+    })
 }
 
 impl Daemon {
@@ -76,6 +123,7 @@ impl Daemon {
         let wake = Arc::new(Notify::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
+        let health = Arc::new(Health::default());
         let stop_sources = Arc::new(AtomicBool::new(false));
         let mut sources = Vec::new();
         let cdr_heartbeat = Arc::new(AtomicI64::new(crate::outbox::store::now_ms()));
@@ -130,14 +178,16 @@ impl Daemon {
         // Call logs, and the updates that carry a disposition after the call log went out:
         // the same client, rate limit and backoff rules, one worker per kind so an update
         // never waits behind the call-log backlog's backoff.
-        for (kind, endpoint, wake) in [
-            (KIND_CALL_LOG, "call_log", wake.clone()),
+        for (kind, endpoint, task, wake) in [
+            (KIND_CALL_LOG, "call_log", "call_log delivery", wake.clone()),
             (
                 KIND_DISPOSITION_UPDATE,
                 "disposition_update",
+                "disposition_update delivery",
                 Arc::new(Notify::new()),
             ),
         ] {
+            let heartbeat = health.register(task);
             let worker = DeliveryWorker::new(
                 store.clone(),
                 client.clone(),
@@ -147,19 +197,20 @@ impl Daemon {
                     backoff,
                     pause: Duration::from_millis(ls.auth_failure_pause_ms),
                     idle_poll: Duration::from_secs(1),
+                    attempt_timeout: ls.request_timeout(),
                 },
                 limiter.clone(),
                 wake,
-            );
+            )
+            .with_heartbeat(heartbeat.clone());
             metrics.deliveries.push((endpoint, worker.stats()));
             let rx = shutdown_rx.clone();
-            let fatal_delivery = fatal_tx.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = worker.run(rx).await {
-                    tracing::error!(endpoint, "delivery stopped: {e}");
-                    let _ = fatal_delivery.send(format!("{endpoint} delivery stopped: {e}"));
-                }
-            }));
+            tasks.push(supervise(
+                heartbeat,
+                fatal_tx.clone(),
+                shutdown_rx.clone(),
+                async move { worker.run(rx).await.map_err(|e| e.to_string()) },
+            ));
         }
 
         let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
@@ -185,7 +236,14 @@ impl Daemon {
                         sender = sender.with_lead_lookup(LeadApi::new(config, deadline)?, deadline);
                     }
                     metrics.popups = Some(sender.stats());
-                    tasks.push(tokio::spawn(sender.run(popup_rx)));
+                    let heartbeat = health.register("popup sender");
+                    let sender = sender.with_heartbeat(heartbeat.clone());
+                    tasks.push(supervise(
+                        heartbeat,
+                        fatal_tx.clone(),
+                        shutdown_rx.clone(),
+                        sender.run(popup_rx),
+                    ));
                     Some(popup_tx)
                 };
                 let live_stats = Arc::new(LiveStats::default());
@@ -200,13 +258,12 @@ impl Daemon {
                     stats: live_stats,
                 };
                 let rx = shutdown_rx.clone();
-                let fatal_live = fatal_tx.clone();
-                tasks.push(tokio::spawn(async move {
-                    if let Err(e) = live.run(rx).await {
-                        tracing::error!("AMI call tracker stopped: {e:#}");
-                        let _ = fatal_live.send(format!("AMI call tracker stopped: {e:#}"));
-                    }
-                }));
+                tasks.push(supervise(
+                    health.register("AMI call tracker"),
+                    fatal_tx.clone(),
+                    shutdown_rx.clone(),
+                    async move { live.run(rx).await.map_err(|e| format!("{e:#}")) },
+                ));
                 metrics.ami = Some(ami.clone());
                 Some(ami)
             }
@@ -222,8 +279,11 @@ impl Daemon {
                 .map(|a| a.originate.clone())
                 .unwrap_or_default();
             let pbx = ami.clone().map(|ami| AsteriskControl::new(ami, originate));
-            let state =
-                Arc::new(ApiState::new(config, pbx, store.clone())?.with_metrics(metrics.clone()));
+            let state = Arc::new(
+                ApiState::new(config, pbx, store.clone())?
+                    .with_metrics(metrics.clone())
+                    .with_health(health.clone()),
+            );
             api = Some(state.clone());
             let router = crate::http::router(state)?;
             let transport = crate::http::Transport::from_config(http).await?;
@@ -231,22 +291,25 @@ impl Daemon {
                 .await
                 .with_context(|| format!("[http] listen {}: cannot bind", http.listen))?;
             let mut rx = shutdown_rx.clone();
-            let fatal_http = fatal_tx.clone();
-            tasks.push(tokio::spawn(async move {
-                let stop = async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                };
-                if let Err(e) = crate::http::serve(router, listener, transport, stop).await {
-                    tracing::error!("HTTP API stopped: {e}");
-                    let _ = fatal_http.send(format!("HTTP API stopped: {e}"));
-                }
-            }));
+            tasks.push(supervise(
+                health.register("HTTP API"),
+                fatal_tx.clone(),
+                shutdown_rx.clone(),
+                async move {
+                    let stop = async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    };
+                    crate::http::serve(router, listener, transport, stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                },
+            ));
         }
 
         let retention_days = i64::from(config.store.delivered_retention_days);
         let prune_store = store.clone();
-        let mut rx = shutdown_rx;
-        tasks.push(tokio::spawn(async move {
+        let mut rx = shutdown_rx.clone();
+        let prune = async move {
             loop {
                 let day = 86_400_000i64;
                 let now = crate::outbox::store::now_ms();
@@ -260,10 +323,16 @@ impl Daemon {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(PRUNE_EVERY) => {}
-                    _ = rx.changed() => return,
+                    _ = rx.changed() => return Ok(()),
                 }
             }
-        }));
+        };
+        tasks.push(supervise(
+            health.register("pruning"),
+            fatal_tx.clone(),
+            shutdown_rx,
+            prune,
+        ));
         tracing::info!(store = %config.store.path.display(), "pbxlink started");
         Ok(Daemon {
             store,
@@ -281,6 +350,7 @@ impl Daemon {
             config_tx,
             metrics,
             api,
+            health,
         })
     }
 
@@ -331,7 +401,19 @@ impl Daemon {
         age <= i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// The `STATUS=` line: outbox depth, last delivery and the state of the CDR file.
+    /// Whether every supervised task with a heartbeat (delivery workers, popup sender) beat
+    /// in time and none ended.
+    pub fn tasks_alive(&self) -> bool {
+        self.health.problems().is_empty()
+    }
+
+    /// The liveness of every supervised task (what `/readyz` reports).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// The `STATUS=` line: outbox depth, last delivery, the state of the CDR file, AMI and
+    /// the daemon's tasks.
     pub async fn status_line(&self) -> String {
         let store = self.store.clone();
         let report = tokio::task::spawn_blocking(move || store.status()).await;
@@ -351,6 +433,8 @@ impl Daemon {
                 ConnectionState::Disconnected { .. } => "; AMI DISCONNECTED",
             });
         }
+        line.push_str("; ");
+        line.push_str(&status::tasks_line(&self.health.problems()));
         line
     }
 
@@ -436,12 +520,19 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 if let Some(w) = watchdog {
                     // Ping only while every loop of the daemon is alive: a stuck CDR
-                    // reader misses pings and systemd restarts the service.
-                    if daemon.sources_alive(w) {
+                    // reader, delivery worker or popup sender misses pings and systemd
+                    // restarts the service.
+                    let problems = daemon.health().problems();
+                    if daemon.sources_alive(w) && problems.is_empty() {
                         notifier.watchdog();
                         stuck_reported = false;
                     } else if !stuck_reported {
-                        tracing::error!("the CDR reader is stuck; not pinging the watchdog");
+                        let what = if problems.is_empty() {
+                            "the CDR reader is stuck".to_owned()
+                        } else {
+                            problems.join("; ")
+                        };
+                        tracing::error!("{what}; not pinging the watchdog");
                         stuck_reported = true;
                     }
                 }

@@ -66,6 +66,8 @@ pub struct ApiState<P: PbxControl> {
     metrics: Option<Arc<Metrics>>,
     /// The length bound of each parameter, under the configured names.
     bounds: Bounds,
+    /// The daemon's tasks, for `/readyz`.
+    health: Option<Arc<crate::service::health::Health>>,
 }
 
 impl<P: PbxControl> ApiState<P> {
@@ -97,6 +99,7 @@ impl<P: PbxControl> ApiState<P> {
             metrics: None,
             bounds: Bounds::for_names(&http.params),
             http,
+            health: None,
         })
     }
 
@@ -104,6 +107,12 @@ impl<P: PbxControl> ApiState<P> {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         let _ = metrics.api.set(self.stats.clone());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// `/readyz` also reports the daemon's tasks that ended or are stuck.
+    pub fn with_health(mut self, health: Arc<crate::service::health::Health>) -> Self {
+        self.health = Some(health);
         self
     }
 
@@ -277,6 +286,9 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
     }
     if !state.pbx.is_connected() {
         problems.push("PBX not connected".into());
+    }
+    if let Some(health) = &state.health {
+        problems.extend(health.problems());
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()

@@ -73,7 +73,8 @@ pub trait Sender: Send + Sync + 'static {
 }
 
 /// Exponential backoff with full jitter: the n-th consecutive failure waits a uniformly
-/// random time in `[0, min(cap, initial · 2ⁿ⁻¹)]`, and never less than a `Retry-After`.
+/// random time in `[0, min(cap, initial · 2ⁿ⁻¹)]`, and never less than a `Retry-After` —
+/// which is itself capped by `cap` (`retry_max_ms`): no answer makes a worker wait longer.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     /// Ceiling of the first wait.
@@ -99,11 +100,23 @@ impl Backoff {
         let ceiling = self.ceiling(failures);
         let jittered = Duration::from_secs_f64(rng.random::<f64>() * ceiling.as_secs_f64());
         match retry_after {
-            Some(after) => jittered.max(after),
+            Some(after) => jittered.max(after.min(self.cap)),
             None => jittered,
         }
     }
 }
+
+/// `Instant::now() + wait`, saturating (a year ahead at most) instead of panicking.
+pub fn deadline_after(wait: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 86_400);
+    let now = Instant::now();
+    now.checked_add(wait.min(FAR)).unwrap_or(now)
+}
+
+/// How long a worker may go between heartbeats while idle or backing off.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// Slack on every heartbeat promise (a busy machine, the rate limiter's queue).
+const BEAT_SLACK: Duration = Duration::from_secs(30);
 
 /// A clock for the rate limiter that follows tokio's clock, so paused-time tests hold.
 #[derive(Debug, Clone, Copy, Default)]
@@ -203,6 +216,9 @@ pub struct DeliverySettings {
     pub pause: Duration,
     /// How often to look for due rows when nothing wakes the worker.
     pub idle_poll: Duration,
+    /// The longest one attempt may take (the request timeout): the heartbeat promise made
+    /// before each request, plus slack.
+    pub attempt_timeout: Duration,
 }
 
 /// Counts what the worker did, for logs, tests and metrics.
@@ -253,6 +269,7 @@ pub struct DeliveryWorker<S: Sender> {
     stats: Arc<DeliveryStats>,
     consecutive_failures: u32,
     blocked_until: Option<Instant>,
+    heartbeat: Option<Arc<crate::service::health::Heartbeat>>,
 }
 
 impl<S: Sender> DeliveryWorker<S> {
@@ -273,6 +290,20 @@ impl<S: Sender> DeliveryWorker<S> {
             stats: Arc::default(),
             consecutive_failures: 0,
             blocked_until: None,
+            heartbeat: None,
+        }
+    }
+
+    /// Beats `heartbeat` while the worker runs: at least every second while idle or backing
+    /// off, and before each request with the request's timeout as the promise.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<crate::service::health::Heartbeat>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    fn beat(&self, within: Duration) {
+        if let Some(h) = &self.heartbeat {
+            h.beat(within.saturating_add(BEAT_SLACK));
         }
     }
 
@@ -285,12 +316,19 @@ impl<S: Sender> DeliveryWorker<S> {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
         while !*shutdown.borrow() {
             if let Some(until) = self.blocked_until {
+                // Backing off is being alive: beat every second until the wait is over.
+                self.beat(BEAT_EVERY);
+                let step = until.min(deadline_after(BEAT_EVERY));
                 tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
+                    _ = tokio::time::sleep_until(step) => {}
                     _ = shutdown.changed() => continue,
                 }
-                self.blocked_until = None;
+                if Instant::now() >= until {
+                    self.blocked_until = None;
+                }
+                continue;
             }
+            self.beat(self.settings.idle_poll.max(BEAT_EVERY));
             let Some(row) = self.store.next_due(self.settings.kind, now_ms())? else {
                 tokio::select! {
                     _ = self.wake.notified() => {}
@@ -299,6 +337,7 @@ impl<S: Sender> DeliveryWorker<S> {
                 }
                 continue;
             };
+            self.beat(self.settings.attempt_timeout);
             self.limiter.acquire().await;
             let outcome = self.sender.send(&row).await;
             self.record(&row, outcome)?;
@@ -335,7 +374,7 @@ impl<S: Sender> DeliveryWorker<S> {
                     retry_after,
                     &mut rand::rng(),
                 );
-                self.blocked_until = Some(Instant::now() + delay);
+                self.blocked_until = Some(deadline_after(delay));
                 self.store.mark_retry(row.id, endpoint, status, &reason)?;
                 self.stats.retried.fetch_add(1, Relaxed);
                 tracing::warn!(
@@ -363,8 +402,9 @@ impl<S: Sender> DeliveryWorker<S> {
             }
             SendOutcome::Pause { status, reason } => {
                 let pause = self.settings.pause;
-                self.blocked_until = Some(Instant::now() + pause);
-                let until = now_ms() + pause.as_millis() as i64;
+                self.blocked_until = Some(deadline_after(pause));
+                let until =
+                    now_ms().saturating_add(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX));
                 self.store.mark_paused(endpoint, &reason, until)?;
                 self.stats.paused.fetch_add(1, Relaxed);
                 tracing::error!(
@@ -372,7 +412,8 @@ impl<S: Sender> DeliveryWorker<S> {
                     status,
                     pause_s = pause.as_secs(),
                     "DELIVERY PAUSED: the CRM refused pbxlink's credentials or URL; \
-                     nothing is dropped, check [leadsquared] keys and URLs: {reason}"
+                     nothing is dropped, check [leadsquared] keys and URLs: {}",
+                    crate::logtext::Escaped(&reason)
                 );
             }
         }
@@ -417,6 +458,13 @@ mod tests {
             assert!(d <= b.ceiling(failures));
         }
         assert!(b.delay(1, Some(Duration::from_secs(30)), &mut rng) >= Duration::from_secs(30));
+        // A Retry-After beyond the cap waits the cap, however large.
+        for after in [999_999_999, u64::MAX] {
+            let d = b.delay(1, Some(Duration::from_secs(after)), &mut rng);
+            assert_eq!(d, Duration::from_secs(300));
+        }
+        let far = deadline_after(Duration::MAX);
+        assert!(far > Instant::now());
     }
 
     #[test]
@@ -493,6 +541,7 @@ mod tests {
                 },
                 pause: Duration::from_secs(60),
                 idle_poll: Duration::from_millis(100),
+                attempt_timeout: Duration::from_secs(10),
             },
             Arc::new(RateLimiter::new(25, Duration::from_secs(5))),
             Arc::new(Notify::new()),

@@ -37,6 +37,16 @@ pub fn cdr_line(path: &Path, follow_symlink: bool) -> String {
     }
 }
 
+/// `tasks alive`, or what is wrong with the daemon's tasks (`TASK DOWN: call_log delivery
+/// panicked: ...`).
+pub fn tasks_line(problems: &[String]) -> String {
+    if problems.is_empty() {
+        "tasks alive".to_owned()
+    } else {
+        format!("TASK DOWN: {}", problems.join("; "))
+    }
+}
+
 fn ago(secs: i64) -> String {
     match secs {
         s if s < 120 => format!("{s} s"),

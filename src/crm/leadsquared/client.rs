@@ -1,10 +1,15 @@
 //! The HTTP client for LeadSquared's telephony endpoints and the classification of answers.
+//!
+//! Every client that talks to the CRM ([`crm_http_client`]) follows no redirect, so the keys
+//! and the payload only ever reach the configured hosts; a 3xx pauses delivery like a 404.
+//! Every answer's body is read with a bound and a deadline ([`read_bounded`]).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use tokio::time::Instant;
 
 use super::payload::PayloadFormat;
 use crate::call::CallRecord;
@@ -33,6 +38,8 @@ pub struct LeadSquaredClient {
 #[derive(Debug)]
 struct Endpoint {
     http: reqwest::Client,
+    /// Bounds the whole exchange, body included.
+    timeout: Duration,
     call_log_url: String,
     agent_popup_url: String,
     credentials: Credentials,
@@ -41,6 +48,80 @@ struct Endpoint {
 
 /// Longest response body kept in logs and dead letters.
 const MAX_BODY_KEPT: usize = 2_000;
+
+/// The most bytes of a CRM answer's body read; the rest is never read (the connection is
+/// dropped). LeadSquared's answers are a few hundred bytes.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// How an answer's body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Read to its end, within the bound.
+    Complete,
+    /// Longer than [`MAX_RESPONSE_BODY`]: cut there, the rest not read.
+    TooLong,
+    /// The connection failed while the body was read.
+    Cut(String),
+    /// No more bytes came before the deadline.
+    Stalled,
+}
+
+/// The body of an answer, read with a bound and a deadline.
+#[derive(Debug, Clone)]
+pub struct BoundedBody {
+    /// The bytes read (at most [`MAX_RESPONSE_BODY`]), invalid UTF-8 replaced.
+    pub text: String,
+    /// Whether the body was read whole.
+    pub end: BodyEnd,
+}
+
+/// Reads at most `limit` bytes of `response`'s body, chunk by chunk, and gives up at
+/// `deadline`, so neither a 1 GiB body nor a body that stalls can hold a worker or its memory.
+pub async fn read_bounded(
+    response: &mut reqwest::Response,
+    limit: usize,
+    deadline: Instant,
+) -> BoundedBody {
+    let mut bytes = Vec::new();
+    let end = loop {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Err(_) => break BodyEnd::Stalled,
+            Ok(Err(e)) => break BodyEnd::Cut(transport_error(&e)),
+            Ok(Ok(None)) => break BodyEnd::Complete,
+            Ok(Ok(Some(chunk))) => {
+                let room = limit.saturating_sub(bytes.len());
+                if chunk.len() > room {
+                    bytes.extend_from_slice(&chunk[..room]);
+                    break BodyEnd::TooLong;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+    };
+    BoundedBody {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        end,
+    }
+}
+
+/// A reqwest client for a CRM endpoint: no redirect followed (a 3xx comes back as it is),
+/// `timeout` for the whole exchange.
+pub fn crm_http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("pbxlink/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Where a 3xx answer points, escaped and bounded for a log line.
+pub fn redirect_target(headers: &HeaderMap) -> String {
+    headers.get(LOCATION).map_or_else(
+        || "(no Location header)".to_owned(),
+        |v| crate::logtext::excerpt(v.as_bytes(), 200),
+    )
+}
 
 impl LeadSquaredClient {
     /// A client for the configuration's endpoints.
@@ -73,18 +154,10 @@ impl LeadSquaredClient {
 
 impl Endpoint {
     fn new(config: &Config, credentials: Credentials) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.leadsquared.request_timeout())
-            .connect_timeout(
-                config
-                    .leadsquared
-                    .request_timeout()
-                    .min(Duration::from_secs(10)),
-            )
-            .user_agent(concat!("pbxlink/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let timeout = config.leadsquared.request_timeout();
         Ok(Self {
-            http,
+            http: crm_http_client(timeout)?,
+            timeout,
             call_log_url: config.leadsquared.call_log_url.clone(),
             agent_popup_url: config.leadsquared.agent_popup_url.clone(),
             credentials,
@@ -100,18 +173,13 @@ impl Endpoint {
         if let Some(key) = &self.credentials.secret_key {
             request = request.header("x-LSQ-SecretKey", key);
         }
+        let deadline = Instant::now() + self.timeout;
         match request.send().await {
-            Ok(response) => {
+            Ok(mut response) => {
                 let status = response.status();
                 let headers = response.headers().clone();
-                match response.text().await {
-                    Ok(text) => classify(status, &headers, &text),
-                    Err(e) => SendOutcome::Retry {
-                        status: Some(status.as_u16()),
-                        reason: format!("reading the response body failed: {e}"),
-                        retry_after: None,
-                    },
-                }
+                let body = read_bounded(&mut response, MAX_RESPONSE_BODY, deadline).await;
+                classify_answer(status, &headers, &body)
             }
             Err(e) => SendOutcome::Retry {
                 status: None,
@@ -180,26 +248,64 @@ fn transport_error(e: &reqwest::Error) -> String {
     text
 }
 
-fn truncate(text: &str) -> String {
-    if text.len() <= MAX_BODY_KEPT {
-        return text.to_owned();
-    }
-    let mut end = MAX_BODY_KEPT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+/// What an answer whose body was read whole means for the row that was sent.
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> SendOutcome {
+    classify_answer(
+        status,
+        headers,
+        &BoundedBody {
+            text: body.to_owned(),
+            end: BodyEnd::Complete,
+        },
+    )
 }
 
 /// What an answer from LeadSquared means for the row that was sent.
-pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> SendOutcome {
+///
+/// A 2xx means the CRM accepted the row, whatever happened to the body after the status
+/// line: a body longer than [`MAX_RESPONSE_BODY`], cut by the connection or stalled past the
+/// deadline still counts as delivered (posting again would log the call twice); the log says
+/// how the body ended. A 2xx whose complete body says `"Status":"Error"` is a refusal (dead
+/// letter). A 200 whose complete body is not JSON at all is no LeadSquared answer (every
+/// documented answer is JSON): something else answers at the configured URL (a proxy, a login
+/// page), so delivery pauses like on a 404 and the row stays pending; an empty 204 is accepted.
+/// A 3xx is never followed: delivery pauses naming the `Location`.
+pub fn classify_answer(status: StatusCode, headers: &HeaderMap, body: &BoundedBody) -> SendOutcome {
     let code = status.as_u16();
-    let body_kept = truncate(body);
+    let body_kept = crate::logtext::excerpt(body.text.as_bytes(), MAX_BODY_KEPT);
     if status.is_success() {
+        if body.end != BodyEnd::Complete {
+            let how = match &body.end {
+                BodyEnd::TooLong => format!("body longer than {MAX_RESPONSE_BODY} bytes, cut"),
+                BodyEnd::Cut(e) => format!("body cut: {e}"),
+                BodyEnd::Stalled => "body stalled past the request timeout".to_owned(),
+                BodyEnd::Complete => String::new(),
+            };
+            tracing::warn!(
+                status = code,
+                "CRM accepted (HTTP {code}) but its answer was not read whole ({how}); \
+                 counted as delivered, not posted again"
+            );
+            return SendOutcome::Delivered {
+                status: code,
+                response: format!("[{how}] {body_kept}"),
+            };
+        }
+        let json = serde_json::from_str::<serde_json::Value>(&body.text).ok();
+        if json.is_none() && code != 204 {
+            return SendOutcome::Pause {
+                status: code,
+                reason: format!(
+                    "HTTP {code} whose body is not JSON: not LeadSquared's API answering at the \
+                     configured URL (a proxy or web page?); check the URL: {}",
+                    crate::logtext::excerpt(body.text.as_bytes(), 200)
+                ),
+            };
+        }
         // LeadSquared answers some failures with 200 and `"Status":"Error"`.
-        let says_error = serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.get("Status").and_then(|s| s.as_str()).map(str::to_owned))
+        let says_error = json
+            .as_ref()
+            .and_then(|v| v.get("Status").and_then(|s| s.as_str()))
             .is_some_and(|s| s.eq_ignore_ascii_case("error"));
         return if says_error {
             SendOutcome::Reject {
@@ -229,7 +335,11 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> SendOutc
         },
         300..=399 => SendOutcome::Pause {
             status: code,
-            reason: format!("HTTP {code} redirect not followed; check the URL: {body_kept}"),
+            reason: format!(
+                "HTTP {code} redirect to {} not followed (pbxlink never follows redirects, \
+                 so the keys go nowhere else); set the CRM's final URL",
+                redirect_target(headers)
+            ),
         },
         _ => SendOutcome::Reject {
             status: code,

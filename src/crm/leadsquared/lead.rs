@@ -1,11 +1,17 @@
 //! LeadSquared's v2 API for agent tools: the single sign-on key (`GetSingleSignOnKey`) behind
 //! `/sso`, and the lead lookup by phone (`RetrieveLeadByPhoneNumber`) that adds `LeadId` to a
 //! popup. Both authenticate with `accessKey`/`secretKey` query parameters, as the v2 API does.
+//!
+//! No redirect is followed (the keys are in the query string: they must reach `api_host` and
+//! nothing else), and an answer is read up to
+//! [`MAX_RESPONSE_BODY`](super::client::MAX_RESPONSE_BODY) within the timeout; a longer, cut or
+//! stalled answer is an error ([`LeadApiError::Body`]).
 
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::client::{BodyEnd, MAX_RESPONSE_BODY, crm_http_client, read_bounded, redirect_target};
 use crate::config::{Config, Credentials};
 
 /// Why a v2 API call gave no usable answer.
@@ -33,6 +39,24 @@ pub enum LeadApiError {
         /// The start of the body.
         body: String,
     },
+    /// A 3xx: never followed.
+    #[error("{what}: HTTP {status} redirect to {location} not followed; check api_host")]
+    Redirect {
+        /// Which call.
+        what: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The `Location`, escaped and bounded.
+        location: String,
+    },
+    /// A success whose body could not be read whole (too long, cut, stalled).
+    #[error("{what}: answer not read whole: {end:?}")]
+    Body {
+        /// Which call.
+        what: &'static str,
+        /// How the body ended.
+        end: BodyEnd,
+    },
     /// A success whose body is not what the API documents.
     #[error("{what}: unexpected answer: {body}")]
     Shape {
@@ -47,6 +71,7 @@ pub enum LeadApiError {
 #[derive(Debug, Clone)]
 pub struct LeadApi {
     http: reqwest::Client,
+    timeout: Duration,
     api_host: String,
     app_host: String,
     redirect: String,
@@ -55,7 +80,7 @@ pub struct LeadApi {
 }
 
 fn clip(text: &str) -> String {
-    text.chars().take(200).collect()
+    crate::logtext::excerpt(text.as_bytes(), 200)
 }
 
 impl LeadApi {
@@ -63,10 +88,8 @@ impl LeadApi {
     pub fn new(config: &Config, timeout: Duration) -> anyhow::Result<Self> {
         let ls = &config.leadsquared;
         Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .user_agent(concat!("pbxlink/", env!("CARGO_PKG_VERSION")))
-                .build()?,
+            http: crm_http_client(timeout)?,
+            timeout,
             api_host: ls.api_host.trim_end_matches('/').to_owned(),
             app_host: ls.app_host.trim_end_matches('/').to_owned(),
             redirect: ls.sso_redirect.clone(),
@@ -93,22 +116,38 @@ impl LeadApi {
     }
 
     async fn get_json(&self, what: &'static str, url: reqwest::Url) -> Result<Value, LeadApiError> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|source| LeadApiError::Transport { what, source })?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut response =
+            self.http
+                .get(url)
+                .send()
+                .await
+                .map_err(|source| LeadApiError::Transport {
+                    what,
+                    // The URL carries the keys: keep it out of logs.
+                    source: source.without_url(),
+                })?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|source| LeadApiError::Transport { what, source })?;
+        if status.is_redirection() {
+            return Err(LeadApiError::Redirect {
+                what,
+                status: status.as_u16(),
+                location: redirect_target(response.headers()),
+            });
+        }
+        let body = read_bounded(&mut response, MAX_RESPONSE_BODY, deadline).await;
+        let text = body.text;
         if !status.is_success() {
             return Err(LeadApiError::Status {
                 what,
                 status: status.as_u16(),
                 body: clip(&text),
+            });
+        }
+        if body.end != BodyEnd::Complete {
+            return Err(LeadApiError::Body {
+                what,
+                end: body.end,
             });
         }
         serde_json::from_str(&text).map_err(|_| LeadApiError::Shape {

@@ -1,18 +1,27 @@
 //! Sends agent popups the moment a call rings an agent: ahead of any call-log backlog, each
 //! on its own (a ring-all queue pops several agents at once), retried only while it is still
-//! useful, and dropped (counted, logged) once older than `popup_ttl_ms`.
+//! useful, and dropped (counted, logged) once older than `popup_ttl_ms`. A `Retry-After` never
+//! makes a popup wait past its TTL: one that would is dropped at once.
+//!
+//! The sender beats its [`Heartbeat`] while it waits for popups; a popup task that panics
+//! ends [`PopupSender::run`] with an error, so the daemon's supervisor notices.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::LeadSquaredClient;
 use super::lead::LeadApi;
 use crate::outbox::{RateLimiter, SendOutcome};
 use crate::pbx::asterisk::live::monotonic_ms;
 use crate::pbx::asterisk::tracker::PopupRequest;
+use crate::service::health::Heartbeat;
+
+/// How often the sender beats its heartbeat while the queue is quiet.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// Popup requests in flight at most (more wait in the queue; the TTL still applies).
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -39,6 +48,7 @@ pub struct PopupSender {
     ttl_ms: i64,
     stats: Arc<PopupStats>,
     lead_lookup: Option<(LeadApi, Duration)>,
+    heartbeat: Option<Arc<Heartbeat>>,
 }
 
 impl PopupSender {
@@ -50,7 +60,14 @@ impl PopupSender {
             ttl_ms: ttl.as_millis() as i64,
             stats: Arc::default(),
             lead_lookup: None,
+            heartbeat: None,
         }
+    }
+
+    /// Beats `heartbeat` at least every second while [`PopupSender::run`] runs.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     /// Adds `LeadId` to each popup when `RetrieveLeadByPhoneNumber` finds exactly one lead
@@ -91,20 +108,43 @@ impl PopupSender {
 
     /// Sends every popup that arrives until the queue closes: each on its own task (a
     /// ring-all queue pops several agents at once), at most [`MAX_IN_FLIGHT`] at a time.
-    pub async fn run(self, mut queue: mpsc::Receiver<PopupRequest>) {
+    /// Returns an error when a popup task panicked.
+    pub async fn run(self, mut queue: mpsc::Receiver<PopupRequest>) -> Result<(), String> {
         let this = Arc::new(self);
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-        while let Some(popup) = queue.recv().await {
-            // The queue is drained at once (a burst never overflows it); each popup then
-            // waits for a slot, still within its TTL.
-            let (this, in_flight) = (this.clone(), in_flight.clone());
-            tokio::spawn(async move {
-                let Ok(_slot) = in_flight.acquire_owned().await else {
-                    return;
-                };
-                this.send_one(popup).await;
-            });
+        let mut tasks = JoinSet::new();
+        let mut beat = tokio::time::interval(BEAT_EVERY);
+        loop {
+            if let Some(h) = &this.heartbeat {
+                h.beat(BEAT_EVERY * 5);
+            }
+            tokio::select! {
+                popup = queue.recv() => {
+                    let Some(popup) = popup else { break };
+                    // The queue is drained at once (a burst never overflows it); each popup
+                    // then waits for a slot, still within its TTL.
+                    let (this, in_flight) = (this.clone(), in_flight.clone());
+                    tasks.spawn(async move {
+                        let Ok(_slot) = in_flight.acquire_owned().await else {
+                            return;
+                        };
+                        this.send_one(popup).await;
+                    });
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done {
+                        return Err(format!("a popup task failed: {e}"));
+                    }
+                }
+                _ = beat.tick() => {}
+            }
         }
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                return Err(format!("a popup task failed: {e}"));
+            }
+        }
+        Ok(())
     }
 
     async fn send_one(&self, popup: PopupRequest) {
@@ -139,6 +179,15 @@ impl PopupSender {
                     let wait = retry_after.unwrap_or(Duration::from_millis(
                         200u64.saturating_mul(1 << attempt.min(5)),
                     ));
+                    let left = self
+                        .ttl_ms
+                        .saturating_sub(monotonic_ms() - popup.event_at_ms);
+                    let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                    if wait > left {
+                        self.stats.dropped.fetch_add(1, Relaxed);
+                        tracing::warn!(call_id = %popup.call_id, agent = %popup.agent_extension, "agent popup dropped: the CRM asks to wait {wait:?}, past popup_ttl_ms: {reason}");
+                        return;
+                    }
                     tracing::warn!(call_id = %popup.call_id, "agent popup failed, retrying in {wait:?}: {reason}");
                     tokio::time::sleep(wait).await;
                 }

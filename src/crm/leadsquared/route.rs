@@ -4,11 +4,16 @@
 //! anywhere in the JSON: a user id (`TelephonyAgentId`, `UserId`, `OwnerId`, `AgentId`), an
 //! e-mail (`EmailAddress`, `Email`, `AgentEmail`, `OwnerEmail`) or a phone
 //! (`AgentNumber`, `PhoneNumber`, `Mobile`, `Phone`).
+//!
+//! No redirect is followed and the answer is read up to
+//! [`MAX_RESPONSE_BODY`](super::client::MAX_RESPONSE_BODY) within the timeout: a longer, cut
+//! or stalled answer is an error, and the dialplan gets the fallback.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::client::{BodyEnd, MAX_RESPONSE_BODY, crm_http_client, read_bounded, redirect_target};
 use crate::call::{AgentInfo, Directory};
 use crate::config::Credentials;
 
@@ -85,6 +90,7 @@ impl RouteAnswer {
 #[derive(Debug, Clone)]
 pub struct RouteClient {
     http: reqwest::Client,
+    timeout: Duration,
     url: String,
     credentials: Credentials,
 }
@@ -96,12 +102,9 @@ impl RouteClient {
         credentials: Credentials,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("pbxlink/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Self {
-            http,
+            http: crm_http_client(timeout)?,
+            timeout,
             url,
             credentials,
         })
@@ -121,22 +124,31 @@ impl RouteClient {
         if let Some(k) = &self.credentials.secret_key {
             request = request.header("x-LSQ-SecretKey", k);
         }
-        let response = request
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut response = request
             .send()
             .await
             .map_err(|e| format!("call route request failed: {e}"))?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("call route body: {e}"))?;
-        if !status.is_success() {
+        if status.is_redirection() {
             return Err(format!(
-                "call route answered HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
+                "call route answered HTTP {status}, a redirect to {} (not followed; set the final URL)",
+                redirect_target(response.headers())
             ));
         }
-        let value: Value = serde_json::from_str(&text)
+        let body = read_bounded(&mut response, MAX_RESPONSE_BODY, deadline).await;
+        let shown = || crate::logtext::excerpt(body.text.as_bytes(), 200);
+        if !status.is_success() {
+            return Err(format!("call route answered HTTP {status}: {}", shown()));
+        }
+        if body.end != BodyEnd::Complete {
+            return Err(format!(
+                "call route answer not read whole ({:?}): {}",
+                body.end,
+                shown()
+            ));
+        }
+        let value: Value = serde_json::from_str(&body.text)
             .map_err(|e| format!("call route answer is not JSON: {e}"))?;
         Ok(RouteAnswer::from_json(&value))
     }
