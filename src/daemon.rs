@@ -287,6 +287,7 @@ impl Daemon {
             api = Some(state.clone());
             let router = crate::http::router(state)?;
             let transport = crate::http::Transport::from_config(http).await?;
+            let _ = metrics.http_connections.set(transport.stats.clone());
             let listener = tokio::net::TcpListener::bind(http.listen)
                 .await
                 .with_context(|| format!("[http] listen {}: cannot bind", http.listen))?;

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::crm::leadsquared::popup::PopupStats;
-use crate::http::ApiStats;
+use crate::http::{ApiStats, ConnectionStats};
 use crate::outbox::store::{StatusReport, now_ms};
 use crate::outbox::{DeliveryStats, Store};
 use crate::pbx::asterisk::ami::{AmiClient, AmiStats};
@@ -38,6 +38,8 @@ pub struct Metrics {
     pub popups: Option<Arc<PopupStats>>,
     /// The HTTP API (set once its state exists).
     pub api: OnceLock<Arc<ApiStats>>,
+    /// The HTTP API's connections (set once its listener exists).
+    pub http_connections: OnceLock<Arc<ConnectionStats>>,
 }
 
 /// Registers a counter family and returns it.
@@ -191,6 +193,31 @@ impl Metrics {
                     .get_or_create(&labels(&[("result", result)]))
                     .inc_by(value.load(Relaxed));
             }
+        }
+        if let Some(conns) = self.http_connections.get() {
+            let family = counter_family(
+                &mut reg,
+                "http_connections",
+                "HTTP API connections by what became of them (refused at the cap, shed while quiet, closed idle, TLS failed, accept errors)",
+            );
+            for (outcome, value) in [
+                ("accepted", &conns.accepted),
+                ("refused_at_cap", &conns.refused_at_cap),
+                ("shed_quiet", &conns.shed_quiet),
+                ("idle_closed", &conns.idle_closed),
+                ("tls_failed", &conns.tls_failed),
+                ("accept_error", &conns.accept_errors),
+            ] {
+                family
+                    .get_or_create(&labels(&[("outcome", outcome)]))
+                    .inc_by(value.load(Relaxed));
+            }
+            gauge(
+                &mut reg,
+                "http_connections_open",
+                "HTTP API connections open now",
+                i64::try_from(conns.open.load(Relaxed)).unwrap_or(i64::MAX),
+            );
         }
         let mut text = String::new();
         if let Err(e) = encode(&mut text, &reg) {

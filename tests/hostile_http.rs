@@ -164,6 +164,28 @@ async fn a_thousand_idle_connections_neither_exhaust_the_fds_nor_stall_healthz_o
         "refusals are summarised: {}",
         daemon.log_tail()
     );
+    // /metrics counts what became of them.
+    let metrics = client
+        .get(format!("http://{addr}/metrics?token={TOKEN}"))
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("/metrics body");
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("pbxlink_http_connections_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{metrics}"))
+    };
+    assert!(
+        count("shed_quiet") + count("refused_at_cap") >= 1_100 - 256,
+        "/metrics: {metrics}"
+    );
+    assert!(count("accepted") >= 256, "/metrics: {metrics}");
     drop(idle);
     daemon.stop();
 }
