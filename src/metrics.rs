@@ -176,6 +176,12 @@ impl Metrics {
             );
             counter(
                 &mut reg,
+                "ami_calls_evicted",
+                "Calls the AMI call tracker forgot because its table was full",
+                live.calls_evicted.load(Relaxed),
+            );
+            counter(
+                &mut reg,
                 "popups_overflow",
                 "Popups lost because the popup queue was full",
                 live.popups_overflow.load(Relaxed),

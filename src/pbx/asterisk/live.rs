@@ -204,6 +204,9 @@ pub struct LiveStats {
     pub events_lagged: std::sync::atomic::AtomicU64,
     /// Calls expired without a hangup.
     pub calls_expired: std::sync::atomic::AtomicU64,
+    /// Calls forgotten because the tracker's table was full (a flood of distinct calls);
+    /// refreshed at every expiry tick.
+    pub calls_evicted: std::sync::atomic::AtomicU64,
 }
 
 /// Runs the tracker on `ami`'s events until `shutdown` turns true.
@@ -284,6 +287,7 @@ impl LiveAsterisk {
                 }
                 _ = expiry.tick() => {
                     let n = tracker.expire(monotonic_ms());
+                    self.stats.calls_evicted.store(tracker.evictions(), Relaxed);
                     if n > 0 {
                         self.stats.calls_expired.fetch_add(n as u64, Relaxed);
                         tracing::warn!(calls = n, "calls without a hangup for too long were forgotten");
