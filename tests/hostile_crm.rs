@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,37 +27,41 @@ async fn hostile(answers: Vec<String>) -> (String, Arc<Mutex<Vec<String>>>) {
             n += 1;
             let log = log.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                while let Ok(k) = sock.read(&mut buf).await {
-                    if k == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..k]);
-                    let text = String::from_utf8_lossy(&got).to_string();
-                    if let Some(head_end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if got.len() >= head_end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                log.lock()
-                    .expect("lock")
-                    .push(String::from_utf8_lossy(&got).to_string());
+                let got = read_request(&mut sock).await;
+                log.lock().expect("lock").push(got);
                 let _ = sock.write_all(answer.as_bytes()).await;
                 let _ = sock.shutdown().await;
             });
         }
     });
     (format!("http://{addr}/log"), seen)
+}
+
+/// Reads one HTTP request (head and a `Content-Length` body) from `sock`; returns it as text.
+async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    while let Ok(k) = sock.read(&mut buf).await {
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..k]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if got.len() >= head_end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 fn json_ok() -> String {
@@ -146,5 +151,173 @@ async fn a_200_that_is_not_json_pauses_instead_of_counting_as_delivered() {
     })
     .await;
     assert_eq!(w.status()["delivered"], 0);
+    daemon.stop();
+}
+
+/// What the hostile CRM does with the first request's answer after its status line.
+#[derive(Clone, Copy)]
+enum FirstBody {
+    /// `Content-Length: 1 GiB`, then 64 KiB chunks written until the client hangs up.
+    Endless,
+    /// `Content-Length: 100`, five bytes, then silence with the connection held open.
+    Stalled,
+}
+
+const GIB: u64 = 1 << 30;
+
+/// A CRM that answers the first request with a 200 whose body is `first`, and every later
+/// one with [`json_ok`]; records the requests and counts the body bytes it managed to write.
+async fn hostile_body(first: FirstBody) -> (String, Arc<Mutex<Vec<String>>>, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let written = Arc::new(AtomicU64::new(0));
+    let (log, count) = (seen.clone(), written.clone());
+    tokio::spawn(async move {
+        let mut n = 0usize;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            n += 1;
+            let (log, count) = (log.clone(), count.clone());
+            tokio::spawn(async move {
+                let got = read_request(&mut sock).await;
+                log.lock().expect("lock").push(got);
+                if n > 1 {
+                    let _ = sock.write_all(json_ok().as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                    return;
+                }
+                match first {
+                    FirstBody::Endless => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {GIB}\r\n\r\n"
+                        );
+                        if sock.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let chunk = vec![b'x'; 64 * 1024];
+                        let mut sent = 0u64;
+                        while sent < GIB {
+                            if sock.write_all(&chunk).await.is_err() {
+                                break;
+                            }
+                            sent += chunk.len() as u64;
+                            count.store(sent, Ordering::Relaxed);
+                        }
+                    }
+                    FirstBody::Stalled => {
+                        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"St";
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        count.store(5, Ordering::Relaxed);
+                        // Held open, silent, until the client gives up (reads 0) or the test ends.
+                        let mut buf = [0u8; 1024];
+                        while let Ok(k) = sock.read(&mut buf).await {
+                            if k == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/log"), seen, written)
+}
+
+/// `VmHWM` (peak resident set) of process `pid` in KiB, from /proc/<pid>/status.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_with_a_1_gib_body_is_delivered_once_and_memory_stays_bounded() {
+    let w = World::new(vec![]).await;
+    let (url, seen, written) = hostile_body(FirstBody::Endless).await;
+    point_at(&w, &url);
+    let daemon = w.start_daemon();
+    let pid = daemon.child.id();
+    let started = std::time::Instant::now();
+    w.append(&inbound_call(1));
+    w.wait_for(LIMIT, "the call with the 1 GiB answer delivered", || {
+        w.status()["delivered"] == 1
+    })
+    .await;
+    let took = started.elapsed();
+    // A second call shows the worker goes on, and gives a retry of call 1 time to happen.
+    w.append(&inbound_call(2));
+    w.wait_for(LIMIT, "the next call delivered", || {
+        w.status()["delivered"] == 2
+    })
+    .await;
+    let peak = peak_rss_kib(pid);
+    let bytes = written.load(Ordering::Relaxed);
+    eprintln!(
+        "[1 GiB body] delivered in {took:?}; the CRM wrote {bytes} body bytes before the daemon hung up; daemon VmHWM = {peak} kB ({:.1} MiB)",
+        peak as f64 / 1024.0
+    );
+    let requests = seen.lock().expect("lock").clone();
+    assert_eq!(
+        requests.len(),
+        2,
+        "call 1 must be posted once, then call 2: {} request(s)",
+        requests.len()
+    );
+    assert!(requests[0].contains(&common::call_id(1)));
+    assert!(requests[1].contains(&common::call_id(2)));
+    assert!(bytes < GIB, "the daemon read the whole 1 GiB body");
+    assert!(
+        daemon.log_contains("not read whole"),
+        "{}",
+        daemon.log_tail()
+    );
+    assert!(
+        peak < 100 * 1024,
+        "daemon peak RSS {peak} kB is over 100 MiB"
+    );
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_whose_body_stalls_counts_as_delivered_and_the_worker_goes_on() {
+    let w = World::new(vec![]).await;
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    assert!(text.contains("request_timeout_ms = 2000"));
+    std::fs::write(
+        &w.config,
+        text.replace("request_timeout_ms = 2000", "request_timeout_ms = 500"),
+    )
+    .expect("config");
+    let (url, seen, _) = hostile_body(FirstBody::Stalled).await;
+    point_at(&w, &url);
+    let daemon = w.start_daemon();
+    let started = std::time::Instant::now();
+    w.append(&inbound_call(1));
+    w.wait_for(LIMIT, "the call with the stalled answer delivered", || {
+        w.status()["delivered"] == 1
+    })
+    .await;
+    let first = started.elapsed();
+    w.append(&inbound_call(2));
+    w.wait_for(LIMIT, "the next call delivered", || {
+        w.status()["delivered"] == 2
+    })
+    .await;
+    eprintln!(
+        "[stalled body] call 1 delivered after {first:?}, call 2 after {:?} (request_timeout_ms = 500)",
+        started.elapsed()
+    );
+    let requests = seen.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 2, "call 1 posted again? {requests:#?}");
+    assert!(requests[0].contains(&common::call_id(1)));
+    assert!(requests[1].contains(&common::call_id(2)));
+    assert!(
+        daemon.log_contains("not read whole"),
+        "{}",
+        daemon.log_tail()
+    );
     daemon.stop();
 }
