@@ -321,3 +321,89 @@ async fn a_200_whose_body_stalls_counts_as_delivered_and_the_worker_goes_on() {
     );
     daemon.stop();
 }
+
+/// `GET path` on the HTTP API with the bearer token; (status, body), or None if it did not answer.
+fn api_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).ok()?;
+    let status = answer.split(' ').nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+const API_TOKEN: &str = "hostile-crm-test-token";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_worker_that_dies_on_a_corrupt_store_row_is_reported_and_the_daemon_exits() {
+    let w = World::new(vec![]).await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut config = std::fs::read_to_string(&w.config).expect("config");
+    config.push_str(&format!(
+        "[http]\nlisten = \"{addr}\"\ntoken = \"{API_TOKEN}\"\n"
+    ));
+    std::fs::write(&w.config, config).expect("config");
+    let mut daemon = w.start_daemon();
+    w.append(&inbound_call(1));
+    w.wait_for(LIMIT, "call 1 delivered", || w.status()["delivered"] == 1)
+        .await;
+    let (code, before) = api_get(addr, "/readyz").expect("/readyz answers");
+    eprintln!("[dead worker] /readyz before: {code} {}", before.trim());
+    assert!(!before.contains("delivery"), "{before}");
+
+    // A row whose `attempts` is text: the worker's query cannot read it.
+    let db = rusqlite::Connection::open(w.dir.path().join("pbxlink.db")).expect("open store");
+    db.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    db.execute(
+        "INSERT INTO outbox (kind, idempotency_key, call_id, source, body, state, attempts,
+                             next_attempt_at, created_at, updated_at)
+         VALUES ('call_log', 'corrupt-row', 'corrupt', 'test', '{}', 'pending', 'not a number',
+                 0, 0, 0)",
+        [],
+    )
+    .expect("insert the corrupt row");
+    drop(db);
+
+    let corrupted = std::time::Instant::now();
+    let mut named = Vec::new();
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            corrupted.elapsed() < LIMIT,
+            "daemon still running: {}",
+            daemon.log_tail()
+        );
+        if let Some((code, body)) = api_get(addr, "/readyz") {
+            if body.contains("call_log delivery") {
+                named.push((code, body));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    eprintln!(
+        "[dead worker] exited {status} {:?} after the corrupt row; /readyz naming the task: {named:?}",
+        corrupted.elapsed()
+    );
+    assert!(
+        !status.success(),
+        "pbxlink run exited 0: {}",
+        daemon.log_tail()
+    );
+    assert!(
+        daemon.log_contains("call_log delivery stopped"),
+        "{}",
+        daemon.log_tail()
+    );
+}
