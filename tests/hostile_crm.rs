@@ -407,3 +407,87 @@ async fn a_delivery_worker_that_dies_on_a_corrupt_store_row_is_reported_and_the_
         daemon.log_tail()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_on_the_popup_endpoint_is_not_followed() {
+    use pbxlink::pbx::asterisk::ami::simulator::AmiSimulator;
+    let w = World::new(vec![]).await;
+    let (elsewhere, reached) = hostile(vec![json_ok()]).await;
+    let (popup_url, popups) = hostile(vec![format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )])
+    .await;
+    let ami = AmiSimulator::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("AMI simulator");
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let text = text.replace(
+        "secret_key = \"sk\"\n",
+        &format!("secret_key = \"sk\"\nagent_popup_url = {popup_url:?}\n"),
+    );
+    assert!(text.contains("agent_popup_url"));
+    std::fs::write(
+        &w.config,
+        format!(
+            "{text}[asterisk.ami]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"pbxlink\"\nsecret = \"s\"\n",
+            ami.addr().port()
+        ),
+    )
+    .expect("config");
+    let daemon = w.start_daemon();
+    w.wait_for(LIMIT, "the daemon logged in to the AMI simulator", || {
+        ami.clients() > 0
+    })
+    .await;
+    // The tracker starts after the login's event list; give it a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let call = "1700000100.1";
+    let caller = "PJSIP/airtel-00000100";
+    ami.emit(&[
+        ("Event", "Newchannel"),
+        ("Channel", caller),
+        ("CallerIDNum", "+919611700100"),
+        ("CallerIDName", "Lead"),
+        ("Context", "from-trunk"),
+        ("Exten", "918044556677"),
+        ("Uniqueid", call),
+        ("Linkedid", call),
+    ]);
+    ami.emit(&[
+        ("Event", "AgentCalled"),
+        ("Channel", caller),
+        ("CallerIDNum", "+919611700100"),
+        ("Queue", "sales"),
+        ("Interface", "PJSIP/100"),
+        ("MemberName", "100"),
+        ("DestChannel", "PJSIP/100-00000101"),
+        ("Uniqueid", call),
+        ("Linkedid", call),
+    ]);
+    let log = daemon.log.clone();
+    w.wait_for(LIMIT, "the popup's redirect refused", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("agent popup refused")
+    })
+    .await;
+    assert!(daemon.log_contains("redirect to"), "{}", daemon.log_tail());
+    // A moment for anything that would follow the redirect or post again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posted = popups.lock().expect("lock").clone();
+    assert_eq!(posted.len(), 1, "popup posted again: {posted:#?}");
+    assert!(posted[0].contains(call), "{}", posted[0]);
+    eprintln!(
+        "[popup 3xx] {}",
+        std::fs::read_to_string(&daemon.log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("agent popup refused"))
+            .unwrap_or_default()
+    );
+    assert!(
+        reached.lock().expect("lock").is_empty(),
+        "the redirect target was reached (with the keys)"
+    );
+    daemon.stop();
+}
