@@ -491,3 +491,87 @@ async fn a_redirect_on_the_popup_endpoint_is_not_followed() {
     );
     daemon.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_worker_stuck_on_a_locked_store_is_named_by_readyz_then_the_daemon_exits() {
+    let w = World::new(vec![]).await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut config = std::fs::read_to_string(&w.config).expect("config");
+    config.push_str(&format!(
+        "[http]\nlisten = \"{addr}\"\ntoken = \"{API_TOKEN}\"\n"
+    ));
+    std::fs::write(&w.config, config).expect("config");
+    let mut daemon = w.start_daemon();
+    w.append(&inbound_call(1));
+    w.wait_for(LIMIT, "call 1 delivered", || w.status()["delivered"] == 1)
+        .await;
+    let db = rusqlite::Connection::open(w.dir.path().join("pbxlink.db")).expect("open store");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    db.execute(
+        "INSERT INTO outbox (kind, idempotency_key, call_id, source, body, state, attempts,
+                             next_attempt_at, created_at, updated_at)
+         VALUES ('call_log', 'unreadable-row', 'unreadable', 'test', '{}', 'pending', 0,
+                 ?1, ?1, ?1)",
+        [now_ms + 1500],
+    )
+    .expect("insert the row");
+    // Another process holds the store's write lock: the worker's write after its attempt waits.
+    db.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let locked = std::time::Instant::now();
+    let mut answers = Vec::new();
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            locked.elapsed() < LIMIT,
+            "daemon still running: {}",
+            daemon.log_tail()
+        );
+        let asked = locked.elapsed();
+        if let Some((code, body)) = api_get(addr, "/readyz") {
+            answers.push((asked, locked.elapsed(), code, body.trim().to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let took = locked.elapsed();
+    drop(db);
+    let slowest = answers
+        .iter()
+        .map(|(asked, answered, _, _)| *answered - *asked)
+        .max()
+        .unwrap_or_default();
+    let named = answers
+        .iter()
+        .find(|(_, _, code, body)| *code == 503 && body.contains("call_log delivery"));
+    eprintln!(
+        "[locked store] {} /readyz answers, all 503, slowest in {slowest:?}; first naming the worker: {named:?}; pbxlink run exited {status} {took:?} after the lock was taken",
+        answers.len()
+    );
+    assert!(
+        named.is_some(),
+        "/readyz never named the stuck delivery worker: {answers:#?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(asked, answered, _, _)| *answered - *asked < Duration::from_secs(5)),
+        "/readyz held an answer: {answers:#?}"
+    );
+    assert!(
+        !status.success(),
+        "pbxlink run exited 0: {}",
+        daemon.log_tail()
+    );
+    assert!(
+        daemon.log_contains("call_log delivery stopped"),
+        "{}",
+        daemon.log_tail()
+    );
+}
