@@ -68,6 +68,8 @@ pub struct ApiState<P: PbxControl> {
     bounds: Bounds,
     /// The daemon's tasks, for `/readyz`.
     health: Option<Arc<crate::service::health::Health>>,
+    /// Whether a `/readyz` store check is still running: at most one waits on a locked store.
+    store_check_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<P: PbxControl> ApiState<P> {
@@ -100,6 +102,7 @@ impl<P: PbxControl> ApiState<P> {
             bounds: Bounds::for_names(&http.params),
             http,
             health: None,
+            store_check_running: Arc::default(),
         })
     }
 
@@ -276,13 +279,32 @@ fn refuse<P: PbxControl>(
     (status, format!("{reason}\n")).into_response()
 }
 
+/// How long `/readyz` waits for the store's write check: a store locked by another process
+/// (the check waits on SQLite's busy timeout) must not hold the answer, which also names the
+/// daemon's stuck or ended tasks.
+const READYZ_STORE_CHECK: Duration = Duration::from_secs(2);
+
 async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Response {
     let mut problems = Vec::new();
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.check_writable()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => problems.push(format!("store not writable: {e}")),
-        Err(e) => problems.push(format!("store check failed: {e}")),
+    use std::sync::atomic::Ordering::AcqRel;
+    let running = state.store_check_running.clone();
+    if running.swap(true, AcqRel) {
+        problems.push("the previous store check is still waiting (store locked or busy)".into());
+    } else {
+        let store = state.store.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            let result = store.check_writable();
+            running.store(false, std::sync::atomic::Ordering::Release);
+            result
+        });
+        match tokio::time::timeout(READYZ_STORE_CHECK, check).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => problems.push(format!("store not writable: {e}")),
+            Ok(Err(e)) => problems.push(format!("store check failed: {e}")),
+            Err(_) => problems.push(format!(
+                "store check took longer than {READYZ_STORE_CHECK:?} (store locked or busy)"
+            )),
+        }
     }
     if !state.pbx.is_connected() {
         problems.push("PBX not connected".into());

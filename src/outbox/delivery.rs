@@ -113,6 +113,17 @@ pub fn deadline_after(wait: Duration) -> Instant {
     now.checked_add(wait.min(FAR)).unwrap_or(now)
 }
 
+/// Runs a store call (synchronous SQLite, which may wait up to the busy timeout on a store
+/// locked by another process) so that it does not hold a thread of the multi-thread runtime:
+/// the HTTP API, the timers and the other workers keep running. On a current-thread runtime
+/// (unit tests) it simply runs `f`.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// How long a worker may go between heartbeats while idle or backing off.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Slack on every heartbeat promise (a busy machine, the rate limiter's queue).
@@ -329,7 +340,8 @@ impl<S: Sender> DeliveryWorker<S> {
                 continue;
             }
             self.beat(self.settings.idle_poll.max(BEAT_EVERY));
-            let Some(row) = self.store.next_due(self.settings.kind, now_ms())? else {
+            let kind = self.settings.kind;
+            let Some(row) = off_the_runtime(|| self.store.next_due(kind, now_ms()))? else {
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(self.settings.idle_poll) => {}
@@ -340,7 +352,7 @@ impl<S: Sender> DeliveryWorker<S> {
             self.beat(self.settings.attempt_timeout);
             self.limiter.acquire().await;
             let outcome = self.sender.send(&row).await;
-            self.record(&row, outcome)?;
+            off_the_runtime(|| self.record(&row, outcome))?;
         }
         Ok(())
     }
