@@ -4,6 +4,7 @@
 
 pub mod asterisk;
 pub mod freeswitch;
+pub mod read_buffer;
 
 use crate::call::CallRecord;
 

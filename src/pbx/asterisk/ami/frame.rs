@@ -16,6 +16,7 @@
 //! defaults).
 
 use super::Message;
+use crate::pbx::read_buffer::ReadBuffer;
 
 /// Longest banner line accepted.
 pub const MAX_BANNER_BYTES: usize = 1024;
@@ -85,10 +86,8 @@ pub enum Frame {
 /// The framer of one connection: its read buffer and where checking stopped.
 #[derive(Debug)]
 pub struct Framer {
-    buf: Vec<u8>,
-    /// First byte of the current (unconsumed) frame in `buf`.
-    start: usize,
-    /// Where checking resumes, relative to `start` (always the start of a line).
+    buf: ReadBuffer,
+    /// Where checking resumes, relative to the first pending byte (always the start of a line).
     scan: usize,
     /// Non-empty lines of the current frame seen so far.
     lines: usize,
@@ -102,8 +101,7 @@ impl Framer {
     /// A framer for a fresh connection: the first frame is the banner line.
     pub fn after_connect(limits: FrameLimits) -> Self {
         Self {
-            buf: Vec::with_capacity(8 * 1024),
-            start: 0,
+            buf: ReadBuffer::with_capacity(8 * 1024),
             scan: 0,
             lines: 0,
             follows: false,
@@ -122,16 +120,12 @@ impl Framer {
 
     /// Appends bytes read from the socket.
     pub fn extend(&mut self, data: &[u8]) {
-        if self.start > 0 && (self.start == self.buf.len() || self.start >= self.buf.len() / 2) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(data);
+        self.buf.extend(data);
     }
 
     /// Bytes buffered and not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len()
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed, or the error that must
@@ -140,7 +134,7 @@ impl Framer {
         let Some(end) = self.check()? else {
             return Ok(None);
         };
-        let bytes = &self.buf[self.start..self.start + end];
+        let bytes = &self.buf.pending()[..end];
         let frame = if self.expect_banner {
             let line = String::from_utf8_lossy(strip_cr(&bytes[..bytes.len() - 1]));
             let line = line.trim();
@@ -154,7 +148,7 @@ impl Framer {
         } else {
             Frame::Message(parse_message(bytes, self.follows)?)
         };
-        self.start += end;
+        self.buf.consume(end);
         self.scan = 0;
         self.lines = 0;
         self.follows = false;
@@ -164,7 +158,7 @@ impl Framer {
     /// Proves that a whole frame is buffered: returns its length from `start`.
     fn check(&mut self) -> Result<Option<usize>, FrameError> {
         loop {
-            let data = &self.buf[self.start..];
+            let data = self.buf.pending();
             let Some(nl) = data[self.scan..].iter().position(|&b| b == b'\n') else {
                 let limit = if self.expect_banner {
                     MAX_BANNER_BYTES
@@ -193,7 +187,7 @@ impl Framer {
             if line.is_empty() {
                 if self.lines == 0 {
                     // A blank line between messages: skip it.
-                    self.start += next;
+                    self.buf.consume(next);
                     self.scan = 0;
                     continue;
                 }

@@ -24,6 +24,8 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode;
 
+use crate::pbx::read_buffer::ReadBuffer;
+
 /// Default bound of one header block (envelope or event headers are far smaller: FreeSWITCH
 /// formats every envelope into a 512- or 1024-byte buffer).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -430,10 +432,8 @@ struct Checked {
 /// The framer of one connection: its read buffer and where checking stopped.
 #[derive(Debug)]
 pub struct Framer {
-    buf: Vec<u8>,
-    /// First byte of the current (unconsumed) message in `buf`.
-    start: usize,
-    /// Where the search for the empty line resumes, relative to `start`.
+    buf: ReadBuffer,
+    /// Where the search for the empty line resumes, relative to the first pending byte.
     scan: usize,
     /// The header block of the current message, once found.
     checked: Option<Checked>,
@@ -444,8 +444,7 @@ impl Framer {
     /// A framer for a fresh connection.
     pub fn new(limits: FrameLimits) -> Self {
         Self {
-            buf: Vec::with_capacity(16 * 1024),
-            start: 0,
+            buf: ReadBuffer::with_capacity(16 * 1024),
             scan: 0,
             checked: None,
             limits,
@@ -454,16 +453,12 @@ impl Framer {
 
     /// Appends bytes read from the socket.
     pub fn extend(&mut self, data: &[u8]) {
-        if self.start > 0 && (self.start == self.buf.len() || self.start >= self.buf.len() / 2) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(data);
+        self.buf.extend(data);
     }
 
     /// Bytes buffered and not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len()
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed, or the error that must end
@@ -472,11 +467,11 @@ impl Framer {
         let Some(c) = self.check()? else {
             return Ok(None);
         };
-        let msg = &self.buf[self.start..];
+        let msg = self.buf.pending();
         let headers = Headers::parse(&msg[..c.block_end], false)?;
         let body = &msg[c.body_start..c.body_start + c.body_len];
         let frame = to_frame(headers, body)?;
-        self.start += c.body_start + c.body_len;
+        self.buf.consume(c.body_start + c.body_len);
         self.scan = 0;
         self.checked = None;
         Ok(Some(frame))
@@ -487,16 +482,16 @@ impl Framer {
         if self.checked.is_none() {
             // Empty lines between messages are skipped.
             while self.scan == 0 {
-                let data = &self.buf[self.start..];
+                let data = self.buf.pending();
                 match data.first() {
-                    Some(b'\n') => self.start += 1,
-                    Some(b'\r') if data.get(1) == Some(&b'\n') => self.start += 2,
+                    Some(b'\n') => self.buf.consume(1),
+                    Some(b'\r') if data.get(1) == Some(&b'\n') => self.buf.consume(2),
                     Some(b'\r') if data.len() == 1 => return Ok(None),
                     Some(_) => break,
                     None => return Ok(None),
                 }
             }
-            let data = &self.buf[self.start..];
+            let data = self.buf.pending();
             let limit = self.limits.max_header_bytes;
             let Some((block_end, body_start)) = find_block_end(data, self.scan) else {
                 if data.len() > limit {
