@@ -4,9 +4,15 @@
 //! builds [`CallRecord`]s with the help of the shared [`Directory`]; everything after that
 //! (outbox, payloads, delivery) knows nothing of the PBX.
 
+mod clock;
 mod directory;
+pub mod facts;
+mod popup;
 
+pub use clock::monotonic_ms;
 pub use directory::{AgentInfo, Directory, VirtualNumberInfo};
+pub use facts::{AgentSegment, CallFacts, DialResult, RecordingRef, RingingFacts};
+pub use popup::PopupRequest;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::pbx::asterisk::live::monotonic_ms;
+use crate::call::monotonic_ms;
 
 /// One task's liveness.
 #[derive(Debug)]

@@ -58,7 +58,7 @@ impl PayloadFormat {
     }
 
     /// The Agent Popup body for an inbound call ringing an agent.
-    pub fn popup(&self, popup: &crate::pbx::asterisk::tracker::PopupRequest) -> Value {
+    pub fn popup(&self, popup: &crate::call::PopupRequest) -> Value {
         let agent = popup
             .agent
             .as_ref()

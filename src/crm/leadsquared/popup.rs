@@ -15,9 +15,8 @@ use tokio::task::JoinSet;
 
 use super::LeadSquaredClient;
 use super::lead::LeadApi;
+use crate::call::{PopupRequest, monotonic_ms};
 use crate::outbox::{RateLimiter, SendOutcome};
-use crate::pbx::asterisk::live::monotonic_ms;
-use crate::pbx::asterisk::tracker::PopupRequest;
 use crate::service::health::Heartbeat;
 
 /// How often the sender beats its heartbeat while the queue is quiet.

@@ -2,8 +2,8 @@
 //! finished calls go into the outbox (`call_log_source = "ami"` or `"both"`); and the HTTP
 //! API's [`PbxControl`] is carried out with AMI actions (Originate, QueuePause).
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
@@ -21,11 +21,7 @@ impl EventFields for Message {
     }
 }
 
-/// Milliseconds on a monotonic clock shared by the tracker and the popup sender.
-pub fn monotonic_ms() -> i64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as i64
-}
+pub use crate::call::monotonic_ms;
 
 /// How long an AMI action may take before the HTTP caller gets an error.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(5);

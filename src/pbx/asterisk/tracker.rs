@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::assemble::channel_extension;
-use crate::call::{AgentInfo, CallRecord, Direction, Directory, Number, Outcome};
+use crate::call::{CallRecord, Direction, Directory, Outcome};
 
 /// Read access to one AMI event's headers (first value of a repeated key, like Asterisk).
 pub trait EventFields {
@@ -32,24 +32,7 @@ impl EventFields for HashMap<String, String> {
     }
 }
 
-/// An agent popup to send now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PopupRequest {
-    /// The call's Linkedid, later the call log's CallSessionId.
-    pub call_id: String,
-    /// The caller.
-    pub lead_number: Number,
-    /// The ringing agent's extension.
-    pub agent_extension: String,
-    /// The agent, when configured.
-    pub agent: Option<AgentInfo>,
-    /// The virtual number the call came in on.
-    pub display_number: Option<Number>,
-    /// Its tag.
-    pub tag: Option<String>,
-    /// When the event arrived (ms on the caller's monotonic clock), for the popup's TTL.
-    pub event_at_ms: i64,
-}
+pub use crate::call::PopupRequest;
 
 /// What handling an event produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
