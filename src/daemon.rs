@@ -118,7 +118,7 @@ impl Daemon {
             Store::open(&config.store.path, config.store.synchronous)
                 .context("opening the store")?,
         );
-        let credentials = config.credentials().map_err(|p| anyhow::anyhow!("{p}"))?;
+        let credentials = config.credentials()?;
         let client = LeadSquaredClient::new(config, credentials)?;
         let wake = Arc::new(Notify::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -217,9 +217,7 @@ impl Daemon {
         let ami = match config.asterisk.as_ref().and_then(|a| a.ami.clone()) {
             Some(settings) => {
                 let ast = config.asterisk.as_ref().map(|a| a.call_log_source);
-                let secret = settings
-                    .resolve_secret()
-                    .map_err(|p| anyhow::anyhow!("{p}"))?;
+                let secret = settings.resolve_secret()?;
                 let ami = AmiClient::spawn(settings, secret);
                 let popups = if ls.agent_popup_url.is_empty() {
                     tracing::info!("[leadsquared] agent_popup_url is not set: no agent popups");
@@ -360,7 +358,7 @@ impl Daemon {
     /// URL, keys and payload format to the delivery client. Returns the changed keys that
     /// need a restart (logged, not applied).
     pub fn reload(&mut self, new: Config) -> anyhow::Result<Vec<&'static str>> {
-        let credentials = new.credentials().map_err(|p| anyhow::anyhow!("{p}"))?;
+        let credentials = new.credentials()?;
         let directory = crate::call::Directory::from_config(&new)
             .map_err(|e| anyhow::anyhow!("agents/virtual numbers: {e}"))?;
         self.client

@@ -282,7 +282,7 @@ async fn live_metrics(http: &pbxlink::config::HttpConfig) -> anyhow::Result<Vec<
         .danger_accept_invalid_certs(true)
         .build()?;
     let mut request = client.get(&url);
-    if let Some(token) = http.resolve_token().map_err(|p| anyhow::anyhow!("{p}"))? {
+    if let Some(token) = http.resolve_token()? {
         request = request.bearer_auth(token);
     }
     let response = request

@@ -77,7 +77,7 @@ impl<P: PbxControl> ApiState<P> {
     pub fn new(config: &Config, pbx: P, store: Arc<Store>) -> anyhow::Result<Self> {
         let http = config.http.clone().unwrap_or_default();
         let ast = config.asterisk.clone().unwrap_or_default();
-        let credentials = config.credentials().map_err(|p| anyhow::anyhow!("{p}"))?;
+        let credentials = config.credentials()?;
         let route = (!config.leadsquared.call_route_url.is_empty())
             .then(|| {
                 RouteClient::new(
@@ -145,17 +145,11 @@ impl<P: PbxControl> ApiState<P> {
 /// Builds the router with its guards (address allow-list, token, body size, rate).
 pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> {
     let policy = Arc::new(
-        AccessPolicy::new(
-            state
-                .http
-                .resolve_token()
-                .map_err(|p| anyhow::anyhow!("{p}"))?,
-            &state.http.allow_from,
-        )
-        .with_failure_throttle(FailureThrottle::new(
-            state.http.auth_failures_per_minute,
-            Duration::from_secs(60),
-        )),
+        AccessPolicy::new(state.http.resolve_token()?, &state.http.allow_from)
+            .with_failure_throttle(FailureThrottle::new(
+                state.http.auth_failures_per_minute,
+                Duration::from_secs(60),
+            )),
     );
     let per_second =
         NonZeroU32::new(state.http.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);

@@ -93,8 +93,8 @@ impl LeadApi {
             api_host: ls.api_host.trim_end_matches('/').to_owned(),
             app_host: ls.app_host.trim_end_matches('/').to_owned(),
             redirect: ls.sso_redirect.clone(),
-            credentials: config.credentials().map_err(|p| anyhow::anyhow!("{p}"))?,
-            sso_password: config.sso_password().map_err(|p| anyhow::anyhow!("{p}"))?,
+            credentials: config.credentials()?,
+            sso_password: config.sso_password()?,
         })
     }
 

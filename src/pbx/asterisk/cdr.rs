@@ -191,17 +191,10 @@ impl ColumnLayout {
             let field = Field::from_name(&name);
             columns.push((name, field));
         }
-        let has = |f: Field| columns.iter().any(|(_, c)| *c == Some(f));
-        for (field, name) in [
-            (Field::Src, "src"),
-            (Field::Dst, "dst"),
-            (Field::Start, "start"),
-            (Field::End, "end"),
-            (Field::Disposition, "disposition"),
-            (Field::Channel, "channel"),
-        ] {
-            if !has(field) {
-                return Err(LayoutError::Missing(name));
+        // The columns every call log needs are the config's rule for cdr_columns.
+        for any_of in crate::config::ASTERISK_CDR_COLUMNS.required {
+            if !any_of.iter().any(|name| seen.contains(*name)) {
+                return Err(LayoutError::Missing(any_of.first().copied().unwrap_or("")));
             }
         }
         Ok(Self { columns })

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::call::Directory;
-use crate::config::{AsteriskConfig, CdrFormat, Config};
+use crate::config::{AsteriskConfig, Config};
 use crate::outbox::Store;
 use crate::pipeline::FileSource;
 use assemble::{AsteriskAssembler, ClassifyRules};
@@ -39,16 +39,14 @@ pub fn source_name(path: &std::path::Path) -> String {
 
 /// Builds the CDR parser for `[asterisk]`.
 pub fn cdr_parser(ast: &AsteriskConfig) -> Result<CdrParser, SourceError> {
-    let tz = ast
-        .cdr_time_zone
-        .parse()
-        .map_err(|_| SourceError::Invalid(format!("bad cdr_time_zone {:?}", ast.cdr_time_zone)))?;
-    let layout = match ast.cdr_format {
-        CdrFormat::Csv => None,
-        CdrFormat::Custom => Some(
-            ColumnLayout::from_names(&ast.cdr_columns)
-                .map_err(|e| SourceError::Invalid(e.to_string()))?,
-        ),
+    let tz = ast.cdr_time_zone.zone().ok_or_else(|| {
+        SourceError::Invalid(format!("bad cdr_time_zone {:?}", ast.cdr_time_zone))
+    })?;
+    let layout = match ast.custom_columns() {
+        None => None,
+        Some(names) => {
+            Some(ColumnLayout::from_names(names).map_err(|e| SourceError::Invalid(e.to_string()))?)
+        }
     };
     Ok(CdrParser::new(layout, tz))
 }
