@@ -710,3 +710,45 @@ fn every_key_of_every_table_is_classified_live_or_restart() {
         .collect();
     assert_eq!(classified_live, live, "what a reload applies live");
 }
+
+#[test]
+fn the_examples_commented_freeswitch_block_names_real_keys() {
+    let example = include_str!("../../examples/pbxlink.toml");
+    let start = example
+        .find("# [freeswitch]\n")
+        .expect("a [freeswitch] block");
+    let end = start
+        + example[start..]
+            .find("\n\n")
+            .expect("the block ends with a blank line");
+    let mut block = String::new();
+    for line in example[start..end].lines() {
+        let Some(rest) = line.strip_prefix("# ") else {
+            continue;
+        };
+        let is_setting = rest.starts_with('[')
+            || rest.starts_with("  ")
+            || rest
+                .split_once(" = ")
+                .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        if is_setting {
+            block.push_str(rest);
+            block.push('\n');
+        }
+    }
+    let text = example.replacen("# [freeswitch]\n", &block, 1);
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    let fs = c.freeswitch.as_ref().expect("[freeswitch]");
+    assert_eq!(fs.cdr_columns.len(), 13);
+    assert!(fs.esl.is_some());
+    let keys: Vec<String> = problem_keys(&c)
+        .into_iter()
+        .filter(|k| k != "freeswitch.esl.password_file")
+        .collect();
+    assert_eq!(
+        keys,
+        ["freeswitch.cdr_template"],
+        "the example shows both ways of naming columns (and a password file, which this \
+         machine may lack)"
+    );
+}
