@@ -264,8 +264,6 @@ fn the_parsed_values_are_typed_at_load() {
         networks,
         ["10.0.0.0/8", "192.168.1.7/32", "::1/128", "fd00::/8"]
     );
-    assert!(http.allow_from.allows("10.9.8.7".parse().expect("ip")));
-    assert!(!http.allow_from.allows("11.0.0.1".parse().expect("ip")));
     let csv = Config::parse(MINIMAL).expect("parses");
     assert_eq!(csv.asterisk.expect("[asterisk]").custom_columns(), None);
 }
