@@ -99,6 +99,17 @@ pub(crate) fn check(
                 );
                 continue;
             }
+            if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.add(
+                    format!("agents[{i}].callcenter_agent"),
+                    format!(
+                        "\"{}\" has a space or control character, which would end the agent's \
+                         name in a callcenter_config command",
+                        crate::logtext::Escaped(name)
+                    ),
+                );
+                continue;
+            }
         }
         let callcenter = agent.callcenter_agent_name();
         let explicit = agent.callcenter_agent.is_some();

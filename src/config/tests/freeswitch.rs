@@ -281,12 +281,17 @@ fn the_callcenter_agent_defaults_to_the_extension() {
     assert_eq!(c.agents[1].callcenter_agent_name(), "101@default");
     let clash = format!(
         "{MINIMAL}[[agents]]\nextension = \"100\"\n[[agents]]\nextension = \"101\"\ncallcenter_agent = \"100\"\n\
-         [[agents]]\nextension = \"102\"\ncallcenter_agent = \" \"\n"
+         [[agents]]\nextension = \"102\"\ncallcenter_agent = \" \"\n\
+         [[agents]]\nextension = \"103\"\ncallcenter_agent = \"103 Available\\r\\n\"\n"
     );
     let c = Config::parse(&clash).expect("parses");
     assert_eq!(
         problem_keys(&c),
-        ["agents[1].callcenter_agent", "agents[2].callcenter_agent"]
+        [
+            "agents[1].callcenter_agent",
+            "agents[2].callcenter_agent",
+            "agents[3].callcenter_agent"
+        ]
     );
     let twice =
         format!("{MINIMAL}[[agents]]\nextension = \"100\"\n[[agents]]\nextension = \"100\"\n");
