@@ -140,7 +140,9 @@ pub fn call_facts(source: &str, legs: &[&FsLeg]) -> Result<CallFacts, String> {
     }
     // An originated leg's first profile is the originate's own (the agent's phone), not a
     // number anybody dialled.
-    let dialled_numbers = &root.destinations[usize::from(originated).min(root.destinations.len())..];
+    // (A cdr_csv row has only the current profile's destination.)
+    let skip = usize::from(originated && root.destinations.len() > 1);
+    let dialled_numbers = &root.destinations[skip..];
     if let Some(first) = dialled_numbers.first() {
         push_unique(&mut facts.did_candidates, first);
     }
