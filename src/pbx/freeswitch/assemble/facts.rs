@@ -61,7 +61,8 @@ pub fn role(leg: &FsLeg, root: &FsLeg, legs: &[&FsLeg]) -> LegRole {
         LegRole::Root
     } else if is_mirror(leg, legs) {
         LegRole::Mirror
-    } else if leg.is_callcenter_agent_leg() || (leg.originator.is_some() && leg.dialed_user.is_some())
+    } else if leg.is_callcenter_agent_leg()
+        || (leg.originator.is_some() && leg.dialed_user.is_some())
     {
         LegRole::Agent
     } else if leg.originator.is_some() || leg.direction == Some(LegDirection::Outbound) {
@@ -147,7 +148,10 @@ pub fn call_facts(source: &str, legs: &[&FsLeg]) -> Result<CallFacts, String> {
         push_unique(&mut facts.did_candidates, first);
     }
     if root.direction != Some(LegDirection::Outbound) {
-        for v in [&root.sip_req_user, &root.sip_to_user].into_iter().flatten() {
+        for v in [&root.sip_req_user, &root.sip_to_user]
+            .into_iter()
+            .flatten()
+        {
             push_unique(&mut facts.did_candidates, v);
         }
     }

@@ -67,7 +67,11 @@ fn calls_of(legs: Vec<FsLeg>) -> Vec<AssembledFacts> {
 fn only_call(legs: Vec<FsLeg>) -> CallFacts {
     let calls = calls_of(legs);
     assert_eq!(calls.len(), 1, "one call: {calls:#?}");
-    calls.into_iter().next().and_then(|c| c.facts.ok()).expect("facts")
+    calls
+        .into_iter()
+        .next()
+        .and_then(|c| c.facts.ok())
+        .expect("facts")
 }
 
 fn us(micros: i64) -> DateTime<Utc> {
@@ -113,8 +117,9 @@ fn answered_inbound_json_cdr_facts() {
     want.attempts = vec![DialResult::Answered];
     want.applications = strings(&["export", "set", "record_session", "bridge"]);
     want.recording = Some(RecordingRef {
-        file: "/usr/local/freeswitch/recordings/2026-12-01/bcc77915-8cf9-4441-8633-7c068ba183cd.wav"
-            .into(),
+        file:
+            "/usr/local/freeswitch/recordings/2026-12-01/bcc77915-8cf9-4441-8633-7c068ba183cd.wav"
+                .into(),
         channel_id: Some("bcc77915-8cf9-4441-8633-7c068ba183cd".into()),
     });
     want.legs = 3;
@@ -194,8 +199,9 @@ fn queue_ring_all_json_cdr_facts() {
     want.attempts = vec![DialResult::Answered, DialResult::NoAnswer];
     want.applications = strings(&["export", "answer", "set", "record_session", "callcenter"]);
     want.recording = Some(RecordingRef {
-        file: "/usr/local/freeswitch/recordings/2026-12-01/d718501f-df0f-4c3f-8c32-22faf9acf617.wav"
-            .into(),
+        file:
+            "/usr/local/freeswitch/recordings/2026-12-01/d718501f-df0f-4c3f-8c32-22faf9acf617.wav"
+                .into(),
         channel_id: Some("d718501f-df0f-4c3f-8c32-22faf9acf617".into()),
     });
     want.legs = 5;
@@ -258,7 +264,10 @@ fn click_to_call_json_cdr_facts() {
 fn csv_layout_for(first_row: &[u8]) -> CsvLayout {
     let fields = crate::pbx::freeswitch::cdr::csv::split_fields(first_row).len();
     if fields == templates::RIG_COLUMNS.len() {
-        let columns: Vec<String> = templates::RIG_COLUMNS.iter().map(|c| c.to_string()).collect();
+        let columns: Vec<String> = templates::RIG_COLUMNS
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         CsvLayout::new(None, Some(&columns)).expect("rig layout")
     } else {
         CsvLayout::new(Some("pbxlink"), None).expect("pbxlink layout")
@@ -297,7 +306,10 @@ fn cdr_csv_fixtures_group_like_json_cdr() {
         // The other groups are the agent phones' own legs, one leg each.
         for other in csv.iter().filter(|f| f.call_id != json.call_id) {
             assert_eq!(other.legs, 1, "{scenario}: {other:#?}");
-            assert!(other.dialled.starts_with("phone-"), "{scenario}: {other:#?}");
+            assert!(
+                other.dialled.starts_with("phone-"),
+                "{scenario}: {other:#?}"
+            );
         }
     }
 }
@@ -364,7 +376,10 @@ fn losing_agent_leg_waits_for_the_members_leg() {
     for (i, leg) in rest.into_iter().enumerate() {
         a.add_leg(i as i64 + 2, leg, "leg".into(), 700_000);
     }
-    assert!(a.take_settled_facts(700_000 + 2_999).is_empty(), "not yet quiet");
+    assert!(
+        a.take_settled_facts(700_000 + 2_999).is_empty(),
+        "not yet quiet"
+    );
     let calls = a.take_settled_facts(700_000 + 3_000);
     assert_eq!(calls.len(), 1);
     let f = calls[0].facts.as_ref().expect("facts");
@@ -477,5 +492,8 @@ fn classifier_decides_what_is_posted() {
     }
     let calls = a.take_all();
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].skipped.as_deref(), Some(r#"agents ["101", "100"]"#));
+    assert_eq!(
+        calls[0].skipped.as_deref(),
+        Some(r#"agents ["101", "100"]"#)
+    );
 }

@@ -136,7 +136,11 @@ fn column_name(field: &str) -> String {
         && inner
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if plain { inner.to_owned() } else { String::new() }
+    if plain {
+        inner.to_owned()
+    } else {
+        String::new()
+    }
 }
 
 /// Splits a line into fields; see the module documentation. Quotes around a field are
@@ -240,11 +244,7 @@ impl FsCsvParser {
 
     /// Parses one line (without its newline) read at a time inside `window`. `Ok(None)` for
     /// an empty line.
-    pub fn parse_within(
-        &self,
-        line: &[u8],
-        window: TimeWindow,
-    ) -> Result<Option<FsLeg>, CsvError> {
+    pub fn parse_within(&self, line: &[u8], window: TimeWindow) -> Result<Option<FsLeg>, CsvError> {
         if line.len() > MAX_LINE_BYTES {
             return Err(CsvError::TooLong(line.len()));
         }

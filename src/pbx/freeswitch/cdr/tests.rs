@@ -18,10 +18,7 @@ fn window() -> TimeWindow {
 }
 
 fn parser(template: &str, tz: Tz) -> FsCsvParser {
-    FsCsvParser::new(
-        CsvLayout::new(Some(template), None).expect("layout"),
-        tz,
-    )
+    FsCsvParser::new(CsvLayout::new(Some(template), None).expect("layout"), tz)
 }
 
 fn lines(path: PathBuf) -> Vec<Vec<u8>> {
@@ -34,7 +31,9 @@ fn lines(path: PathBuf) -> Vec<Vec<u8>> {
 }
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("time")
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+        .single()
+        .expect("time")
 }
 
 #[test]
@@ -63,7 +62,10 @@ fn stock_templates_have_their_columns() {
 #[test]
 fn the_recommended_template_starts_with_the_rig_columns() {
     let pbxlink = templates::layout("pbxlink").expect("pbxlink");
-    assert_eq!(&pbxlink.columns[..templates::RIG_COLUMNS.len()], templates::RIG_COLUMNS);
+    assert_eq!(
+        &pbxlink.columns[..templates::RIG_COLUMNS.len()],
+        templates::RIG_COLUMNS
+    );
 }
 
 /// The rig writes Master.csv with exactly the recommended template.
@@ -92,11 +94,17 @@ fn layouts_that_cannot_group_are_refused() {
     );
     let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        CsvLayout::new(None, Some(&cols(&["caller_id_number", "start_epoch", "end_epoch"]))),
+        CsvLayout::new(
+            None,
+            Some(&cols(&["caller_id_number", "start_epoch", "end_epoch"]))
+        ),
         Err(LayoutError::NoUuid)
     );
     assert_eq!(
-        CsvLayout::new(None, Some(&cols(&["uuid", "uuid", "start_epoch", "end_epoch"]))),
+        CsvLayout::new(
+            None,
+            Some(&cols(&["uuid", "uuid", "start_epoch", "end_epoch"]))
+        ),
         Err(LayoutError::Duplicate("uuid".into()))
     );
     assert_eq!(CsvLayout::new(None, Some(&[])), Err(LayoutError::Empty));
@@ -106,7 +114,10 @@ fn layouts_that_cannot_group_are_refused() {
         Some(&cols(&["${uuid}", "start_uepoch", "${end_uepoch}"])),
     )
     .expect("columns");
-    assert_eq!(layout.columns, cols(&["uuid", "start_uepoch", "end_uepoch"]));
+    assert_eq!(
+        layout.columns,
+        cols(&["uuid", "start_uepoch", "end_uepoch"])
+    );
 }
 
 /// The stock `example` template's rows of the rig: times from `*_stamp` in cdr_time_zone
@@ -122,7 +133,10 @@ fn example_template_rows_of_the_rig() {
     assert_eq!(legs.len(), 3);
     let a = &legs[1];
     assert_eq!(a.uuid, "bcc77915-8cf9-4441-8633-7c068ba183cd");
-    assert_eq!(a.bridged_to, vec!["439e62da-17c8-4cbe-afab-bfd8e368fc3a".to_string()]);
+    assert_eq!(
+        a.bridged_to,
+        vec!["439e62da-17c8-4cbe-afab-bfd8e368fc3a".to_string()]
+    );
     assert_eq!(a.start, utc(2026, 12, 1, 23, 28, 26));
     assert_eq!(a.answer, Some(utc(2026, 12, 1, 23, 28, 29)));
     assert_eq!(a.end, utc(2026, 12, 1, 23, 28, 32));
@@ -143,7 +157,10 @@ fn example_template_rows_of_the_rig() {
 
     // Missed call: an unanswered leg's empty answer_stamp is no answer.
     let rows = lines(root().join("tests/fixtures/freeswitch/missed_inbound/example.csv"));
-    let leg = p.parse_within(&rows[1], window()).expect("row").expect("leg");
+    let leg = p
+        .parse_within(&rows[1], window())
+        .expect("row")
+        .expect("leg");
     assert_eq!(leg.answer, None);
     assert_eq!(leg.dial_result(), DialResult::NoAnswer);
 }
@@ -151,8 +168,14 @@ fn example_template_rows_of_the_rig() {
 /// Master.csv of the rig (its 25 columns): epochs to the microsecond, every link column.
 #[test]
 fn rig_template_rows_carry_epochs_and_links() {
-    let columns: Vec<String> = templates::RIG_COLUMNS.iter().map(|c| c.to_string()).collect();
-    let p = FsCsvParser::new(CsvLayout::new(None, Some(&columns)).expect("layout"), Tz::UTC);
+    let columns: Vec<String> = templates::RIG_COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let p = FsCsvParser::new(
+        CsvLayout::new(None, Some(&columns)).expect("layout"),
+        Tz::UTC,
+    );
     let rows = lines(root().join("tests/fixtures/freeswitch/queue_ring_all/Master.csv"));
     let legs: Vec<FsLeg> = rows
         .iter()
@@ -179,11 +202,16 @@ fn rig_template_rows_carry_epochs_and_links() {
     assert!(!member.is_callcenter_agent_leg());
     assert_eq!(
         member.recording.as_deref(),
-        Some("/usr/local/freeswitch/recordings/2026-12-01/d718501f-df0f-4c3f-8c32-22faf9acf617.wav")
+        Some(
+            "/usr/local/freeswitch/recordings/2026-12-01/d718501f-df0f-4c3f-8c32-22faf9acf617.wav"
+        )
     );
     assert_eq!(member.direction, Some(LegDirection::Inbound));
     let rows = lines(root().join("tests/fixtures/freeswitch/click_to_call/Master.csv"));
-    let agent = p.parse_within(&rows[1], window()).expect("row").expect("leg");
+    let agent = p
+        .parse_within(&rows[1], window())
+        .expect("row")
+        .expect("leg");
     assert_eq!(agent.lead_id.as_deref(), Some("lead-42"));
 }
 
@@ -221,8 +249,15 @@ fn default_sql_and_quoted_values() {
     // CRLF and blank lines.
     let mut crlf = line.to_vec();
     crlf.extend_from_slice(b"\r");
-    assert!(parser("example", Tz::UTC).parse_within(&crlf, window()).is_ok());
-    assert_eq!(parser("example", Tz::UTC).parse_within(b"  ", window()), Ok(None));
+    assert!(
+        parser("example", Tz::UTC)
+            .parse_within(&crlf, window())
+            .is_ok()
+    );
+    assert_eq!(
+        parser("example", Tz::UTC).parse_within(b"  ", window()),
+        Ok(None)
+    );
 }
 
 #[test]
@@ -266,22 +301,38 @@ fn corrupt_rows_are_errors() {
         Err(CsvError::Leg(LegError::NoUuid))
     );
     let huge = vec![b'"'; csv::MAX_LINE_BYTES + 1];
-    assert!(matches!(p.parse_within(&huge, window()), Err(CsvError::TooLong(_))));
+    assert!(matches!(
+        p.parse_within(&huge, window()),
+        Err(CsvError::TooLong(_))
+    ));
     // A billsec that is no number.
     let text = String::from_utf8_lossy(good).replace("\"5\",\"0\"", "\"5\",\"zero\"");
     assert!(matches!(
         p.parse_within(text.as_bytes(), window()),
-        Err(CsvError::Leg(LegError::NotANumber { field: "billsec", .. }))
+        Err(CsvError::Leg(LegError::NotANumber {
+            field: "billsec",
+            ..
+        }))
     ));
 }
 
 #[test]
 fn epochs_win_over_stamps() {
-    let cols: Vec<String> = ["uuid", "start_stamp", "start_epoch", "end_uepoch", "end_stamp", "answer_epoch"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let p = FsCsvParser::new(CsvLayout::new(None, Some(&cols)).expect("layout"), Tz::Asia__Kolkata);
+    let cols: Vec<String> = [
+        "uuid",
+        "start_stamp",
+        "start_epoch",
+        "end_uepoch",
+        "end_stamp",
+        "answer_epoch",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = FsCsvParser::new(
+        CsvLayout::new(None, Some(&cols)).expect("layout"),
+        Tz::Asia__Kolkata,
+    );
     let leg = p
         .parse_within(
             br#""u","1999-01-01 00:00:00","1796167706","1796167712178743","garbage","0""#,
@@ -343,7 +394,8 @@ fn cdr_csv_samples_of_other_installations() {
             .collect();
         assert_eq!(legs.len(), rows, "{file}");
     }
-    let mangled = lines(samples.join("fs_cdrcsv_Kxingyunliushui-freeswitch_tools_Master_EXCEL-MANGLED.csv"));
+    let mangled =
+        lines(samples.join("fs_cdrcsv_Kxingyunliushui-freeswitch_tools_Master_EXCEL-MANGLED.csv"));
     assert!(!mangled.is_empty());
     for line in &mangled {
         assert!(p.parse_within(line, window()).is_err());

@@ -67,6 +67,14 @@ fn shown(value: &str) -> String {
     excerpt(value.as_bytes(), EXCERPT_BYTES)
 }
 
+/// Start, answer and end times from elsewhere in the record (json_cdr's `callflow.times`),
+/// used when no variable has them.
+pub type FallbackTimes = (
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 /// Reads a leg's variables: `get(name)` is the value of the variable `name`, already
 /// URL-decoded, `None` when absent. Empty values count as absent.
 pub struct VarReader<'a> {
@@ -176,10 +184,7 @@ impl<'a> VarReader<'a> {
 
     /// The leg these variables describe. `start`/`end` fall back to `fallback_times` (json_cdr
     /// `callflow.times`) when no variable has them.
-    pub fn leg(
-        &self,
-        fallback_times: (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>),
-    ) -> Result<FsLeg, LegError> {
+    pub fn leg(&self, fallback_times: FallbackTimes) -> Result<FsLeg, LegError> {
         let uuid = self.text("uuid").ok_or(LegError::NoUuid)?;
         let start = self
             .time("start")?

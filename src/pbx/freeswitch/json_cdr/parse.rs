@@ -134,7 +134,9 @@ pub fn parse_json_cdr(
     window: TimeWindow,
 ) -> Result<FsLeg, JsonCdrError> {
     let doc: Value = serde_json::from_slice(bytes)?;
-    let doc = doc.as_object().ok_or(JsonCdrError::Shape("not an object"))?;
+    let doc = doc
+        .as_object()
+        .ok_or(JsonCdrError::Shape("not an object"))?;
     let vars = doc
         .get("variables")
         .and_then(Value::as_object)

@@ -217,8 +217,13 @@ impl JsonCdrDirSource {
             }
             let Some(meta) = entry.meta.as_ref() else {
                 tracing::warn!(source = %self.name, entry = %Escaped(&entry.rel), "json_cdr directory entry is not a regular file (a symbolic link, a FIFO ...), not read");
-                self.store.add_counters(&[(json_counters::NOT_REGULAR, 1)])?;
-                let none = Identity { dev: 0, ino: 0, size: 0 };
+                self.store
+                    .add_counters(&[(json_counters::NOT_REGULAR, 1)])?;
+                let none = Identity {
+                    dev: 0,
+                    ino: 0,
+                    size: 0,
+                };
                 self.remember(&entry.rel, none);
                 continue;
             };
@@ -248,7 +253,8 @@ impl JsonCdrDirSource {
         }
         // Files removed from the directory (a cleanup) are forgotten in memory.
         if self.remembered.len() > listed.len() {
-            self.remembered.retain(|name, _| listed.contains(name.as_str()));
+            self.remembered
+                .retain(|name, _| listed.contains(name.as_str()));
         }
         self.pipeline.flush_settled(now_ms())?;
         Ok(report)
