@@ -23,7 +23,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -110,6 +110,7 @@ pub struct JsonCdrDirSource {
     remembered: HashMap<String, Identity>,
     history_cutoff_ns: Option<u64>,
     warned_full: bool,
+    heartbeat: Option<Arc<AtomicI64>>,
 }
 
 impl JsonCdrDirSource {
@@ -143,12 +144,20 @@ impl JsonCdrDirSource {
             remembered: HashMap::new(),
             history_cutoff_ns: None,
             warned_full: false,
+            heartbeat: None,
         }
     }
 
     /// The configuration file the daemon runs with, named in the `pbxlink import` hint.
     pub fn with_config_path(mut self, path: &Path) -> Self {
         self.config_path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+        self
+    }
+
+    /// [`JsonCdrDirSource::run`] stores the time (unix ms) here before every scan, so a
+    /// watchdog can tell a live reader from a stuck one.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<AtomicI64>) -> Self {
+        self.heartbeat = Some(heartbeat);
         self
     }
 
@@ -171,6 +180,9 @@ impl JsonCdrDirSource {
         tracing::info!(source = %self.name, dir = %Escaped(&self.dir.to_string_lossy()), restored_legs = restored, "watching json_cdr directory");
         let mut failing: Option<String> = None;
         while !stop.load(Ordering::Relaxed) {
+            if let Some(heartbeat) = &self.heartbeat {
+                heartbeat.store(now_ms(), Ordering::Relaxed);
+            }
             match self.scan_once() {
                 Ok(report) => {
                     if let Some(error) = failing.take() {
