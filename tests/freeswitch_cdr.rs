@@ -23,8 +23,8 @@ use pbxlink::config::Synchronous;
 use pbxlink::outbox::store::Store;
 use pbxlink::pbx::asterisk::cdr::TimeWindow;
 use pbxlink::pbx::freeswitch::assemble::{FsAssembler, SettleTimes};
-use pbxlink::pbx::freeswitch::cdr::{CsvLayout, FsCsvParser, FsLeg, templates};
-use pbxlink::pbx::freeswitch::json_cdr::parse_json_cdr;
+use pbxlink::pbx::freeswitch::cdr::{CsvLayout, FsCdrSettings, FsCsvParser, FsLeg, templates};
+use pbxlink::pbx::freeswitch::json_cdr::{JsonCdrDirSource, parse_json_cdr};
 use pbxlink::pipeline::{FileSource, counters};
 use pbxlink::tail::StartAt;
 use tokio::sync::Notify;
@@ -191,12 +191,30 @@ fn json_files() -> BTreeSet<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Every Master.csv row, the rotated files' (`Master.csv.<date>`) first.
 fn csv_lines() -> Vec<Vec<u8>> {
-    std::fs::read(fsrig::cdr_csv())
-        .unwrap_or_default()
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
+    let master = fsrig::cdr_csv();
+    let dir = master.parent().expect("cdr-csv dir").to_owned();
+    let mut rotated: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    rotated.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("Master.csv."))
+    });
+    rotated.sort();
+    rotated.push(master);
+    rotated
+        .iter()
+        .flat_map(|p| {
+            std::fs::read(p)
+                .unwrap_or_default()
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -230,13 +248,13 @@ fn carrier_call(did: &str, hold_ms: u32, port: &str) {
 
 /// Waits until FreeSWITCH has written every leg of the calls placed: as many Master.csv
 /// rows (legs ab) as json_cdr files, and nothing new for a second.
-fn wait_for_cdrs(files_before: usize, rows_before: usize) -> (Vec<PathBuf>, Vec<Vec<u8>>) {
+fn wait_for_cdrs() -> (Vec<PathBuf>, Vec<Vec<u8>>) {
     let started = Instant::now();
     let mut last = (0, 0);
     let mut stable_since = Instant::now();
     loop {
-        let files = json_files().len() - files_before;
-        let rows = csv_lines().len() - rows_before;
+        let files = json_files().len();
+        let rows = csv_lines().len();
         if (files, rows) != last {
             last = (files, rows);
             stable_since = Instant::now();
@@ -249,8 +267,7 @@ fn wait_for_cdrs(files_before: usize, rows_before: usize) -> (Vec<PathBuf>, Vec<
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let files = json_files().into_iter().collect::<Vec<_>>();
-    (files, csv_lines()[rows_before..].to_vec())
+    (json_files().into_iter().collect(), csv_lines())
 }
 
 fn facts_of(legs: Vec<FsLeg>) -> Vec<CallFacts> {
@@ -276,9 +293,26 @@ fn comparable(f: &CallFacts) -> CallFacts {
     f
 }
 
-/// Real calls on the real FreeSWITCH: a DID answered by agent 100 (recorded) and a ring-all
-/// queue call where 101 answers and 100 loses the race. The json_cdr files and the
-/// Master.csv rows FreeSWITCH wrote make exactly one call each, with the same facts.
+fn open_store(dir: &Path, name: &str) -> Arc<Store> {
+    Arc::new(Store::open(&dir.join(name), Synchronous::Normal).expect("store"))
+}
+
+fn counter(store: &Store, name: &str) -> i64 {
+    store
+        .status()
+        .expect("status")
+        .counters
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, v)| v)
+}
+
+/// Real calls on the real FreeSWITCH while pbxlink's two file sources run on what it writes:
+/// a DID answered by agent 100 (recorded); then `cdr_csv rotate` (Master.csv renamed to
+/// Master.csv.<date>); then a ring-all queue call where 101 answers and 100 loses the race.
+/// The json_cdr directory source and the Master.csv tailer (recommended `pbxlink` template)
+/// each queue exactly the two calls, once each, with every leg; and the files read by the
+/// parsers give the same facts whichever format.
 #[test]
 fn real_freeswitch_json_cdr_and_cdr_csv_give_the_same_calls() {
     if !fsrig::root_or_skip(
@@ -292,18 +326,79 @@ fn real_freeswitch_json_cdr_and_cdr_csv_give_the_same_calls() {
     let _guard = fsrig::RigGuard;
     fsrig::rig_ok(&["start"]);
 
-    let files_before = json_files();
-    let rows_before = csv_lines().len();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let csv_store = open_store(tmp.path(), "csv.db");
+    let json_store = open_store(tmp.path(), "json.db");
+    let stop = Arc::new(AtomicBool::new(false));
+    let csv_runner = {
+        let source = FileSource::new(
+            "freeswitch-cdr_csv".into(),
+            fsrig::cdr_csv(),
+            csv_store.clone(),
+            FsCsvParser::new(
+                CsvLayout::new(Some("pbxlink"), None).expect("layout"),
+                Tz::UTC,
+            ),
+            assembler(1000),
+            Arc::new(Notify::new()),
+        )
+        .with_file_rules(false, StartAt::Beginning);
+        let stop = stop.clone();
+        std::thread::spawn(move || source.run(Duration::from_millis(100), stop))
+    };
+    let json_runner = {
+        let settings = FsCdrSettings {
+            json_cdr_dir: fsrig::json_cdr_dir(),
+            start_at: StartAt::Beginning,
+            poll_ms: 100,
+            ..FsCdrSettings::default()
+        };
+        let source = JsonCdrDirSource::new(
+            "freeswitch-json_cdr".into(),
+            &settings,
+            json_store.clone(),
+            FsAssembler::new(
+                "freeswitch-json_cdr".into(),
+                SettleTimes {
+                    settle_ms: 1000,
+                    max_call_secs: 3600,
+                },
+                Box::new(record_of),
+            ),
+            Arc::new(Notify::new()),
+        );
+        let stop = stop.clone();
+        std::thread::spawn(move || source.run(stop))
+    };
+
     carrier_call("4930100", 3000, "25111");
+    let _ = wait_for_cdrs();
+    let rotated = fsrig::rig_ok(&["cli", "cdr_csv rotate"]);
+    eprintln!("[freeswitch_cdr] cdr_csv rotate: {}", rotated.trim());
     carrier_call("4930200", 3000, "25112");
-    let (files, rows) = wait_for_cdrs(files_before.len(), rows_before);
-    let new_files: Vec<PathBuf> = files
-        .into_iter()
-        .filter(|f| !files_before.contains(f))
-        .collect();
+    let (files, rows) = wait_for_cdrs();
+
+    // What the two sources queued, while they ran.
+    let started = Instant::now();
+    while (pending_calls(&csv_store).len() < 2 || pending_calls(&json_store).len() < 2)
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing more arrives: one log per call.
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    csv_runner
+        .join()
+        .expect("csv runner")
+        .expect("csv source ran");
+    json_runner
+        .join()
+        .expect("json runner")
+        .expect("json source ran");
 
     let window = TimeWindow::at(Utc::now());
-    let json_legs: Vec<FsLeg> = new_files
+    let json_legs: Vec<FsLeg> = files
         .iter()
         .map(|f| {
             let bytes = std::fs::read(f).expect("json_cdr file");
@@ -355,4 +450,19 @@ fn real_freeswitch_json_cdr_and_cdr_csv_give_the_same_calls() {
     assert_eq!(queue.answered[0].extension, "101");
     assert_eq!(queue.legs, 5);
     assert!(queue.recording.is_some());
+
+    let want: Vec<(String, u64)> = from_json
+        .iter()
+        .map(|f| (f.call_id.clone(), u64::from(f.legs)))
+        .collect();
+    assert_eq!(pending_calls(&json_store), want, "json_cdr source");
+    assert_eq!(pending_calls(&csv_store), want, "cdr_csv source");
+    assert_eq!(
+        counter(&csv_store, counters::ROTATIONS),
+        1,
+        "the rotation was followed"
+    );
+    assert_eq!(counter(&csv_store, counters::PARSE_ERRORS), 0);
+    assert_eq!(counter(&json_store, counters::PARSE_ERRORS), 0);
+    assert_eq!(counter(&json_store, "json_cdr_files_read"), 8);
 }
