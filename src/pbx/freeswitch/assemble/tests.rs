@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use proptest::prelude::*;
 
 use super::*;
 use crate::call::{AgentSegment, DialResult, RecordingRef};
@@ -496,4 +497,63 @@ fn classifier_decides_what_is_posted() {
         calls[0].skipped.as_deref(),
         Some(r#"agents ["101", "100"]"#)
     );
+}
+
+proptest! {
+    /// Whatever order the legs of all six scenarios arrive in (FreeSWITCH writes a call's
+    /// legs within the settle time of each other), and whenever the takes happen, every
+    /// staged row is consumed exactly once and the same six calls come out.
+    #[test]
+    fn every_leg_is_consumed_once_whatever_the_order(
+        order in proptest::sample::subsequence((0..19usize).collect::<Vec<_>>(), 19).prop_shuffle(),
+        reads in proptest::collection::vec(0i64..3_000, 19),
+        takes in proptest::collection::vec(0i64..20_000, 0..4),
+    ) {
+        let all: Vec<FsLeg> = [
+            "answered_inbound",
+            "missed_inbound",
+            "busy_agent",
+            "queue_ring_all",
+            "agent_outbound",
+            "click_to_call",
+        ]
+        .iter()
+        .flat_map(|s| json_legs(s))
+        .collect();
+        prop_assert_eq!(all.len(), 19);
+        let mut a = assembler();
+        let mut out = Vec::new();
+        let mut takes = takes;
+        takes.sort_unstable();
+        let mut next_take = takes.into_iter().peekable();
+        let mut reads_sorted: Vec<(i64, usize)> = order.iter().map(|&i| (reads[i], i)).collect();
+        reads_sorted.sort_unstable();
+        for (read_at, i) in reads_sorted {
+            while let Some(t) = next_take.next_if(|t| *t <= read_at) {
+                out.extend(a.take_settled_facts(t));
+            }
+            a.add_leg(i as i64, all[i].clone(), String::new(), read_at);
+        }
+        out.extend(a.take_all_facts());
+        let mut ids: Vec<i64> = out.iter().flat_map(|c| c.staged_ids.iter().copied()).collect();
+        ids.sort_unstable();
+        prop_assert_eq!(ids, (0..19).collect::<Vec<i64>>());
+        let mut calls: Vec<String> = out
+            .iter()
+            .filter_map(|c| c.facts.as_ref().ok().map(|f| f.call_id.clone()))
+            .collect();
+        calls.sort();
+        prop_assert_eq!(calls.len(), out.len(), "no orphan group: {:?}", out);
+        prop_assert_eq!(
+            calls,
+            strings(&[
+                "3e2f54d6-b0e9-44de-9f3c-d66f290d3ef7",
+                "817776ba-8a78-4708-9119-01d48cc2c216",
+                "9953d44e-bc40-47c2-958b-fe1f85193372",
+                "bbb59a11-4c31-4f09-a1c1-e5ebcfe13e5b",
+                "bcc77915-8cf9-4441-8633-7c068ba183cd",
+                "d718501f-df0f-4c3f-8c32-22faf9acf617",
+            ])
+        );
+    }
 }
