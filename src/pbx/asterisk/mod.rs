@@ -3,6 +3,7 @@
 pub mod ami;
 pub mod assemble;
 pub mod cdr;
+pub mod control;
 pub mod live;
 pub mod tracker;
 
