@@ -63,7 +63,7 @@ pub struct Daemon {
     /// Every component's counters, for `/metrics`.
     metrics: Arc<Metrics>,
     /// The HTTP API's state, when `[http]` is set (its agents follow reloads).
-    api: Option<Arc<ApiState<Option<AsteriskControl>>>>,
+    api: Option<Arc<ApiState>>,
     /// The liveness of every supervised task.
     health: Arc<Health>,
 }
@@ -274,12 +274,11 @@ impl Daemon {
 
         let mut api = None;
         if let Some(http) = &config.http {
-            let originate = config
-                .asterisk
-                .as_ref()
-                .map(|a| a.originate.clone())
-                .unwrap_or_default();
-            let pbx = ami.clone().map(|ami| AsteriskControl::new(ami, originate));
+            let ast = config.asterisk.clone().unwrap_or_default();
+            let pbx = ami.clone().map(|ami| {
+                Arc::new(AsteriskControl::new(ami, ast.originate, ast.free_agent))
+                    as Arc<dyn crate::pbx::PbxControl>
+            });
             let state = Arc::new(
                 ApiState::new(config, pbx, store.clone())?
                     .with_metrics(metrics.clone())

@@ -26,12 +26,12 @@ use axum::routing::get;
 use governor::{Quota, RateLimiter};
 
 use crate::call::{AgentInfo, Directory};
-use crate::config::{Config, DialFormat, FreeAgent, HttpConfig, OriginateConfig};
+use crate::config::{Config, HttpConfig};
 use crate::crm::leadsquared::lead::LeadApi;
 use crate::crm::leadsquared::route::RouteClient;
 use crate::metrics::Metrics;
 use crate::outbox::Store;
-use crate::pbx::{OriginateRequest, PbxControl};
+use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError};
 use auth::{AccessPolicy, FailureThrottle};
 use params::{Bounds, ParamError, Params};
 pub use server::{ConnectionLimits, ConnectionStats};
@@ -50,14 +50,14 @@ pub struct ApiStats {
 }
 
 /// Everything the handlers need.
-pub struct ApiState<P: PbxControl> {
-    pbx: P,
+pub struct ApiState {
+    /// The configured PBX's control (None: no PBX control configured, e.g. `[http]` for
+    /// `/route` only; click to call then answers 503).
+    pbx: Option<Arc<dyn PbxControl>>,
     store: Arc<Store>,
     /// Agents and virtual numbers; replaced on SIGHUP ([`ApiState::set_directory`]).
     directory: std::sync::RwLock<Arc<Directory>>,
     http: HttpConfig,
-    originate: OriginateConfig,
-    free_agent: FreeAgent,
     route: Option<RouteClient>,
     lead_api: LeadApi,
     recent_clicks: Mutex<HashMap<(String, String), Instant>>,
@@ -72,11 +72,14 @@ pub struct ApiState<P: PbxControl> {
     store_check_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl<P: PbxControl> ApiState<P> {
-    /// The state for a configuration.
-    pub fn new(config: &Config, pbx: P, store: Arc<Store>) -> anyhow::Result<Self> {
+impl ApiState {
+    /// The state for a configuration, driving `pbx` (the configured PBX's control).
+    pub fn new(
+        config: &Config,
+        pbx: Option<Arc<dyn PbxControl>>,
+        store: Arc<Store>,
+    ) -> anyhow::Result<Self> {
         let http = config.http.clone().unwrap_or_default();
-        let ast = config.asterisk.clone().unwrap_or_default();
         let credentials = config.credentials().map_err(|p| anyhow::anyhow!("{p}"))?;
         let route = (!config.leadsquared.call_route_url.is_empty())
             .then(|| {
@@ -91,8 +94,6 @@ impl<P: PbxControl> ApiState<P> {
             pbx,
             store,
             directory: std::sync::RwLock::new(Arc::new(Directory::from_config(config)?)),
-            originate: ast.originate,
-            free_agent: ast.free_agent,
             route,
             lead_api: LeadApi::new(config, config.leadsquared.request_timeout())?,
             recent_clicks: Mutex::new(HashMap::new()),
@@ -143,7 +144,7 @@ impl<P: PbxControl> ApiState<P> {
 }
 
 /// Builds the router with its guards (address allow-list, token, body size, rate).
-pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> {
+pub fn router(state: Arc<ApiState>) -> anyhow::Result<Router> {
     let policy = Arc::new(
         AccessPolicy::new(
             state
@@ -163,15 +164,12 @@ pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> 
     let max_body = state.http.max_body_bytes;
     Ok(Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz::<P>))
-        .route(
-            "/click-to-call",
-            get(click_to_call::<P>).post(click_to_call::<P>),
-        )
-        .route("/disposition", get(disposition::<P>).post(disposition::<P>))
-        .route("/route", get(route::<P>))
-        .route("/metrics", get(metrics::<P>))
-        .route("/sso", get(sso::<P>))
+        .route("/readyz", get(readyz))
+        .route("/click-to-call", get(click_to_call).post(click_to_call))
+        .route("/disposition", get(disposition).post(disposition))
+        .route("/route", get(route))
+        .route("/metrics", get(metrics))
+        .route("/sso", get(sso))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(limiter, rate_limit))
@@ -265,11 +263,7 @@ pub async fn serve(
     .await
 }
 
-fn refuse<P: PbxControl>(
-    state: &ApiState<P>,
-    status: StatusCode,
-    reason: impl std::fmt::Display,
-) -> Response {
+fn refuse(state: &ApiState, status: StatusCode, reason: impl std::fmt::Display) -> Response {
     state
         .stats
         .refused
@@ -284,7 +278,7 @@ fn refuse<P: PbxControl>(
 /// daemon's stuck or ended tasks.
 const READYZ_STORE_CHECK: Duration = Duration::from_secs(2);
 
-async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Response {
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let mut problems = Vec::new();
     use std::sync::atomic::Ordering::AcqRel;
     let running = state.store_check_running.clone();
@@ -306,7 +300,7 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
             )),
         }
     }
-    if !state.pbx.is_connected() {
+    if !state.pbx.as_ref().is_some_and(|pbx| pbx.is_connected()) {
         problems.push("PBX not connected".into());
     }
     if let Some(health) = &state.health {
@@ -325,7 +319,7 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
 
 /// `GET /sso?agentEmail=..[&leadId=..]`: a sign-on key for a configured agent, then a
 /// redirect to LeadSquared's lead-details page.
-async fn sso<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> Response {
+async fn sso(State(state): State<Arc<ApiState>>, uri: Uri) -> Response {
     let params = match state.params(&uri, &HeaderMap::new(), &Bytes::new()) {
         Ok(p) => p,
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
@@ -370,7 +364,7 @@ async fn sso<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> 
     }
 }
 
-async fn metrics<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Response {
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     match &state.metrics {
         Some(m) => (
             StatusCode::OK,
@@ -396,8 +390,8 @@ fn find_agent<'a>(
         .or_else(|| email.and_then(|e| directory.agent_by_email(e)))
 }
 
-async fn click_to_call<P: PbxControl>(
-    State(state): State<Arc<ApiState<P>>>,
+async fn click_to_call(
+    State(state): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -431,7 +425,7 @@ async fn click_to_call<P: PbxControl>(
     };
     let caller_id = match params.get(&names.virtual_number) {
         Some(v) => match directory.normalize(v) {
-            Some(n) => n.to_e164(),
+            Some(n) => n,
             None => {
                 return refuse(
                     &state,
@@ -441,7 +435,7 @@ async fn click_to_call<P: PbxControl>(
             }
         },
         None => match directory.first_virtual_number() {
-            Some(v) => v.number.to_e164(),
+            Some(v) => v.number.clone(),
             None => {
                 return refuse(
                     &state,
@@ -450,6 +444,13 @@ async fn click_to_call<P: PbxControl>(
                 );
             }
         },
+    };
+    let Some(pbx) = state.pbx.clone() else {
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("originate failed: {}", PbxError::NotConnected),
+        );
     };
     let keyword = state.http.response_keyword.clone();
     let dedupe_key = (agent.extension.clone(), lead.to_e164());
@@ -466,17 +467,9 @@ async fn click_to_call<P: PbxControl>(
         }
         recent.insert(dedupe_key.clone(), Instant::now());
     }
-    let dial = match state.originate.number_format {
-        DialFormat::E164 => lead.to_e164(),
-        DialFormat::E164Digits => format!("{}{}", lead.country_code, lead.national),
-        DialFormat::National => lead.national.clone(),
-    };
-    let call_id = new_call_id();
+    let call_id = pbx.new_call_id();
     let lead_id = params.get(&names.lead_id).map(str::to_owned);
-    let mut variables = Vec::new();
     if let Some(id) = &lead_id {
-        variables.push(("LEADID".to_owned(), id.clone()));
-        variables.push(("CDR(leadid)".to_owned(), id.clone()));
         let (store, call, id) = (state.store.clone(), call_id.clone(), id.clone());
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.set_lead_id(&call, &id)).await
         {
@@ -485,12 +478,12 @@ async fn click_to_call<P: PbxControl>(
     }
     let request = OriginateRequest {
         call_id: call_id.clone(),
-        agent_extension: agent.extension.clone(),
-        lead_dial: format!("{}{dial}", state.originate.dial_prefix),
+        agent: agent.clone(),
+        lead_number: lead.clone(),
+        lead_id,
         caller_id,
-        variables,
     };
-    match state.pbx.originate(request).await {
+    match pbx.originate(request).await {
         Ok(()) => {
             state
                 .stats
@@ -506,8 +499,8 @@ async fn click_to_call<P: PbxControl>(
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&dedupe_key);
             let status = match e {
-                crate::pbx::PbxError::NotConnected => StatusCode::SERVICE_UNAVAILABLE,
-                crate::pbx::PbxError::Unsafe(_) => StatusCode::BAD_REQUEST,
+                PbxError::NotConnected => StatusCode::SERVICE_UNAVAILABLE,
+                PbxError::Unsafe(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::BAD_GATEWAY,
             };
             refuse(&state, status, format!("originate failed: {e}"))
@@ -515,18 +508,8 @@ async fn click_to_call<P: PbxControl>(
     }
 }
 
-fn new_call_id() -> String {
-    // Asterisk takes it as the agent channel's uniqueid, so it becomes the call's Linkedid.
-    let now = chrono::Utc::now();
-    format!(
-        "pbxlink-{}.{:06}",
-        now.timestamp(),
-        rand::random::<u32>() % 1_000_000
-    )
-}
-
-async fn disposition<P: PbxControl>(
-    State(state): State<Arc<ApiState<P>>>,
+async fn disposition(
+    State(state): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -582,29 +565,20 @@ async fn disposition<P: PbxControl>(
         params.get(&names.agent_number),
         params.get(&names.agent_email),
     );
-    let freed = match (state.free_agent, agent) {
-        (FreeAgent::None, _) => "stored".to_owned(),
-        (FreeAgent::Unpause, None) => "stored; no known agent to unpause".to_owned(),
-        (FreeAgent::Unpause, Some(agent)) => {
-            let interface = agent.queue_interface.clone().unwrap_or_else(|| {
-                state
-                    .originate
-                    .agent_channel
-                    .replace("{extension}", &agent.extension)
-            });
-            match state.pbx.free_agent(interface.clone()).await {
-                Ok(()) => format!("stored; {interface} unpaused"),
-                Err(e) => {
-                    tracing::error!(%interface, "unpausing the agent failed: {e}");
-                    format!("stored; unpausing {interface} failed: {e}")
-                }
-            }
-        }
+    let freed = match &state.pbx {
+        Some(pbx) => match pbx.free_agent(agent).await {
+            AgentRelease::NotConfigured => "stored".to_owned(),
+            AgentRelease::Done(what) | AgentRelease::NotDone(what) => format!("stored; {what}"),
+        },
+        None => format!(
+            "stored; the agent was not freed: {}",
+            PbxError::NotConnected
+        ),
     };
     (StatusCode::OK, format!("{freed}\n")).into_response()
 }
 
-async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> Response {
+async fn route(State(state): State<Arc<ApiState>>, uri: Uri) -> Response {
     let params = match state.params(&uri, &HeaderMap::new(), &Bytes::new()) {
         Ok(p) => p,
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),

@@ -1,5 +1,6 @@
 //! Handler tests over real HTTP on loopback: auth, parameter forms, dedupe, injection
-//! attempts, disposition, routing with a slow CRM. The PBX here records what it is asked;
+//! attempts, disposition, routing with a slow CRM. The PBX here records the neutral requests
+//! it is asked (how Asterisk writes them is tested in `pbx::asterisk::control`);
 //! tests/asterisk_live.rs drives the same handlers against a real Asterisk.
 
 use super::*;
@@ -9,31 +10,54 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Clone, Default)]
 struct RecordingPbx {
     originated: Arc<Mutex<Vec<OriginateRequest>>>,
-    freed: Arc<Mutex<Vec<String>>>,
+    freed: Arc<Mutex<Vec<Option<AgentInfo>>>>,
     down: Arc<AtomicBool>,
+    calls: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl PbxControl for RecordingPbx {
-    async fn originate(&self, request: OriginateRequest) -> Result<(), crate::pbx::PbxError> {
-        if self.down.load(Ordering::Relaxed) {
-            return Err(crate::pbx::PbxError::NotConnected);
-        }
-        self.originated.lock().expect("lock").push(request);
-        Ok(())
+    fn new_call_id(&self) -> String {
+        format!("rec-{}", self.calls.fetch_add(1, Ordering::Relaxed))
     }
-    async fn free_agent(&self, interface: String) -> Result<(), crate::pbx::PbxError> {
-        self.freed.lock().expect("lock").push(interface);
-        Ok(())
+    fn originate(
+        &self,
+        request: OriginateRequest,
+    ) -> crate::pbx::PbxFuture<'_, Result<(), PbxError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::Relaxed) {
+                return Err(PbxError::NotConnected);
+            }
+            self.originated.lock().expect("lock").push(request);
+            Ok(())
+        })
+    }
+    fn free_agent<'a>(
+        &'a self,
+        agent: Option<&'a AgentInfo>,
+    ) -> crate::pbx::PbxFuture<'a, AgentRelease> {
+        Box::pin(async move {
+            self.freed.lock().expect("lock").push(agent.cloned());
+            match agent {
+                Some(agent) => AgentRelease::Done(format!("agent {} freed", agent.extension)),
+                None => AgentRelease::NotDone("no agent to free".into()),
+            }
+        })
     }
     fn is_connected(&self) -> bool {
         !self.down.load(Ordering::Relaxed)
     }
 }
 
+impl RecordingPbx {
+    fn control(&self) -> Option<Arc<dyn PbxControl>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
 struct Api {
     base: String,
     pbx: RecordingPbx,
-    state: Arc<ApiState<RecordingPbx>>,
+    state: Arc<ApiState>,
     store: Arc<Store>,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
@@ -78,7 +102,7 @@ route_fallback = "600"
     let store =
         Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
     let pbx = RecordingPbx::default();
-    let state = Arc::new(ApiState::new(&config, pbx.clone(), store.clone()).expect("state"));
+    let state = Arc::new(ApiState::new(&config, pbx.control(), store.clone()).expect("state"));
     let app = router(state.clone()).expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -170,18 +194,17 @@ async fn click_to_call_from_query_form_and_json() {
     assert_eq!(r.status().as_u16(), 200);
     let calls = api.pbx.originated.lock().expect("lock").clone();
     assert_eq!(calls.len(), 3);
-    assert_eq!(calls[0].agent_extension, "100");
-    assert_eq!(calls[0].lead_dial, "919611795983");
-    assert_eq!(calls[0].caller_id, "+918044556677");
-    assert!(
-        calls[0]
-            .variables
-            .contains(&("LEADID".into(), "L-1".into()))
-    );
-    assert_eq!(calls[1].agent_extension, "100");
-    assert_eq!(calls[1].lead_dial, "919611700001");
-    assert_eq!(calls[2].agent_extension, "101");
-    assert_eq!(calls[2].lead_dial, "14155552671");
+    assert_eq!(calls[0].agent.extension, "100");
+    assert_eq!(calls[0].agent.email.as_deref(), Some("asha@example.com"));
+    assert_eq!(calls[0].lead_number.to_e164(), "+919611795983");
+    assert_eq!(calls[0].caller_id.to_e164(), "+918044556677");
+    assert_eq!(calls[0].lead_id.as_deref(), Some("L-1"));
+    assert_eq!(calls[0].call_id, "rec-0", "the id the PBX gave the call");
+    assert_eq!(calls[1].agent.extension, "100");
+    assert_eq!(calls[1].lead_number.to_e164(), "+919611700001");
+    assert_eq!(calls[1].lead_id, None);
+    assert_eq!(calls[2].agent.extension, "101");
+    assert_eq!(calls[2].lead_number.to_e164(), "+14155552671");
     // The lead id is stored for the call log of this call.
     api.store
         .enqueue(
@@ -279,15 +302,30 @@ async fn disposition_is_stored_and_frees_the_agent() {
         .get("/disposition?token=t0ken&callSessionId=1700.1&dispositionValue=Interested&agentNumber=9876500100")
         .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("PJSIP/100 unpaused"), "{body}");
+    assert_eq!(body, "stored; agent 100 freed\n");
     let (status, body) = api
         .get("/disposition?token=t0ken&callSessionId=1700.2&dispositionValue=Busy&agentNumber=9876500101")
         .await;
     assert_eq!(status, 200);
-    assert!(body.contains("Local/101@agents/n unpaused"), "{body}");
+    assert_eq!(body, "stored; agent 101 freed\n");
+    let (status, body) = api
+        .get("/disposition?token=t0ken&callSessionId=1700.3&dispositionValue=Busy&agentNumber=9999999999")
+        .await;
+    assert_eq!((status, body.as_str()), (200, "stored; no agent to free\n"));
+    let freed: Vec<Option<String>> = api
+        .pbx
+        .freed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|a| a.as_ref().map(|a| a.extension.clone()))
+        .collect();
+    assert_eq!(freed, [Some("100".into()), Some("101".into()), None]);
+    // The agent the PBX is asked to free is the configured one, queue interface and all.
+    let second = api.pbx.freed.lock().expect("lock")[1].clone();
     assert_eq!(
-        api.pbx.freed.lock().expect("lock").clone(),
-        ["PJSIP/100", "Local/101@agents/n"]
+        second.and_then(|a| a.queue_interface).as_deref(),
+        Some("Local/101@agents/n")
     );
     assert_eq!(
         api.get("/disposition?token=t0ken&callSessionId=1").await.0,
@@ -355,7 +393,7 @@ async fn addresses_outside_allow_from_are_refused() {
     let store =
         Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
     let app = router(Arc::new(
-        ApiState::new(&config, api.pbx.clone(), store).expect("state"),
+        ApiState::new(&config, api.pbx.control(), store).expect("state"),
     ))
     .expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -504,7 +542,7 @@ async fn reloaded_agents_reach_the_api_at_once() {
     assert_eq!(api.get(click).await, (200, "OK".into()));
     let placed = api.pbx.originated.lock().expect("lock").clone();
     assert_eq!(placed.len(), 1);
-    assert_eq!(placed[0].agent_extension, "102");
+    assert_eq!(placed[0].agent.extension, "102");
 }
 
 /// Reads until the server closes the connection (or `limit` passes): how long it took,

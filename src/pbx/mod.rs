@@ -6,7 +6,11 @@ pub mod asterisk;
 pub mod freeswitch;
 pub mod read_buffer;
 
-use crate::call::CallRecord;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::call::{AgentInfo, CallRecord};
+use crate::phone::E164;
 
 /// A settled call and the staged records it was built from.
 #[derive(Debug, Clone)]
@@ -40,19 +44,26 @@ pub trait CallAssembler: Send {
     fn pending_records(&self) -> usize;
 }
 
-/// A call click to call asks the PBX to place: ring the agent, then dial the lead.
+/// A boxed future a [`PbxControl`] answers with: the trait stays object-safe, so the daemon
+/// and the HTTP API hold an `Arc<dyn PbxControl>` whichever PBX is configured.
+pub type PbxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A call click to call asks the PBX to place (ring the agent, then dial the lead), in the
+/// CRM's terms: each PBX maps it to its own actions and dial strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginateRequest {
-    /// The id the call will have (Asterisk: the agent channel's uniqueid, so the Linkedid).
+    /// The id the call will have ([`PbxControl::new_call_id`]); the lead id is stored under it
+    /// before the PBX is asked, so the call's log finds it.
     pub call_id: String,
-    /// The agent's extension.
-    pub agent_extension: String,
-    /// The number to dial for the lead, as the dialplan expects it.
-    pub lead_dial: String,
-    /// The caller id the lead sees (the virtual number).
-    pub caller_id: String,
-    /// Channel variables to set (e.g. the LeadSquared lead id).
-    pub variables: Vec<(String, String)>,
+    /// The agent to ring, as `[[agents]]` configures them.
+    pub agent: AgentInfo,
+    /// The lead's number as LeadSquared sent it, normalised (the PBX writes it the way its
+    /// dialplan expects).
+    pub lead_number: E164,
+    /// The LeadSquared lead id, when the request carried one (the PBX attaches it to the call).
+    pub lead_id: Option<String>,
+    /// The caller id the lead sees (a virtual number).
+    pub caller_id: E164,
 }
 
 /// Why the PBX did not do what was asked.
@@ -72,42 +83,31 @@ pub enum PbxError {
     Timeout,
 }
 
-/// What the HTTP API asks of a PBX, whichever it is.
-pub trait PbxControl: Send + Sync + 'static {
-    /// Places a click-to-call call; returns once the PBX accepted it.
-    fn originate(
-        &self,
-        request: OriginateRequest,
-    ) -> impl std::future::Future<Output = Result<(), PbxError>> + Send;
+/// What freeing an agent after a disposition came to, in words the answer to the CRM
+/// carries (`stored; PJSIP/100 unpaused`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentRelease {
+    /// The configuration leaves agents as they are after a disposition.
+    NotConfigured,
+    /// Done: what was done (`PJSIP/100 unpaused`).
+    Done(String),
+    /// Not done: what was tried and why not (`unpausing PJSIP/100 failed: ...`), already logged.
+    NotDone(String),
+}
 
-    /// Frees an agent after a disposition (e.g. unpauses the queue member `interface`).
-    fn free_agent(
-        &self,
-        interface: String,
-    ) -> impl std::future::Future<Output = Result<(), PbxError>> + Send;
+/// What the HTTP API asks of a PBX, whichever it is. Object-safe: the futures are boxed.
+pub trait PbxControl: Send + Sync + 'static {
+    /// A fresh id for a call [`PbxControl::originate`] will place, in the form the PBX takes
+    /// as the call's own id (so the call's log carries it).
+    fn new_call_id(&self) -> String;
+
+    /// Places a click-to-call call; returns once the PBX accepted it.
+    fn originate(&self, request: OriginateRequest) -> PbxFuture<'_, Result<(), PbxError>>;
+
+    /// Frees `agent` after a disposition (`None`: the request named no configured agent), as
+    /// the PBX's configuration says (e.g. unpauses the agent's queue member).
+    fn free_agent<'a>(&'a self, agent: Option<&'a AgentInfo>) -> PbxFuture<'a, AgentRelease>;
 
     /// Whether the PBX connection is up.
     fn is_connected(&self) -> bool;
-}
-
-/// No PBX control configured (e.g. `[http]` for `/route` only): every action answers
-/// [`PbxError::NotConnected`].
-impl<P: PbxControl> PbxControl for Option<P> {
-    async fn originate(&self, request: OriginateRequest) -> Result<(), PbxError> {
-        match self {
-            Some(pbx) => pbx.originate(request).await,
-            None => Err(PbxError::NotConnected),
-        }
-    }
-
-    async fn free_agent(&self, interface: String) -> Result<(), PbxError> {
-        match self {
-            Some(pbx) => pbx.free_agent(interface).await,
-            None => Err(PbxError::NotConnected),
-        }
-    }
-
-    fn is_connected(&self) -> bool {
-        self.as_ref().is_some_and(PbxControl::is_connected)
-    }
 }

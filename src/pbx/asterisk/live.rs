@@ -231,4 +231,3 @@ async fn store_call_logs(
         }
     }
 }
-
