@@ -49,6 +49,26 @@ pub struct ApiStats {
     pub routes_fallback: std::sync::atomic::AtomicU64,
 }
 
+/// The API's figures on `/metrics`: `pbxlink_http_requests_total{result}`.
+impl crate::metrics::MetricsSource for ApiStats {
+    fn write(&self, scrape: &mut crate::metrics::Scrape) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (result, value) in [
+            ("call_placed", &self.calls_placed),
+            ("refused", &self.refused),
+            ("route_answered", &self.routes_answered),
+            ("route_fallback", &self.routes_fallback),
+        ] {
+            scrape.counter_with(
+                "http_requests",
+                "HTTP API results",
+                &[("result", result)],
+                value.load(Relaxed),
+            );
+        }
+    }
+}
+
 /// Everything the handlers need.
 pub struct ApiState {
     /// The configured PBX's control (None: no PBX control configured, e.g. `[http]` for
@@ -107,9 +127,9 @@ impl ApiState {
         })
     }
 
-    /// Serves `/metrics` from `metrics` (which also gets this API's counters).
+    /// Serves `/metrics` from `metrics` (and registers this API's counters there).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        let _ = metrics.api.set(self.stats.clone());
+        metrics.register(self.stats.clone());
         self.metrics = Some(metrics);
         self
     }

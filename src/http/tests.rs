@@ -1,6 +1,6 @@
 //! Handler tests over real HTTP on loopback: auth, parameter forms, dedupe, injection
 //! attempts, disposition, routing with a slow CRM. The PBX here records the neutral requests
-//! it is asked (how Asterisk writes them is tested in `pbx::asterisk::control`);
+//! it is asked (how Asterisk writes them is tested beside its control);
 //! tests/asterisk_live.rs drives the same handlers against a real Asterisk.
 
 use super::*;

@@ -1,9 +1,14 @@
 //! PBX sources. Each PBX turns its own records (CDR lines, events) into the shared
 //! [`crate::call::CallRecord`] through a [`CallAssembler`]; the pipeline that stores and
-//! delivers them is the same for every PBX.
+//! delivers them is the same for every PBX. What the HTTP API asks of a PBX is the
+//! object-safe [`PbxControl`], in neutral terms each PBX maps to its own actions.
+//!
+//! [`build_parts`] and [`import_source`] are the only places outside a PBX's own folder that
+//! name a PBX: they pick the configured one and hand the daemon its [`parts::PbxParts`].
 
 pub mod asterisk;
 pub mod freeswitch;
+pub mod parts;
 pub mod read_buffer;
 
 use std::future::Future;
@@ -11,6 +16,29 @@ use std::pin::Pin;
 
 use crate::call::{AgentInfo, CallRecord};
 use crate::phone::E164;
+
+/// Builds the configured PBX's parts for the daemon (file sources, live tasks, control,
+/// metrics, status, reload hooks). A second PBX adds its branch here and nowhere else.
+pub fn build_parts(ctx: &parts::PbxContext<'_>) -> anyhow::Result<parts::PbxParts> {
+    let mut parts = parts::PbxParts::default();
+    if ctx.config.asterisk.is_some() {
+        asterisk::wiring::build(ctx, &mut parts)?;
+    }
+    Ok(parts)
+}
+
+/// The one-shot importer of the configured PBX's call records (`pbxlink import`); its
+/// offsets and staged rows are kept under `name`.
+pub fn import_source(
+    config: &crate::config::Config,
+    store: std::sync::Arc<crate::outbox::Store>,
+    wake_delivery: std::sync::Arc<tokio::sync::Notify>,
+    name: String,
+) -> anyhow::Result<Box<dyn parts::FileImport>> {
+    // Asterisk's CDR file is the only importable record so far; without `[asterisk]` its
+    // error names the key to set.
+    asterisk::wiring::import_source(config, store, wake_delivery, name)
+}
 
 /// A settled call and the staged records it was built from.
 #[derive(Debug, Clone)]

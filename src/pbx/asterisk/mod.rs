@@ -6,6 +6,7 @@ pub mod cdr;
 pub mod control;
 pub mod live;
 pub mod tracker;
+pub mod wiring;
 
 use std::path::PathBuf;
 use std::sync::Arc;
