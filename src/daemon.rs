@@ -116,8 +116,11 @@ impl Daemon {
     /// [`Daemon::start`] with the path `config` was loaded from, which the logs name in the
     /// commands they suggest (`pbxlink import --config ...`).
     pub async fn start_from(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Daemon> {
+        let (path, synchronous) = (config.store.path.clone(), config.store.synchronous);
         let store = Arc::new(
-            Store::open(&config.store.path, config.store.synchronous)
+            tokio::task::spawn_blocking(move || Store::open(&path, synchronous))
+                .await
+                .context("the task opening the store failed")?
                 .context("opening the store")?,
         );
         let credentials = config.credentials().map_err(|p| anyhow::anyhow!("{p}"))?;
@@ -286,13 +289,19 @@ impl Daemon {
             loop {
                 let day = 86_400_000i64;
                 let now = crate::outbox::store::now_ms();
-                match prune_store.prune(now - retention_days * day, now - KEY_RETENTION_DAYS * day)
-                {
-                    Ok((compacted, deleted)) if compacted + deleted > 0 => {
+                // SQLite (and its fsync) runs on a blocking thread, never on a worker thread.
+                let store = prune_store.clone();
+                let pruned = tokio::task::spawn_blocking(move || {
+                    store.prune(now - retention_days * day, now - KEY_RETENTION_DAYS * day)
+                })
+                .await;
+                match pruned {
+                    Ok(Ok((compacted, deleted))) if compacted + deleted > 0 => {
                         tracing::info!(compacted, deleted, "pruned delivered rows")
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("pruning failed: {e}"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("pruning failed: {e}"),
+                    Err(e) => tracing::warn!("pruning task failed: {e}"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(PRUNE_EVERY) => {}

@@ -7,14 +7,14 @@
 //! changes nothing. Handlers talk to the PBX only through [`PbxControl`], so any PBX fits.
 
 pub mod auth;
+pub mod expiring;
 pub mod params;
 pub mod server;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Store;
 use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError};
 use auth::{AccessPolicy, FailureThrottle};
+use expiring::ExpiringMap;
 use params::{Bounds, ParamError, Params};
 pub use server::{ConnectionLimits, ConnectionStats};
 
@@ -69,6 +70,15 @@ impl crate::metrics::MetricsSource for ApiStats {
     }
 }
 
+/// Callers whose `/route` answer is cached at most (each for `[http] route_cache_ms`): a
+/// flood of distinct callers evicts the oldest answers instead of growing the cache; 10 000
+/// covers a busy hour of a large call centre's distinct callers.
+pub const ROUTE_CACHE_MAX_ENTRIES: usize = 10_000;
+
+/// Click-to-call requests remembered at most for the dedupe window
+/// (`[http] click_to_call_dedupe_ms`); beyond it the oldest are forgotten.
+pub const RECENT_CLICKS_MAX: usize = 10_000;
+
 /// Everything the handlers need.
 pub struct ApiState {
     /// The configured PBX's control (None: no PBX control configured, e.g. `[http]` for
@@ -80,8 +90,10 @@ pub struct ApiState {
     http: HttpConfig,
     route: Option<RouteClient>,
     lead_api: LeadApi,
-    recent_clicks: Mutex<HashMap<(String, String), Instant>>,
-    route_cache: Mutex<HashMap<String, (Instant, String)>>,
+    /// Click-to-call requests of the dedupe window, per agent and lead.
+    recent_clicks: Mutex<ExpiringMap<(String, String), ()>>,
+    /// `/route` answers per caller, for `[http] route_cache_ms`.
+    route_cache: Mutex<ExpiringMap<String, String>>,
     stats: Arc<ApiStats>,
     metrics: Option<Arc<Metrics>>,
     /// The length bound of each parameter, under the configured names.
@@ -116,8 +128,14 @@ impl ApiState {
             directory: std::sync::RwLock::new(Arc::new(Directory::from_config(config)?)),
             route,
             lead_api: LeadApi::new(config, config.leadsquared.request_timeout())?,
-            recent_clicks: Mutex::new(HashMap::new()),
-            route_cache: Mutex::new(HashMap::new()),
+            recent_clicks: Mutex::new(ExpiringMap::new(
+                Duration::from_millis(http.click_to_call_dedupe_ms),
+                RECENT_CLICKS_MAX,
+            )),
+            route_cache: Mutex::new(ExpiringMap::new(
+                Duration::from_millis(http.route_cache_ms),
+                ROUTE_CACHE_MAX_ENTRIES,
+            )),
             stats: Arc::default(),
             metrics: None,
             bounds: Bounds::for_names(&http.params),
@@ -131,6 +149,15 @@ impl ApiState {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         metrics.register(self.stats.clone());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Caps the `/route` cache at `capacity` callers (tests: a small cap shows eviction).
+    #[cfg(test)]
+    fn with_route_cache_capacity(self, capacity: usize) -> Self {
+        let ttl = Duration::from_millis(self.http.route_cache_ms);
+        *self.route_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            ExpiringMap::new(ttl, capacity);
         self
     }
 
@@ -479,13 +506,12 @@ async fn click_to_call(
             .recent_clicks
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let window = Duration::from_millis(state.http.click_to_call_dedupe_ms);
-        recent.retain(|_, at| at.elapsed() < window);
-        if recent.contains_key(&dedupe_key) {
+        if recent.contains(&dedupe_key) {
+            let window = Duration::from_millis(state.http.click_to_call_dedupe_ms);
             tracing::info!(agent = %agent.extension, "click to call repeated within {window:?}: not ringing again");
             return (StatusCode::OK, keyword).into_response();
         }
-        recent.insert(dedupe_key.clone(), Instant::now());
+        recent.insert(dedupe_key.clone(), ());
     }
     let call_id = pbx.new_call_id();
     let lead_id = params.get(&names.lead_id).map(str::to_owned);
@@ -612,16 +638,14 @@ async fn route(State(state): State<Arc<ApiState>>, uri: Uri) -> Response {
         .normalize(&caller)
         .map(|n| n.to_e164())
         .unwrap_or_else(|| caller.clone());
-    let ttl = Duration::from_millis(state.http.route_cache_ms);
-    if let Some((at, ext)) = state
+    let cached = state
         .route_cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
-    {
-        if at.elapsed() < ttl {
-            return (StatusCode::OK, ext.clone()).into_response();
-        }
+        .cloned();
+    if let Some(ext) = cached {
+        return (StatusCode::OK, ext).into_response();
     }
     let Some(client) = &state.route else {
         return (StatusCode::OK, fallback).into_response();
@@ -649,7 +673,7 @@ async fn route(State(state): State<Arc<ApiState>>, uri: Uri) -> Response {
                 .route_cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(key, (Instant::now(), ext.clone()));
+                .insert(key, ext.clone());
             (StatusCode::OK, ext).into_response()
         }
         None => {

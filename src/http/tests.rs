@@ -6,6 +6,7 @@
 use super::*;
 use crate::config::Synchronous;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 #[derive(Clone, Default)]
 struct RecordingPbx {
@@ -378,6 +379,88 @@ async fn route_answers_the_owner_or_the_fallback_in_time() {
         (200, "600".into())
     );
     assert_eq!(api.get("/route?token=t0ken").await, (200, "600".into()));
+}
+
+#[tokio::test]
+async fn route_answers_are_cached_per_caller_within_a_bounded_cache() {
+    // A Call Route API that names agent 100 for everyone and counts the lookups.
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = lookups.clone();
+    let crm = Router::new().route(
+        "/route",
+        get(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::Relaxed);
+                axum::Json(serde_json::json!({"Status":"Success","Message":{"EmailAddress":"asha@example.com"}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, crm).await;
+    });
+    let config = Config::parse(&format!(
+        "[leadsquared]\ncall_log_url = \"https://x.invalid/k\"\ndefault_country_code = \"91\"\n\
+         call_route_url = \"http://{addr}/route\"\n\
+         [[agents]]\nextension = \"100\"\nemail = \"asha@example.com\"\n\
+         [http]\ntoken = \"t0ken\"\nrequests_per_second = 1000\nroute_fallback = \"600\"\n"
+    ))
+    .expect("config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
+    let state = Arc::new(
+        ApiState::new(&config, None, store)
+            .expect("state")
+            .with_route_cache_capacity(2),
+    );
+    let app = router(state.clone()).expect("router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(serve(
+        app,
+        listener,
+        Transport::plain(ConnectionLimits::default()),
+        std::future::pending(),
+    ));
+    let route = |caller: &str| {
+        let url = format!("{base}/route?token=t0ken&caller={caller}");
+        async move {
+            let r = reqwest::get(url).await.expect("request");
+            r.text().await.expect("body")
+        }
+    };
+    assert_eq!(route("9611700001").await, "100");
+    assert_eq!(
+        route("+919611700001").await,
+        "100",
+        "the same caller, normalised"
+    );
+    assert_eq!(
+        lookups.load(Ordering::Relaxed),
+        1,
+        "the second came from the cache"
+    );
+    assert_eq!(route("9611700002").await, "100");
+    assert_eq!(route("9611700003").await, "100");
+    assert_eq!(lookups.load(Ordering::Relaxed), 3);
+    let held = state.route_cache.lock().expect("lock").len();
+    assert_eq!(held, 2, "the cache holds at most its cap");
+    // The oldest caller was evicted: asked again, the CRM is asked again.
+    assert_eq!(route("9611700001").await, "100");
+    assert_eq!(lookups.load(Ordering::Relaxed), 4);
+    assert_eq!(route("9611700003").await, "100");
+    assert_eq!(
+        lookups.load(Ordering::Relaxed),
+        4,
+        "a recent caller stays cached"
+    );
 }
 
 #[tokio::test]
