@@ -5,6 +5,16 @@
 //!
 //! [`build_parts`] and [`import_source`] are the only places outside a PBX's own folder that
 //! name a PBX: they pick the configured one and hand the daemon its [`parts::PbxParts`].
+//!
+//! A PBX plugs in with one function of its own, `fn build(&PbxContext, &mut PbxParts)`
+//! (Asterisk: `asterisk::wiring::build`), called from [`build_parts`] when its section is
+//! configured. It pushes its file readers ([`parts::FileSourceRun`]: a blocking `run(stop)`
+//! and a heartbeat), its async tasks ([`parts::PbxTask`]: a name and a future that ends at
+//! the context's shutdown), sets `sends_popups` when a task pushes into the context's popup
+//! queue, sets `control` to its [`PbxControl`] (mapping [`OriginateRequest`] and the agent
+//! to its own actions), registers its figures with the context's
+//! [`crate::metrics::Metrics`] (and labels the store counters its file readers keep), and
+//! adds its `STATUS=` parts, reload hooks and shutdown futures.
 
 pub mod asterisk;
 pub mod freeswitch;
