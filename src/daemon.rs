@@ -7,10 +7,13 @@
 //! Every task of the daemon runs under [`supervise`]: one that returns or panics while the
 //! daemon is not stopping is logged, marked dead in [`Health`] (so `/readyz` and `STATUS=`
 //! name it) and reported on the `fatal` channel, so `pbxlink run` exits non-zero and systemd
-//! restarts it (the outbox is durable: nothing is lost). The watchdog is pinged only while the
-//! CDR reader and every task with a heartbeat (delivery workers, popup sender) are alive.
+//! restarts it (the outbox is durable: nothing is lost). The watchdog is pinged only while
+//! every file reader and every task with a heartbeat (delivery workers, popup sender) are alive.
+//!
+//! The daemon names no PBX: [`crate::pbx::build_parts`] gives it the configured PBX's file
+//! readers, tasks, control, status and reload hooks ([`crate::pbx::parts`]), and it runs them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -18,18 +21,16 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::{CallLogSource, Config};
+use crate::config::Config;
 use crate::crm::leadsquared::LeadSquaredClient;
 use crate::crm::leadsquared::lead::LeadApi;
 use crate::crm::leadsquared::popup::PopupSender;
 use crate::http::ApiState;
-use crate::metrics::Metrics;
+use crate::metrics::{DeliveryMetrics, Metrics};
 use crate::outbox::store::KIND_DISPOSITION_UPDATE;
 use crate::outbox::{Backoff, DeliverySettings, DeliveryWorker, KIND_CALL_LOG, RateLimiter, Store};
-use crate::pbx::asterisk::ami::{AmiClient, ConnectionState};
-use crate::pbx::asterisk::assemble::AsteriskAssembler;
-use crate::pbx::asterisk::live::{AsteriskControl, LiveAsterisk, LiveStats};
-use crate::pipeline::SourceUpdate;
+use crate::pbx::PbxFuture;
+use crate::pbx::parts::{PbxContext, ReloadHook, StatusPart};
 use crate::service::health::{Health, Heartbeat};
 use crate::service::{Notifier, reload, status};
 
@@ -50,19 +51,20 @@ pub struct Daemon {
     fatal: mpsc::UnboundedReceiver<String>,
     config: Config,
     client: LeadSquaredClient,
-    cdr_updates: Option<std::sync::mpsc::Sender<SourceUpdate<AsteriskAssembler>>>,
-    /// The CDR file, and whether a symbolic link there is followed.
-    cdr_path: Option<(PathBuf, bool)>,
-    /// When the CDR reader last went round its loop (unix ms).
-    cdr_heartbeat: Arc<AtomicI64>,
-    /// The AMI connection, when `[asterisk.ami]` is set.
-    ami: Option<AmiClient>,
-    /// Hands reloaded configurations to the live call tracker.
+    /// When each file reader last went round its loop (unix ms).
+    source_heartbeats: Vec<Arc<AtomicI64>>,
+    /// The PBX's parts of the `STATUS=` line.
+    pbx_status: Vec<StatusPart>,
+    /// What a SIGHUP applies to the PBX's parts.
+    pbx_reloads: Vec<ReloadHook>,
+    /// Closes the PBX's connections at shutdown.
+    pbx_stops: Vec<PbxFuture<'static, ()>>,
+    /// Hands reloaded configurations to the PBX's live tasks.
     config_tx: watch::Sender<Arc<Config>>,
     /// Every component's counters, for `/metrics`.
     metrics: Arc<Metrics>,
     /// The HTTP API's state, when `[http]` is set (its agents follow reloads).
-    api: Option<Arc<ApiState<Option<AsteriskControl>>>>,
+    api: Option<Arc<ApiState>>,
     /// The liveness of every supervised task.
     health: Arc<Health>,
 }
@@ -114,8 +116,11 @@ impl Daemon {
     /// [`Daemon::start`] with the path `config` was loaded from, which the logs name in the
     /// commands they suggest (`pbxlink import --config ...`).
     pub async fn start_from(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Daemon> {
+        let (path, synchronous) = (config.store.path.clone(), config.store.synchronous);
         let store = Arc::new(
-            Store::open(&config.store.path, config.store.synchronous)
+            tokio::task::spawn_blocking(move || Store::open(&path, synchronous))
+                .await
+                .context("the task opening the store failed")?
                 .context("opening the store")?,
         );
         let credentials = config.credentials()?;
@@ -125,42 +130,6 @@ impl Daemon {
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let health = Arc::new(Health::default());
         let stop_sources = Arc::new(AtomicBool::new(false));
-        let mut sources = Vec::new();
-        let cdr_heartbeat = Arc::new(AtomicI64::new(crate::outbox::store::now_ms()));
-        let mut cdr_updates = None;
-        let mut cdr_path = None;
-
-        if let Some(ast) = config
-            .asterisk
-            .as_ref()
-            .filter(|a| a.cdr_csv.is_some() && a.call_log_source != CallLogSource::Ami)
-        {
-            let (updates_tx, updates) = std::sync::mpsc::channel();
-            cdr_updates = Some(updates_tx);
-            cdr_path = ast.cdr_csv.clone().map(|p| (p, ast.cdr_follow_symlink));
-            let mut source =
-                crate::pbx::asterisk::cdr_source(config, store.clone(), wake.clone(), None)?
-                    .with_updates(updates)
-                    .with_heartbeat(cdr_heartbeat.clone());
-            if let Some(path) = config_path {
-                source = source.with_config_path(path);
-            }
-            let poll = Duration::from_millis(ast.poll_interval_ms);
-            let stop = stop_sources.clone();
-            let fatal_tx = fatal_tx.clone();
-            sources.push(
-                std::thread::Builder::new()
-                    .name("asterisk-cdr".into())
-                    .spawn(move || {
-                        if let Err(e) = source.run(poll, stop) {
-                            tracing::error!("CDR source stopped: {e}");
-                            let _ = fatal_tx.send(format!("CDR source stopped: {e}"));
-                        }
-                    })
-                    .context("starting the CDR reader thread")?,
-            );
-        }
-
         let ls = &config.leadsquared;
         let limiter = Arc::new(RateLimiter::new(
             ls.rate_limit_requests,
@@ -170,10 +139,7 @@ impl Daemon {
             initial: Duration::from_millis(ls.retry_initial_ms),
             cap: Duration::from_millis(ls.retry_max_ms),
         };
-        let mut metrics = Metrics {
-            store: Some(store.clone()),
-            ..Metrics::default()
-        };
+        let metrics = Arc::new(Metrics::new(Some(store.clone())));
         let mut tasks = Vec::new();
         // Call logs, and the updates that carry a disposition after the call log went out:
         // the same client, rate limit and backoff rules, one worker per kind so an update
@@ -203,7 +169,10 @@ impl Daemon {
                 wake,
             )
             .with_heartbeat(heartbeat.clone());
-            metrics.deliveries.push((endpoint, worker.stats()));
+            metrics.register(Arc::new(DeliveryMetrics {
+                endpoint,
+                stats: worker.stats(),
+            }));
             let rx = shutdown_rx.clone();
             tasks.push(supervise(
                 heartbeat,
@@ -214,16 +183,45 @@ impl Daemon {
         }
 
         let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
-        let ami = match config.asterisk.as_ref().and_then(|a| a.ami.clone()) {
-            Some(settings) => {
-                let ast = config.asterisk.as_ref().map(|a| a.call_log_source);
-                let secret = settings.resolve_secret()?;
-                let ami = AmiClient::spawn(settings, secret);
-                let popups = if ls.agent_popup_url.is_empty() {
-                    tracing::info!("[leadsquared] agent_popup_url is not set: no agent popups");
-                    None
-                } else {
-                    let (popup_tx, popup_rx) = mpsc::channel(POPUP_QUEUE);
+        let (popup_tx, popup_rx) = if ls.agent_popup_url.is_empty() {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(POPUP_QUEUE);
+            (Some(tx), Some(rx))
+        };
+        let pbx = crate::pbx::build_parts(&PbxContext {
+            config,
+            config_path,
+            store: store.clone(),
+            wake_delivery: wake.clone(),
+            popups: popup_tx,
+            config_updates: config_rx,
+            shutdown: shutdown_rx.clone(),
+            metrics: &metrics,
+        })?;
+        let mut sources = Vec::new();
+        let mut source_heartbeats = Vec::new();
+        for source in pbx.file_sources {
+            source_heartbeats.push(source.heartbeat);
+            let (stop, fatal_tx, run) = (stop_sources.clone(), fatal_tx.clone(), source.run);
+            sources.push(
+                std::thread::Builder::new()
+                    .name(source.thread_name.clone())
+                    .spawn(move || {
+                        if let Err(why) = run(stop) {
+                            tracing::error!("{why}");
+                            let _ = fatal_tx.send(why);
+                        }
+                    })
+                    .with_context(|| format!("starting the {} thread", source.thread_name))?,
+            );
+        }
+        if pbx.sends_popups {
+            match popup_rx {
+                None => {
+                    tracing::info!("[leadsquared] agent_popup_url is not set: no agent popups")
+                }
+                Some(popup_rx) => {
                     let mut sender = PopupSender::new(
                         client.clone(),
                         limiter.clone(),
@@ -233,7 +231,7 @@ impl Daemon {
                         let deadline = Duration::from_millis(ls.lead_lookup_timeout_ms);
                         sender = sender.with_lead_lookup(LeadApi::new(config, deadline)?, deadline);
                     }
-                    metrics.popups = Some(sender.stats());
+                    metrics.register(sender.stats());
                     let heartbeat = health.register("popup sender");
                     let sender = sender.with_heartbeat(heartbeat.clone());
                     tasks.push(supervise(
@@ -242,50 +240,29 @@ impl Daemon {
                         shutdown_rx.clone(),
                         sender.run(popup_rx),
                     ));
-                    Some(popup_tx)
-                };
-                let live_stats = Arc::new(LiveStats::default());
-                metrics.live = Some(live_stats.clone());
-                let live = LiveAsterisk {
-                    ami: ami.clone(),
-                    store: store.clone(),
-                    enqueue_call_logs: ast.is_some_and(|s| s != CallLogSource::Cdr),
-                    wake_delivery: wake.clone(),
-                    popups,
-                    config_updates: config_rx,
-                    stats: live_stats,
-                };
-                let rx = shutdown_rx.clone();
-                tasks.push(supervise(
-                    health.register("AMI call tracker"),
-                    fatal_tx.clone(),
-                    shutdown_rx.clone(),
-                    async move { live.run(rx).await.map_err(|e| format!("{e:#}")) },
-                ));
-                metrics.ami = Some(ami.clone());
-                Some(ami)
+                }
             }
-            None => None,
-        };
-        let metrics = Arc::new(metrics);
+        }
+        for task in pbx.tasks {
+            tasks.push(supervise(
+                health.register(task.name),
+                fatal_tx.clone(),
+                shutdown_rx.clone(),
+                task.run,
+            ));
+        }
 
         let mut api = None;
         if let Some(http) = &config.http {
-            let originate = config
-                .asterisk
-                .as_ref()
-                .map(|a| a.originate.clone())
-                .unwrap_or_default();
-            let pbx = ami.clone().map(|ami| AsteriskControl::new(ami, originate));
             let state = Arc::new(
-                ApiState::new(config, pbx, store.clone())?
+                ApiState::new(config, pbx.control.clone(), store.clone())?
                     .with_metrics(metrics.clone())
                     .with_health(health.clone()),
             );
             api = Some(state.clone());
             let router = crate::http::router(state)?;
             let transport = crate::http::Transport::from_config(http).await?;
-            let _ = metrics.http_connections.set(transport.stats.clone());
+            metrics.register(transport.stats.clone());
             let listener = tokio::net::TcpListener::bind(http.listen)
                 .await
                 .with_context(|| format!("[http] listen {}: cannot bind", http.listen))?;
@@ -312,13 +289,19 @@ impl Daemon {
             loop {
                 let day = 86_400_000i64;
                 let now = crate::outbox::store::now_ms();
-                match prune_store.prune(now - retention_days * day, now - KEY_RETENTION_DAYS * day)
-                {
-                    Ok((compacted, deleted)) if compacted + deleted > 0 => {
+                // SQLite (and its fsync) runs on a blocking thread, never on a worker thread.
+                let store = prune_store.clone();
+                let pruned = tokio::task::spawn_blocking(move || {
+                    store.prune(now - retention_days * day, now - KEY_RETENTION_DAYS * day)
+                })
+                .await;
+                match pruned {
+                    Ok(Ok((compacted, deleted))) if compacted + deleted > 0 => {
                         tracing::info!(compacted, deleted, "pruned delivered rows")
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("pruning failed: {e}"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("pruning failed: {e}"),
+                    Err(e) => tracing::warn!("pruning task failed: {e}"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(PRUNE_EVERY) => {}
@@ -342,10 +325,10 @@ impl Daemon {
             fatal,
             config: config.clone(),
             client,
-            cdr_updates,
-            cdr_path,
-            cdr_heartbeat,
-            ami,
+            source_heartbeats,
+            pbx_status: pbx.status,
+            pbx_reloads: pbx.reloads,
+            pbx_stops: pbx.stops,
             config_tx,
             metrics,
             api,
@@ -364,20 +347,8 @@ impl Daemon {
         self.client
             .reload(&new, credentials)
             .context("rebuilding the LeadSquared client")?;
-        if let Some(updates) = &self.cdr_updates {
-            let agents = new.agents.len();
-            let numbers = new.virtual_numbers.len();
-            let update: SourceUpdate<AsteriskAssembler> = Box::new(move |assembler| {
-                assembler.set_directory(directory);
-                tracing::info!(
-                    agents,
-                    virtual_numbers = numbers,
-                    "CDR source: agents and virtual numbers reloaded"
-                );
-            });
-            if updates.send(update).is_err() {
-                tracing::warn!("CDR source is not running; agents not reloaded");
-            }
+        for reload in &self.pbx_reloads {
+            reload(&new, &directory);
         }
         self.config_tx.send_replace(Arc::new(new.clone()));
         if let Some(api) = &self.api {
@@ -391,13 +362,14 @@ impl Daemon {
         Ok(restart)
     }
 
-    /// Whether the CDR reader went round its loop within `max_age` (true without one).
+    /// Whether every file reader (the CDR reader) went round its loop within `max_age`
+    /// (true without one).
     pub fn sources_alive(&self, max_age: Duration) -> bool {
-        if self.sources.is_empty() {
-            return true;
-        }
-        let age = crate::outbox::store::now_ms() - self.cdr_heartbeat.load(Ordering::Relaxed);
-        age <= i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)
+        let now = crate::outbox::store::now_ms();
+        let max_age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        self.source_heartbeats
+            .iter()
+            .all(|beat| now - beat.load(Ordering::Relaxed) <= max_age)
     }
 
     /// Whether every supervised task with a heartbeat (delivery workers, popup sender) beat
@@ -411,8 +383,8 @@ impl Daemon {
         self.health.clone()
     }
 
-    /// The `STATUS=` line: outbox depth, last delivery, the state of the CDR file, AMI and
-    /// the daemon's tasks.
+    /// The `STATUS=` line: outbox depth, last delivery, the PBX's parts (the state of the CDR
+    /// file, of the AMI connection) and the daemon's tasks.
     pub async fn status_line(&self) -> String {
         let store = self.store.clone();
         let report = tokio::task::spawn_blocking(move || store.status()).await;
@@ -421,16 +393,9 @@ impl Daemon {
             Ok(Err(e)) => format!("outbox unreadable: {e}"),
             Err(e) => format!("outbox unreadable: {e}"),
         };
-        if let Some((path, follow_symlink)) = &self.cdr_path {
+        for part in &self.pbx_status {
             line.push_str("; ");
-            line.push_str(&status::cdr_line(path, *follow_symlink));
-        }
-        if let Some(ami) = &self.ami {
-            line.push_str(match &*ami.state().borrow() {
-                ConnectionState::Connected { .. } => "; AMI connected",
-                ConnectionState::Connecting { .. } => "; AMI connecting",
-                ConnectionState::Disconnected { .. } => "; AMI DISCONNECTED",
-            });
+            line.push_str(&part());
         }
         line.push_str("; ");
         line.push_str(&status::tasks_line(&self.health.problems()));
@@ -459,8 +424,8 @@ impl Daemon {
     pub async fn stop(self, timeout: Duration) {
         self.stop_sources.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
-        if let Some(ami) = &self.ami {
-            let _ = tokio::time::timeout(Duration::from_secs(2), ami.shutdown()).await;
+        for stop in self.pbx_stops {
+            let _ = tokio::time::timeout(Duration::from_secs(2), stop).await;
         }
         let sources = self.sources;
         let tasks = self.tasks;
@@ -527,7 +492,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                         stuck_reported = false;
                     } else if !stuck_reported {
                         let what = if problems.is_empty() {
-                            "the CDR reader is stuck".to_owned()
+                            "a file reader (the CDR reader) is stuck".to_owned()
                         } else {
                             problems.join("; ")
                         };

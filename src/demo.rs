@@ -95,7 +95,9 @@ pub async fn run(settle_secs: u64) -> anyhow::Result<()> {
     writer.await.context("the PBX simulator failed")??;
     let store = daemon.store();
     daemon.stop(Duration::from_secs(5)).await;
-    let status = store.status()?;
+    let status = tokio::task::spawn_blocking(move || store.status())
+        .await
+        .context("the store task failed")??;
     print!(
         "{}",
         crate::outbox::store::format_status(&status, Utc::now())

@@ -175,15 +175,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut total = 0;
             for file in &files {
                 let name = format!("import:{}", file.display());
-                let mut source = pbxlink::pbx::asterisk::cdr_source(
-                    &config,
-                    store.clone(),
-                    wake.clone(),
-                    Some(name),
-                )?;
+                let mut source =
+                    pbxlink::pbx::import_source(&config, store.clone(), wake.clone(), name)?;
                 // A FIFO, a device or a refused symbolic link is an error naming the file,
                 // never a hang (the file is opened as the daemon opens it).
-                let queued = source.import_file(file).context("import stopped")??;
+                let queued = source.import_file(file)?;
                 println!("{}: {queued} new call(s) queued", file.display());
                 total += queued;
             }

@@ -1,12 +1,18 @@
 //! `GET /metrics`: the daemon's figures in the Prometheus text format.
 //!
-//! Nothing is counted twice: each component keeps its own counters (the store, the delivery
-//! workers, the AMI client, the call tracker, the popup sender, the HTTP API) and a scrape
-//! reads them all into a fresh `prometheus-client` registry and encodes it. A scrape costs
-//! one store query; there is no background collection.
+//! Nothing is counted twice: each component keeps its own counters and registers a
+//! [`MetricsSource`] with [`Metrics`] when the daemon builds it (the delivery workers, the
+//! popup sender, the HTTP API and its connections, each PBX connection and live tracker);
+//! a scrape asks each to write its figures into one [`Scrape`] and encodes it. The outbox's
+//! figures come from one store query per scrape, read off the async worker threads; its
+//! persistent counters carry a `source` label when a source claimed them (the CDR
+//! counters: `source="asterisk-cdr"`). There is no background collection.
+//!
+//! This module names no component: components depend on it, never the other way round.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -15,50 +21,34 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::crm::leadsquared::popup::PopupStats;
-use crate::http::{ApiStats, ConnectionStats};
 use crate::outbox::store::{StatusReport, now_ms};
 use crate::outbox::{DeliveryStats, Store};
-use crate::pbx::asterisk::ami::{AmiClient, AmiStats};
-use crate::pbx::asterisk::live::LiveStats;
 
 type Labels = Vec<(String, String)>;
 
-/// The counters a scrape reads. Parts the configuration leaves out stay `None`.
-#[derive(Default)]
-pub struct Metrics {
-    /// The outbox.
-    pub store: Option<Arc<Store>>,
-    /// Each delivery worker's endpoint name and counters.
-    pub deliveries: Vec<(&'static str, Arc<DeliveryStats>)>,
-    /// The AMI connection.
-    pub ami: Option<AmiClient>,
-    /// The live call tracker.
-    pub live: Option<Arc<LiveStats>>,
-    /// The popup sender.
-    pub popups: Option<Arc<PopupStats>>,
-    /// The HTTP API (set once its state exists).
-    pub api: OnceLock<Arc<ApiStats>>,
-    /// The HTTP API's connections (set once its listener exists).
-    pub http_connections: OnceLock<Arc<ConnectionStats>>,
+/// A component's figures: written into every scrape.
+pub trait MetricsSource: Send + Sync {
+    /// Writes this component's figures, read now, into `scrape`.
+    fn write(&self, scrape: &mut Scrape);
 }
 
-/// Registers a counter family and returns it.
-fn counter_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
-    let family = Family::<Labels, Counter>::default();
-    reg.register(name, help, family.clone());
-    family
+/// One scrape being written: metric names get the `pbxlink_` prefix; components that write
+/// the same family (e.g. two delivery workers, `pbxlink_deliveries`) share it, each adding
+/// its own label values.
+pub struct Scrape {
+    registry: Registry,
+    counters: HashMap<&'static str, Family<Labels, Counter>>,
+    gauges: HashMap<&'static str, Family<Labels, Gauge>>,
 }
 
-fn counter(reg: &mut Registry, name: &str, help: &str, value: u64) {
-    let c = Counter::<u64, AtomicU64>::default();
-    c.inc_by(value);
-    reg.register(name, help, c);
-}
-
-fn gauge(reg: &mut Registry, name: &str, help: &str, value: i64) {
-    let g = Gauge::<i64, AtomicI64>::default();
-    g.set(value);
-    reg.register(name, help, g);
+impl Default for Scrape {
+    fn default() -> Self {
+        Self {
+            registry: Registry::with_prefix("pbxlink"),
+            counters: HashMap::new(),
+            gauges: HashMap::new(),
+        }
+    }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -68,7 +58,106 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+impl Scrape {
+    /// Adds `value` to the counter `name` (exposed as `pbxlink_{name}_total`) with `labels`;
+    /// the family is registered with `help` the first time.
+    pub fn counter_with(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        pairs: &[(&str, &str)],
+        value: u64,
+    ) {
+        let registry = &mut self.registry;
+        let family = self.counters.entry(name).or_insert_with(|| {
+            let family = Family::<Labels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        });
+        family.get_or_create(&labels(pairs)).inc_by(value);
+    }
+
+    /// Sets the gauge `name` with `labels` to `value`.
+    pub fn gauge_with(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        pairs: &[(&str, &str)],
+        value: i64,
+    ) {
+        let registry = &mut self.registry;
+        let family = self.gauges.entry(name).or_insert_with(|| {
+            let family = Family::<Labels, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        });
+        family.get_or_create(&labels(pairs)).set(value);
+    }
+
+    /// A counter without labels (`pbxlink_{name}_total`).
+    pub fn counter(&mut self, name: &'static str, help: &str, value: u64) {
+        let c = Counter::<u64, AtomicU64>::default();
+        c.inc_by(value);
+        self.registry.register(name, help, c);
+    }
+
+    /// A gauge without labels.
+    pub fn gauge(&mut self, name: &'static str, help: &str, value: i64) {
+        let g = Gauge::<i64, AtomicI64>::default();
+        g.set(value);
+        self.registry.register(name, help, g);
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(e) = encode(&mut text, &self.registry) {
+            tracing::warn!("metrics encoding failed: {e}");
+        }
+        text
+    }
+}
+
+/// The figures a scrape reads: the outbox's, and every registered component's.
+#[derive(Default)]
+pub struct Metrics {
+    /// The outbox.
+    store: Option<Arc<Store>>,
+    /// Every component's figures, in the order they were registered.
+    sources: Mutex<Vec<Arc<dyn MetricsSource>>>,
+    /// The outbox's persistent counters a source claimed: counter name → `source` label.
+    counter_sources: Mutex<HashMap<String, String>>,
+}
+
 impl Metrics {
+    /// The figures of `store` (None: no outbox figures), and of the sources registered later.
+    pub fn new(store: Option<Arc<Store>>) -> Self {
+        Self {
+            store,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a component's figures to every scrape from now on.
+    pub fn register(&self, source: Arc<dyn MetricsSource>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(source);
+    }
+
+    /// The outbox's persistent counters `names` come from `source` (e.g. the CDR counters
+    /// from `asterisk-cdr`): they are exposed with that `source` label.
+    pub fn label_store_counters(&self, source: &str, names: &[&str]) {
+        let mut claimed = self
+            .counter_sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for name in names {
+            claimed.insert((*name).to_owned(), source.to_owned());
+        }
+    }
+
     /// The text exposition of every figure, read now.
     pub async fn render(&self) -> String {
         let report = match &self.store {
@@ -88,233 +177,138 @@ impl Metrics {
             }
             None => None,
         };
-        let ami = self.ami.as_ref().map(AmiClient::stats);
-        self.encode(report.as_ref(), ami.as_ref(), now_ms())
+        self.encode(report.as_ref(), now_ms())
     }
 
-    fn encode(&self, report: Option<&StatusReport>, ami: Option<&AmiStats>, now: i64) -> String {
-        let mut reg = Registry::with_prefix("pbxlink");
+    fn encode(&self, report: Option<&StatusReport>, now: i64) -> String {
+        let mut scrape = Scrape::default();
         if let Some(r) = report {
-            outbox_metrics(&mut reg, r, now);
+            let claimed = self
+                .counter_sources
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            outbox_metrics(&mut scrape, r, &claimed, now);
         }
-        let outcomes = counter_family(
-            &mut reg,
-            "deliveries",
-            "Delivery attempts by endpoint and outcome (delivered, retried, dead, paused)",
-        );
-        let responses = counter_family(
-            &mut reg,
-            "crm_responses",
-            "CRM answers by endpoint and HTTP status (none: no answer)",
-        );
-        for (endpoint, stats) in &self.deliveries {
-            for (outcome, value) in [
-                ("delivered", &stats.delivered),
-                ("retried", &stats.retried),
-                ("dead", &stats.dead),
-                ("paused", &stats.paused),
-            ] {
-                outcomes
-                    .get_or_create(&labels(&[("endpoint", endpoint), ("outcome", outcome)]))
-                    .inc_by(value.load(Relaxed));
-            }
-            for (status, n) in stats.responses() {
-                responses
-                    .get_or_create(&labels(&[("endpoint", endpoint), ("status", &status)]))
-                    .inc_by(n);
-            }
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for source in sources {
+            source.write(&mut scrape);
         }
-        if let Some(popups) = &self.popups {
-            let family = counter_family(
-                &mut reg,
-                "popups",
-                "Agent popups by outcome (sent, dropped, retried)",
-            );
-            for (outcome, value) in [
-                ("sent", &popups.sent),
-                ("dropped", &popups.dropped),
-                ("retried", &popups.retried),
-            ] {
-                family
-                    .get_or_create(&labels(&[("outcome", outcome)]))
-                    .inc_by(value.load(Relaxed));
-            }
-            counter(
-                &mut reg,
-                "lead_lookup_misses",
-                "Popup lead lookups that found no single lead (none, several, failed or late)",
-                popups.lookup_misses.load(Relaxed),
-            );
-            gauge(
-                &mut reg,
-                "popup_latency_max_ms",
-                "Largest time from the AMI event to the popup request leaving",
-                popups.max_latency_ms.load(Relaxed) as i64,
-            );
-        }
-        if let Some(ami) = ami {
-            ami_metrics(&mut reg, ami);
-        }
-        if let Some(live) = &self.live {
-            counter(
-                &mut reg,
-                "ami_calls_logged",
-                "Call logs enqueued from AMI events",
-                live.calls_enqueued.load(Relaxed),
-            );
-            counter(
-                &mut reg,
-                "ami_calls_expired",
-                "Calls forgotten by the tracker without a hangup",
-                live.calls_expired.load(Relaxed),
-            );
-            counter(
-                &mut reg,
-                "ami_events_lagged",
-                "AMI events the call tracker missed (it fell behind)",
-                live.events_lagged.load(Relaxed),
-            );
-            counter(
-                &mut reg,
-                "ami_calls_evicted",
-                "Calls the AMI call tracker forgot because its table was full",
-                live.calls_evicted.load(Relaxed),
-            );
-            counter(
-                &mut reg,
-                "popups_overflow",
-                "Popups lost because the popup queue was full",
-                live.popups_overflow.load(Relaxed),
-            );
-        }
-        if let Some(api) = self.api.get() {
-            let family = counter_family(&mut reg, "http_requests", "HTTP API results");
-            for (result, value) in [
-                ("call_placed", &api.calls_placed),
-                ("refused", &api.refused),
-                ("route_answered", &api.routes_answered),
-                ("route_fallback", &api.routes_fallback),
-            ] {
-                family
-                    .get_or_create(&labels(&[("result", result)]))
-                    .inc_by(value.load(Relaxed));
-            }
-        }
-        if let Some(conns) = self.http_connections.get() {
-            let family = counter_family(
-                &mut reg,
-                "http_connections",
-                "HTTP API connections by what became of them (refused at the cap, shed while quiet, closed idle, TLS failed, accept errors)",
-            );
-            for (outcome, value) in [
-                ("accepted", &conns.accepted),
-                ("refused_at_cap", &conns.refused_at_cap),
-                ("shed_quiet", &conns.shed_quiet),
-                ("idle_closed", &conns.idle_closed),
-                ("tls_failed", &conns.tls_failed),
-                ("accept_error", &conns.accept_errors),
-            ] {
-                family
-                    .get_or_create(&labels(&[("outcome", outcome)]))
-                    .inc_by(value.load(Relaxed));
-            }
-            gauge(
-                &mut reg,
-                "http_connections_open",
-                "HTTP API connections open now",
-                i64::try_from(conns.open.load(Relaxed)).unwrap_or(i64::MAX),
-            );
-        }
-        let mut text = String::new();
-        if let Err(e) = encode(&mut text, &reg) {
-            tracing::warn!("metrics encoding failed: {e}");
-        }
-        text
+        scrape.encode()
     }
 }
 
-fn outbox_metrics(reg: &mut Registry, r: &StatusReport, now: i64) {
-    let rows = Family::<Labels, Gauge>::default();
-    reg.register("outbox_rows", "Outbox rows by state", rows.clone());
+fn outbox_metrics(
+    scrape: &mut Scrape,
+    r: &StatusReport,
+    claimed: &HashMap<String, String>,
+    now: i64,
+) {
     for (state, n) in [
         ("pending", r.pending),
         ("delivered", r.delivered),
         ("dead", r.dead),
         ("staged", r.staged),
     ] {
-        rows.get_or_create(&labels(&[("state", state)]))
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        scrape.gauge_with(
+            "outbox_rows",
+            "Outbox rows by state",
+            &[("state", state)],
+            i64::try_from(n).unwrap_or(i64::MAX),
+        );
     }
-    gauge(
-        reg,
+    scrape.gauge(
         "outbox_oldest_pending_age_seconds",
         "Age of the oldest pending row (0 when none)",
         r.oldest_pending_at.map_or(0, |t| (now - t).max(0) / 1000),
     );
-    gauge(
-        reg,
+    scrape.gauge(
         "last_delivery_timestamp_seconds",
         "Unix time of the last successful delivery (0: none yet)",
         r.last_delivery_at.map_or(0, |t| t / 1000),
     );
-    gauge(
-        reg,
+    scrape.gauge(
         "delivery_paused",
         "1 while delivery is paused after the CRM refused the credentials or URL",
         i64::from(r.paused_until.is_some_and(|t| t > now)),
     );
-    let named = counter_family(
-        reg,
-        "events",
-        "Persistent counters of the pipeline (cdr_parse_errors, duplicates, ...)",
-    );
     for (name, value) in &r.counters {
-        named
-            .get_or_create(&labels(&[("name", name)]))
-            .inc_by(u64::try_from(*value).unwrap_or(0));
+        let value = u64::try_from(*value).unwrap_or(0);
+        let help = "Persistent counters of the pipeline (cdr_parse_errors, duplicates, ...), \
+                    with the source that counts them";
+        match claimed.get(name) {
+            Some(source) => {
+                scrape.counter_with("events", help, &[("name", name), ("source", source)], value)
+            }
+            None => scrape.counter_with("events", help, &[("name", name)], value),
+        }
     }
 }
 
-fn ami_metrics(reg: &mut Registry, ami: &AmiStats) {
-    gauge(
-        reg,
-        "ami_connected",
-        "1 while logged in to the Asterisk Manager Interface",
-        i64::from(ami.connected),
-    );
-    for (name, help, value) in [
-        ("ami_logins", "Successful AMI logins", ami.logins),
-        (
-            "ami_reconnects",
-            "AMI logins after the first one",
-            ami.reconnects,
-        ),
-        (
-            "ami_connect_failures",
-            "AMI connection attempts that failed",
-            ami.connect_failures,
-        ),
-        (
-            "ami_half_open_drops",
-            "AMI connections dropped as half-open (silent despite pings)",
-            ami.half_open_drops,
-        ),
-        (
-            "ami_malformed_frames",
-            "AMI connections dropped after a malformed or oversized frame",
-            ami.malformed_frames,
-        ),
-        (
-            "ami_refused_actions",
-            "AMI actions refused before the wire (CR/LF in a value)",
-            ami.refused_actions,
-        ),
-    ] {
-        counter(reg, name, help, value);
+/// A delivery worker's figures, under its endpoint's name.
+pub struct DeliveryMetrics {
+    /// The endpoint label (`call_log`, `disposition_update`).
+    pub endpoint: &'static str,
+    /// The worker's counters.
+    pub stats: Arc<DeliveryStats>,
+}
+
+impl MetricsSource for DeliveryMetrics {
+    fn write(&self, scrape: &mut Scrape) {
+        let endpoint = self.endpoint;
+        for (outcome, value) in [
+            ("delivered", &self.stats.delivered),
+            ("retried", &self.stats.retried),
+            ("dead", &self.stats.dead),
+            ("paused", &self.stats.paused),
+        ] {
+            scrape.counter_with(
+                "deliveries",
+                "Delivery attempts by endpoint and outcome (delivered, retried, dead, paused)",
+                &[("endpoint", endpoint), ("outcome", outcome)],
+                value.load(Relaxed),
+            );
+        }
+        for (status, n) in self.stats.responses() {
+            scrape.counter_with(
+                "crm_responses",
+                "CRM answers by endpoint and HTTP status (none: no answer)",
+                &[("endpoint", endpoint), ("status", &status)],
+                n,
+            );
+        }
     }
-    let events = counter_family(reg, "ami_received_events", "AMI events received, by type");
-    for (name, n) in &ami.events_by_type {
-        events.get_or_create(&labels(&[("event", name)])).inc_by(*n);
+}
+
+/// The popup sender's figures.
+impl MetricsSource for PopupStats {
+    fn write(&self, scrape: &mut Scrape) {
+        for (outcome, value) in [
+            ("sent", &self.sent),
+            ("dropped", &self.dropped),
+            ("retried", &self.retried),
+        ] {
+            scrape.counter_with(
+                "popups",
+                "Agent popups by outcome (sent, dropped, retried)",
+                &[("outcome", outcome)],
+                value.load(Relaxed),
+            );
+        }
+        scrape.counter(
+            "lead_lookup_misses",
+            "Popup lead lookups that found no single lead (none, several, failed or late)",
+            self.lookup_misses.load(Relaxed),
+        );
+        scrape.gauge(
+            "popup_latency_max_ms",
+            "Largest time from the PBX event to the popup request leaving",
+            i64::try_from(self.max_latency_ms.load(Relaxed)).unwrap_or(i64::MAX),
+        );
     }
 }
 
@@ -329,51 +323,63 @@ mod tests {
         delivery.count_response(Some(200));
         delivery.count_response(Some(429));
         delivery.count_response(None);
+        let updates = Arc::new(DeliveryStats::default());
+        updates.dead.store(1, Relaxed);
         let popups = Arc::new(PopupStats::default());
         popups.sent.store(3, Relaxed);
         popups.dropped.store(1, Relaxed);
-        let metrics = Metrics {
-            deliveries: vec![("call_log", delivery)],
-            popups: Some(popups),
-            live: Some(Arc::default()),
-            ..Metrics::default()
-        };
-        let _ = metrics.api.set(Arc::default());
+        let metrics = Metrics::default();
+        metrics.register(Arc::new(DeliveryMetrics {
+            endpoint: "call_log",
+            stats: delivery,
+        }));
+        metrics.register(Arc::new(DeliveryMetrics {
+            endpoint: "disposition_update",
+            stats: updates,
+        }));
+        metrics.register(popups);
+        metrics.label_store_counters("asterisk-cdr", &["cdr_parse_errors"]);
         let report = StatusReport {
             pending: 2,
             delivered: 5,
             oldest_pending_at: Some(1_000),
-            counters: vec![("cdr_parse_errors".into(), 4)],
+            counters: vec![
+                ("cdr_parse_errors".into(), 4),
+                ("duplicate_calls".into(), 1),
+            ],
             ..StatusReport::default()
         };
-        let mut ami = AmiStats {
-            connected: true,
-            reconnects: 2,
-            ..AmiStats::default()
-        };
-        ami.events_by_type.insert("DialBegin".into(), 9);
-        let text = metrics.encode(Some(&report), Some(&ami), 61_000);
+        let text = metrics.encode(Some(&report), 61_000);
         for line in [
             "pbxlink_outbox_rows{state=\"pending\"} 2",
             "pbxlink_outbox_rows{state=\"delivered\"} 5",
             "pbxlink_outbox_oldest_pending_age_seconds 60",
-            "pbxlink_events_total{name=\"cdr_parse_errors\"} 4",
+            "pbxlink_events_total{name=\"cdr_parse_errors\",source=\"asterisk-cdr\"} 4",
+            "pbxlink_events_total{name=\"duplicate_calls\"} 1",
             "pbxlink_deliveries_total{endpoint=\"call_log\",outcome=\"delivered\"} 7",
+            "pbxlink_deliveries_total{endpoint=\"disposition_update\",outcome=\"dead\"} 1",
             "pbxlink_crm_responses_total{endpoint=\"call_log\",status=\"429\"} 1",
             "pbxlink_crm_responses_total{endpoint=\"call_log\",status=\"none\"} 1",
             "pbxlink_popups_total{outcome=\"sent\"} 3",
             "pbxlink_popups_total{outcome=\"dropped\"} 1",
             "pbxlink_lead_lookup_misses_total 0",
-            "pbxlink_ami_connected 1",
-            "pbxlink_ami_reconnects_total 2",
-            "pbxlink_ami_received_events_total{event=\"DialBegin\"} 9",
-            "pbxlink_http_requests_total{result=\"refused\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "{line:?} missing from\n{text}"
             );
         }
+        // Two workers share one family: it is declared once.
+        assert_eq!(
+            text.matches("# TYPE pbxlink_deliveries counter").count(),
+            1,
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn without_a_store_or_components_a_scrape_is_empty_but_valid() {
+        assert_eq!(Metrics::default().encode(None, 0), "# EOF\n");
     }
 }

@@ -7,14 +7,14 @@
 //! changes nothing. Handlers talk to the PBX only through [`PbxControl`], so any PBX fits.
 
 pub mod auth;
+pub mod expiring;
 pub mod params;
 pub mod server;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -26,13 +26,14 @@ use axum::routing::get;
 use governor::{Quota, RateLimiter};
 
 use crate::call::{AgentInfo, Directory};
-use crate::config::{Config, DialFormat, FreeAgent, HttpConfig, OriginateConfig};
+use crate::config::{Config, HttpConfig};
 use crate::crm::leadsquared::lead::LeadApi;
 use crate::crm::leadsquared::route::RouteClient;
 use crate::metrics::Metrics;
 use crate::outbox::Store;
-use crate::pbx::{OriginateRequest, PbxControl};
+use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError};
 use auth::{AccessPolicy, FailureThrottle};
+use expiring::ExpiringMap;
 use params::{Bounds, ParamError, Params};
 pub use server::{ConnectionLimits, ConnectionStats};
 
@@ -49,19 +50,50 @@ pub struct ApiStats {
     pub routes_fallback: std::sync::atomic::AtomicU64,
 }
 
+/// The API's figures on `/metrics`: `pbxlink_http_requests_total{result}`.
+impl crate::metrics::MetricsSource for ApiStats {
+    fn write(&self, scrape: &mut crate::metrics::Scrape) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (result, value) in [
+            ("call_placed", &self.calls_placed),
+            ("refused", &self.refused),
+            ("route_answered", &self.routes_answered),
+            ("route_fallback", &self.routes_fallback),
+        ] {
+            scrape.counter_with(
+                "http_requests",
+                "HTTP API results",
+                &[("result", result)],
+                value.load(Relaxed),
+            );
+        }
+    }
+}
+
+/// Callers whose `/route` answer is cached at most (each for `[http] route_cache_ms`): a
+/// flood of distinct callers evicts the oldest answers instead of growing the cache; 10 000
+/// covers a busy hour of a large call centre's distinct callers.
+pub const ROUTE_CACHE_MAX_ENTRIES: usize = 10_000;
+
+/// Click-to-call requests remembered at most for the dedupe window
+/// (`[http] click_to_call_dedupe_ms`); beyond it the oldest are forgotten.
+pub const RECENT_CLICKS_MAX: usize = 10_000;
+
 /// Everything the handlers need.
-pub struct ApiState<P: PbxControl> {
-    pbx: P,
+pub struct ApiState {
+    /// The configured PBX's control (None: no PBX control configured, e.g. `[http]` for
+    /// `/route` only; click to call then answers 503).
+    pbx: Option<Arc<dyn PbxControl>>,
     store: Arc<Store>,
     /// Agents and virtual numbers; replaced on SIGHUP ([`ApiState::set_directory`]).
     directory: std::sync::RwLock<Arc<Directory>>,
     http: HttpConfig,
-    originate: OriginateConfig,
-    free_agent: FreeAgent,
     route: Option<RouteClient>,
     lead_api: LeadApi,
-    recent_clicks: Mutex<HashMap<(String, String), Instant>>,
-    route_cache: Mutex<HashMap<String, (Instant, String)>>,
+    /// Click-to-call requests of the dedupe window, per agent and lead.
+    recent_clicks: Mutex<ExpiringMap<(String, String), ()>>,
+    /// `/route` answers per caller, for `[http] route_cache_ms`.
+    route_cache: Mutex<ExpiringMap<String, String>>,
     stats: Arc<ApiStats>,
     metrics: Option<Arc<Metrics>>,
     /// The length bound of each parameter, under the configured names.
@@ -72,11 +104,14 @@ pub struct ApiState<P: PbxControl> {
     store_check_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl<P: PbxControl> ApiState<P> {
-    /// The state for a configuration.
-    pub fn new(config: &Config, pbx: P, store: Arc<Store>) -> anyhow::Result<Self> {
+impl ApiState {
+    /// The state for a configuration, driving `pbx` (the configured PBX's control).
+    pub fn new(
+        config: &Config,
+        pbx: Option<Arc<dyn PbxControl>>,
+        store: Arc<Store>,
+    ) -> anyhow::Result<Self> {
         let http = config.http.clone().unwrap_or_default();
-        let ast = config.asterisk.clone().unwrap_or_default();
         let credentials = config.credentials()?;
         let route = (!config.leadsquared.call_route_url.is_empty())
             .then(|| {
@@ -91,12 +126,16 @@ impl<P: PbxControl> ApiState<P> {
             pbx,
             store,
             directory: std::sync::RwLock::new(Arc::new(Directory::from_config(config)?)),
-            originate: ast.originate,
-            free_agent: ast.free_agent,
             route,
             lead_api: LeadApi::new(config, config.leadsquared.request_timeout())?,
-            recent_clicks: Mutex::new(HashMap::new()),
-            route_cache: Mutex::new(HashMap::new()),
+            recent_clicks: Mutex::new(ExpiringMap::new(
+                Duration::from_millis(http.click_to_call_dedupe_ms),
+                RECENT_CLICKS_MAX,
+            )),
+            route_cache: Mutex::new(ExpiringMap::new(
+                Duration::from_millis(http.route_cache_ms),
+                ROUTE_CACHE_MAX_ENTRIES,
+            )),
             stats: Arc::default(),
             metrics: None,
             bounds: Bounds::for_names(&http.params),
@@ -106,10 +145,19 @@ impl<P: PbxControl> ApiState<P> {
         })
     }
 
-    /// Serves `/metrics` from `metrics` (which also gets this API's counters).
+    /// Serves `/metrics` from `metrics` (and registers this API's counters there).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        let _ = metrics.api.set(self.stats.clone());
+        metrics.register(self.stats.clone());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Caps the `/route` cache at `capacity` callers (tests: a small cap shows eviction).
+    #[cfg(test)]
+    fn with_route_cache_capacity(self, capacity: usize) -> Self {
+        let ttl = Duration::from_millis(self.http.route_cache_ms);
+        *self.route_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            ExpiringMap::new(ttl, capacity);
         self
     }
 
@@ -143,7 +191,7 @@ impl<P: PbxControl> ApiState<P> {
 }
 
 /// Builds the router with its guards (address allow-list, token, body size, rate).
-pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> {
+pub fn router(state: Arc<ApiState>) -> anyhow::Result<Router> {
     let policy = Arc::new(
         AccessPolicy::new(state.http.resolve_token()?, &state.http.allow_from)
             .with_failure_throttle(FailureThrottle::new(
@@ -157,15 +205,12 @@ pub fn router<P: PbxControl>(state: Arc<ApiState<P>>) -> anyhow::Result<Router> 
     let max_body = state.http.max_body_bytes;
     Ok(Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz::<P>))
-        .route(
-            "/click-to-call",
-            get(click_to_call::<P>).post(click_to_call::<P>),
-        )
-        .route("/disposition", get(disposition::<P>).post(disposition::<P>))
-        .route("/route", get(route::<P>))
-        .route("/metrics", get(metrics::<P>))
-        .route("/sso", get(sso::<P>))
+        .route("/readyz", get(readyz))
+        .route("/click-to-call", get(click_to_call).post(click_to_call))
+        .route("/disposition", get(disposition).post(disposition))
+        .route("/route", get(route))
+        .route("/metrics", get(metrics))
+        .route("/sso", get(sso))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(limiter, rate_limit))
@@ -259,11 +304,7 @@ pub async fn serve(
     .await
 }
 
-fn refuse<P: PbxControl>(
-    state: &ApiState<P>,
-    status: StatusCode,
-    reason: impl std::fmt::Display,
-) -> Response {
+fn refuse(state: &ApiState, status: StatusCode, reason: impl std::fmt::Display) -> Response {
     state
         .stats
         .refused
@@ -278,7 +319,7 @@ fn refuse<P: PbxControl>(
 /// daemon's stuck or ended tasks.
 const READYZ_STORE_CHECK: Duration = Duration::from_secs(2);
 
-async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Response {
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let mut problems = Vec::new();
     use std::sync::atomic::Ordering::AcqRel;
     let running = state.store_check_running.clone();
@@ -300,7 +341,7 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
             )),
         }
     }
-    if !state.pbx.is_connected() {
+    if !state.pbx.as_ref().is_some_and(|pbx| pbx.is_connected()) {
         problems.push("PBX not connected".into());
     }
     if let Some(health) = &state.health {
@@ -319,7 +360,7 @@ async fn readyz<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Respons
 
 /// `GET /sso?agentEmail=..[&leadId=..]`: a sign-on key for a configured agent, then a
 /// redirect to LeadSquared's lead-details page.
-async fn sso<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> Response {
+async fn sso(State(state): State<Arc<ApiState>>, uri: Uri) -> Response {
     let params = match state.params(&uri, &HeaderMap::new(), &Bytes::new()) {
         Ok(p) => p,
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
@@ -364,7 +405,7 @@ async fn sso<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> 
     }
 }
 
-async fn metrics<P: PbxControl>(State(state): State<Arc<ApiState<P>>>) -> Response {
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     match &state.metrics {
         Some(m) => (
             StatusCode::OK,
@@ -390,8 +431,8 @@ fn find_agent<'a>(
         .or_else(|| email.and_then(|e| directory.agent_by_email(e)))
 }
 
-async fn click_to_call<P: PbxControl>(
-    State(state): State<Arc<ApiState<P>>>,
+async fn click_to_call(
+    State(state): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -425,7 +466,7 @@ async fn click_to_call<P: PbxControl>(
     };
     let caller_id = match params.get(&names.virtual_number) {
         Some(v) => match directory.normalize(v) {
-            Some(n) => n.to_e164(),
+            Some(n) => n,
             None => {
                 return refuse(
                     &state,
@@ -435,7 +476,7 @@ async fn click_to_call<P: PbxControl>(
             }
         },
         None => match directory.first_virtual_number() {
-            Some(v) => v.number.to_e164(),
+            Some(v) => v.number.clone(),
             None => {
                 return refuse(
                     &state,
@@ -445,6 +486,13 @@ async fn click_to_call<P: PbxControl>(
             }
         },
     };
+    let Some(pbx) = state.pbx.clone() else {
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("originate failed: {}", PbxError::NotConnected),
+        );
+    };
     let keyword = state.http.response_keyword.clone();
     let dedupe_key = (agent.extension.clone(), lead.to_e164());
     {
@@ -452,25 +500,16 @@ async fn click_to_call<P: PbxControl>(
             .recent_clicks
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let window = Duration::from_millis(state.http.click_to_call_dedupe_ms);
-        recent.retain(|_, at| at.elapsed() < window);
-        if recent.contains_key(&dedupe_key) {
+        if recent.contains(&dedupe_key) {
+            let window = Duration::from_millis(state.http.click_to_call_dedupe_ms);
             tracing::info!(agent = %agent.extension, "click to call repeated within {window:?}: not ringing again");
             return (StatusCode::OK, keyword).into_response();
         }
-        recent.insert(dedupe_key.clone(), Instant::now());
+        recent.insert(dedupe_key.clone(), ());
     }
-    let dial = match state.originate.number_format {
-        DialFormat::E164 => lead.to_e164(),
-        DialFormat::E164Digits => format!("{}{}", lead.country_code, lead.national),
-        DialFormat::National => lead.national.clone(),
-    };
-    let call_id = new_call_id();
+    let call_id = pbx.new_call_id();
     let lead_id = params.get(&names.lead_id).map(str::to_owned);
-    let mut variables = Vec::new();
     if let Some(id) = &lead_id {
-        variables.push(("LEADID".to_owned(), id.clone()));
-        variables.push(("CDR(leadid)".to_owned(), id.clone()));
         let (store, call, id) = (state.store.clone(), call_id.clone(), id.clone());
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.set_lead_id(&call, &id)).await
         {
@@ -479,12 +518,12 @@ async fn click_to_call<P: PbxControl>(
     }
     let request = OriginateRequest {
         call_id: call_id.clone(),
-        agent_extension: agent.extension.clone(),
-        lead_dial: format!("{}{dial}", state.originate.dial_prefix),
+        agent: agent.clone(),
+        lead_number: lead.clone(),
+        lead_id,
         caller_id,
-        variables,
     };
-    match state.pbx.originate(request).await {
+    match pbx.originate(request).await {
         Ok(()) => {
             state
                 .stats
@@ -500,8 +539,8 @@ async fn click_to_call<P: PbxControl>(
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&dedupe_key);
             let status = match e {
-                crate::pbx::PbxError::NotConnected => StatusCode::SERVICE_UNAVAILABLE,
-                crate::pbx::PbxError::Unsafe(_) => StatusCode::BAD_REQUEST,
+                PbxError::NotConnected => StatusCode::SERVICE_UNAVAILABLE,
+                PbxError::Unsafe(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::BAD_GATEWAY,
             };
             refuse(&state, status, format!("originate failed: {e}"))
@@ -509,18 +548,8 @@ async fn click_to_call<P: PbxControl>(
     }
 }
 
-fn new_call_id() -> String {
-    // Asterisk takes it as the agent channel's uniqueid, so it becomes the call's Linkedid.
-    let now = chrono::Utc::now();
-    format!(
-        "pbxlink-{}.{:06}",
-        now.timestamp(),
-        rand::random::<u32>() % 1_000_000
-    )
-}
-
-async fn disposition<P: PbxControl>(
-    State(state): State<Arc<ApiState<P>>>,
+async fn disposition(
+    State(state): State<Arc<ApiState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -576,29 +605,20 @@ async fn disposition<P: PbxControl>(
         params.get(&names.agent_number),
         params.get(&names.agent_email),
     );
-    let freed = match (state.free_agent, agent) {
-        (FreeAgent::None, _) => "stored".to_owned(),
-        (FreeAgent::Unpause, None) => "stored; no known agent to unpause".to_owned(),
-        (FreeAgent::Unpause, Some(agent)) => {
-            let interface = agent.queue_interface.clone().unwrap_or_else(|| {
-                state
-                    .originate
-                    .agent_channel
-                    .replace("{extension}", &agent.extension)
-            });
-            match state.pbx.free_agent(interface.clone()).await {
-                Ok(()) => format!("stored; {interface} unpaused"),
-                Err(e) => {
-                    tracing::error!(%interface, "unpausing the agent failed: {e}");
-                    format!("stored; unpausing {interface} failed: {e}")
-                }
-            }
-        }
+    let freed = match &state.pbx {
+        Some(pbx) => match pbx.free_agent(agent).await {
+            AgentRelease::NotConfigured => "stored".to_owned(),
+            AgentRelease::Done(what) | AgentRelease::NotDone(what) => format!("stored; {what}"),
+        },
+        None => format!(
+            "stored; the agent was not freed: {}",
+            PbxError::NotConnected
+        ),
     };
     (StatusCode::OK, format!("{freed}\n")).into_response()
 }
 
-async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -> Response {
+async fn route(State(state): State<Arc<ApiState>>, uri: Uri) -> Response {
     let params = match state.params(&uri, &HeaderMap::new(), &Bytes::new()) {
         Ok(p) => p,
         Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
@@ -612,16 +632,14 @@ async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -
         .normalize(&caller)
         .map(|n| n.to_e164())
         .unwrap_or_else(|| caller.clone());
-    let ttl = Duration::from_millis(state.http.route_cache_ms);
-    if let Some((at, ext)) = state
+    let cached = state
         .route_cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
-    {
-        if at.elapsed() < ttl {
-            return (StatusCode::OK, ext.clone()).into_response();
-        }
+        .cloned();
+    if let Some(ext) = cached {
+        return (StatusCode::OK, ext).into_response();
     }
     let Some(client) = &state.route else {
         return (StatusCode::OK, fallback).into_response();
@@ -649,7 +667,7 @@ async fn route<P: PbxControl>(State(state): State<Arc<ApiState<P>>>, uri: Uri) -
                 .route_cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(key, (Instant::now(), ext.clone()));
+                .insert(key, ext.clone());
             (StatusCode::OK, ext).into_response()
         }
         None => {

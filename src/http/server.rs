@@ -116,6 +116,33 @@ pub struct ConnectionStats {
     pub open: AtomicU64,
 }
 
+/// The connections' figures on `/metrics`: `pbxlink_http_connections_total{outcome}` and
+/// `pbxlink_http_connections_open`.
+impl crate::metrics::MetricsSource for ConnectionStats {
+    fn write(&self, scrape: &mut crate::metrics::Scrape) {
+        for (outcome, value) in [
+            ("accepted", &self.accepted),
+            ("refused_at_cap", &self.refused_at_cap),
+            ("shed_quiet", &self.shed_quiet),
+            ("idle_closed", &self.idle_closed),
+            ("tls_failed", &self.tls_failed),
+            ("accept_error", &self.accept_errors),
+        ] {
+            scrape.counter_with(
+                "http_connections",
+                "HTTP API connections by what became of them (refused at the cap, shed while quiet, closed idle, TLS failed, accept errors)",
+                &[("outcome", outcome)],
+                value.load(Ordering::Relaxed),
+            );
+        }
+        scrape.gauge(
+            "http_connections_open",
+            "HTTP API connections open now",
+            i64::try_from(self.open.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+    }
+}
+
 /// Raises the soft open-file limit to the hard one, when it is lower; returns the soft
 /// limit in force afterwards (None: unlimited). Under systemd `LimitNOFILE=` has set both,
 /// and the unit's system call filter refuses `setrlimit`, which is fine: the limit stays.

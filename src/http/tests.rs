@@ -1,39 +1,64 @@
 //! Handler tests over real HTTP on loopback: auth, parameter forms, dedupe, injection
-//! attempts, disposition, routing with a slow CRM. The PBX here records what it is asked;
+//! attempts, disposition, routing with a slow CRM. The PBX here records the neutral requests
+//! it is asked (how Asterisk writes them is tested beside its control);
 //! tests/asterisk_live.rs drives the same handlers against a real Asterisk.
 
 use super::*;
 use crate::config::Synchronous;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 #[derive(Clone, Default)]
 struct RecordingPbx {
     originated: Arc<Mutex<Vec<OriginateRequest>>>,
-    freed: Arc<Mutex<Vec<String>>>,
+    freed: Arc<Mutex<Vec<Option<AgentInfo>>>>,
     down: Arc<AtomicBool>,
+    calls: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl PbxControl for RecordingPbx {
-    async fn originate(&self, request: OriginateRequest) -> Result<(), crate::pbx::PbxError> {
-        if self.down.load(Ordering::Relaxed) {
-            return Err(crate::pbx::PbxError::NotConnected);
-        }
-        self.originated.lock().expect("lock").push(request);
-        Ok(())
+    fn new_call_id(&self) -> String {
+        format!("rec-{}", self.calls.fetch_add(1, Ordering::Relaxed))
     }
-    async fn free_agent(&self, interface: String) -> Result<(), crate::pbx::PbxError> {
-        self.freed.lock().expect("lock").push(interface);
-        Ok(())
+    fn originate(
+        &self,
+        request: OriginateRequest,
+    ) -> crate::pbx::PbxFuture<'_, Result<(), PbxError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::Relaxed) {
+                return Err(PbxError::NotConnected);
+            }
+            self.originated.lock().expect("lock").push(request);
+            Ok(())
+        })
+    }
+    fn free_agent<'a>(
+        &'a self,
+        agent: Option<&'a AgentInfo>,
+    ) -> crate::pbx::PbxFuture<'a, AgentRelease> {
+        Box::pin(async move {
+            self.freed.lock().expect("lock").push(agent.cloned());
+            match agent {
+                Some(agent) => AgentRelease::Done(format!("agent {} freed", agent.extension)),
+                None => AgentRelease::NotDone("no agent to free".into()),
+            }
+        })
     }
     fn is_connected(&self) -> bool {
         !self.down.load(Ordering::Relaxed)
     }
 }
 
+impl RecordingPbx {
+    fn control(&self) -> Option<Arc<dyn PbxControl>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
 struct Api {
     base: String,
     pbx: RecordingPbx,
-    state: Arc<ApiState<RecordingPbx>>,
+    state: Arc<ApiState>,
     store: Arc<Store>,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
@@ -78,7 +103,7 @@ route_fallback = "600"
     let store =
         Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
     let pbx = RecordingPbx::default();
-    let state = Arc::new(ApiState::new(&config, pbx.clone(), store.clone()).expect("state"));
+    let state = Arc::new(ApiState::new(&config, pbx.control(), store.clone()).expect("state"));
     let app = router(state.clone()).expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -170,18 +195,17 @@ async fn click_to_call_from_query_form_and_json() {
     assert_eq!(r.status().as_u16(), 200);
     let calls = api.pbx.originated.lock().expect("lock").clone();
     assert_eq!(calls.len(), 3);
-    assert_eq!(calls[0].agent_extension, "100");
-    assert_eq!(calls[0].lead_dial, "919611795983");
-    assert_eq!(calls[0].caller_id, "+918044556677");
-    assert!(
-        calls[0]
-            .variables
-            .contains(&("LEADID".into(), "L-1".into()))
-    );
-    assert_eq!(calls[1].agent_extension, "100");
-    assert_eq!(calls[1].lead_dial, "919611700001");
-    assert_eq!(calls[2].agent_extension, "101");
-    assert_eq!(calls[2].lead_dial, "14155552671");
+    assert_eq!(calls[0].agent.extension, "100");
+    assert_eq!(calls[0].agent.email.as_deref(), Some("asha@example.com"));
+    assert_eq!(calls[0].lead_number.to_e164(), "+919611795983");
+    assert_eq!(calls[0].caller_id.to_e164(), "+918044556677");
+    assert_eq!(calls[0].lead_id.as_deref(), Some("L-1"));
+    assert_eq!(calls[0].call_id, "rec-0", "the id the PBX gave the call");
+    assert_eq!(calls[1].agent.extension, "100");
+    assert_eq!(calls[1].lead_number.to_e164(), "+919611700001");
+    assert_eq!(calls[1].lead_id, None);
+    assert_eq!(calls[2].agent.extension, "101");
+    assert_eq!(calls[2].lead_number.to_e164(), "+14155552671");
     // The lead id is stored for the call log of this call.
     api.store
         .enqueue(
@@ -279,15 +303,30 @@ async fn disposition_is_stored_and_frees_the_agent() {
         .get("/disposition?token=t0ken&callSessionId=1700.1&dispositionValue=Interested&agentNumber=9876500100")
         .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("PJSIP/100 unpaused"), "{body}");
+    assert_eq!(body, "stored; agent 100 freed\n");
     let (status, body) = api
         .get("/disposition?token=t0ken&callSessionId=1700.2&dispositionValue=Busy&agentNumber=9876500101")
         .await;
     assert_eq!(status, 200);
-    assert!(body.contains("Local/101@agents/n unpaused"), "{body}");
+    assert_eq!(body, "stored; agent 101 freed\n");
+    let (status, body) = api
+        .get("/disposition?token=t0ken&callSessionId=1700.3&dispositionValue=Busy&agentNumber=9999999999")
+        .await;
+    assert_eq!((status, body.as_str()), (200, "stored; no agent to free\n"));
+    let freed: Vec<Option<String>> = api
+        .pbx
+        .freed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|a| a.as_ref().map(|a| a.extension.clone()))
+        .collect();
+    assert_eq!(freed, [Some("100".into()), Some("101".into()), None]);
+    // The agent the PBX is asked to free is the configured one, queue interface and all.
+    let second = api.pbx.freed.lock().expect("lock")[1].clone();
     assert_eq!(
-        api.pbx.freed.lock().expect("lock").clone(),
-        ["PJSIP/100", "Local/101@agents/n"]
+        second.and_then(|a| a.queue_interface).as_deref(),
+        Some("Local/101@agents/n")
     );
     assert_eq!(
         api.get("/disposition?token=t0ken&callSessionId=1").await.0,
@@ -343,6 +382,88 @@ async fn route_answers_the_owner_or_the_fallback_in_time() {
 }
 
 #[tokio::test]
+async fn route_answers_are_cached_per_caller_within_a_bounded_cache() {
+    // A Call Route API that names agent 100 for everyone and counts the lookups.
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = lookups.clone();
+    let crm = Router::new().route(
+        "/route",
+        get(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::Relaxed);
+                axum::Json(serde_json::json!({"Status":"Success","Message":{"EmailAddress":"asha@example.com"}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, crm).await;
+    });
+    let config = Config::parse(&format!(
+        "[leadsquared]\ncall_log_url = \"https://x.invalid/k\"\ndefault_country_code = \"91\"\n\
+         call_route_url = \"http://{addr}/route\"\n\
+         [[agents]]\nextension = \"100\"\nemail = \"asha@example.com\"\n\
+         [http]\ntoken = \"t0ken\"\nrequests_per_second = 1000\nroute_fallback = \"600\"\n"
+    ))
+    .expect("config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
+    let state = Arc::new(
+        ApiState::new(&config, None, store)
+            .expect("state")
+            .with_route_cache_capacity(2),
+    );
+    let app = router(state.clone()).expect("router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(serve(
+        app,
+        listener,
+        Transport::plain(ConnectionLimits::default()),
+        std::future::pending(),
+    ));
+    let route = |caller: &str| {
+        let url = format!("{base}/route?token=t0ken&caller={caller}");
+        async move {
+            let r = reqwest::get(url).await.expect("request");
+            r.text().await.expect("body")
+        }
+    };
+    assert_eq!(route("9611700001").await, "100");
+    assert_eq!(
+        route("+919611700001").await,
+        "100",
+        "the same caller, normalised"
+    );
+    assert_eq!(
+        lookups.load(Ordering::Relaxed),
+        1,
+        "the second came from the cache"
+    );
+    assert_eq!(route("9611700002").await, "100");
+    assert_eq!(route("9611700003").await, "100");
+    assert_eq!(lookups.load(Ordering::Relaxed), 3);
+    let held = state.route_cache.lock().expect("lock").len();
+    assert_eq!(held, 2, "the cache holds at most its cap");
+    // The oldest caller was evicted: asked again, the CRM is asked again.
+    assert_eq!(route("9611700001").await, "100");
+    assert_eq!(lookups.load(Ordering::Relaxed), 4);
+    assert_eq!(route("9611700003").await, "100");
+    assert_eq!(
+        lookups.load(Ordering::Relaxed),
+        4,
+        "a recent caller stays cached"
+    );
+}
+
+#[tokio::test]
 async fn addresses_outside_allow_from_are_refused() {
     let api = api("").await;
     // A second API whose allow-list excludes loopback.
@@ -355,7 +476,7 @@ async fn addresses_outside_allow_from_are_refused() {
     let store =
         Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Normal).expect("store"));
     let app = router(Arc::new(
-        ApiState::new(&config, api.pbx.clone(), store).expect("state"),
+        ApiState::new(&config, api.pbx.control(), store).expect("state"),
     ))
     .expect("router");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -504,7 +625,7 @@ async fn reloaded_agents_reach_the_api_at_once() {
     assert_eq!(api.get(click).await, (200, "OK".into()));
     let placed = api.pbx.originated.lock().expect("lock").clone();
     assert_eq!(placed.len(), 1);
-    assert_eq!(placed[0].agent_extension, "102");
+    assert_eq!(placed[0].agent.extension, "102");
 }
 
 /// Reads until the server closes the connection (or `limit` passes): how long it took,

@@ -3,8 +3,10 @@
 pub mod ami;
 pub mod assemble;
 pub mod cdr;
+pub mod control;
 pub mod live;
 pub mod tracker;
+pub mod wiring;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,19 +1,36 @@
-//! The Originate that click to call sends: every value escaped or refused for the part of
-//! Asterisk that reads it, and the refusal that names the extension, context and keys.
+//! How Asterisk carries out the neutral click-to-call and disposition requests: the
+//! Originate (agent channel, lead's number as `number_format` writes it, the lead id as
+//! `LEADID`/`CDR(leadid)`), every value escaped or refused for the part of Asterisk that reads
+//! it, the refusal that names the extension, context and keys, and the queue interface a
+//! disposition unpauses.
 
 use super::*;
-use crate::config::DialFormat;
+use crate::phone::E164;
+
+fn agent(extension: &str) -> AgentInfo {
+    AgentInfo {
+        extension: extension.into(),
+        phone: None,
+        user_id: None,
+        email: None,
+        name: None,
+        queue_interface: None,
+    }
+}
 
 fn request(lead_id: &str) -> OriginateRequest {
     OriginateRequest {
         call_id: "pbxlink-1795554073.000042".into(),
-        agent_extension: "100".into(),
-        lead_dial: "919611795983".into(),
-        caller_id: "+918044556677".into(),
-        variables: vec![
-            ("LEADID".into(), lead_id.into()),
-            ("CDR(leadid)".into(), lead_id.into()),
-        ],
+        agent: agent("100"),
+        lead_number: E164 {
+            country_code: 91,
+            national: "9611795983".into(),
+        },
+        lead_id: Some(lead_id.into()),
+        caller_id: E164 {
+            country_code: 91,
+            national: "8044556677".into(),
+        },
     }
 }
 
@@ -37,22 +54,24 @@ fn values_asterisk_reads_as_syntax_are_refused() {
     type Change = fn(&mut OriginateRequest, &mut OriginateConfig);
     let cases: [(&str, Change); 9] = [
         ("agent extension", |r, _| {
-            r.agent_extension = "100/sip:evil@x".into()
+            r.agent.extension = "100/sip:evil@x".into()
         }),
         ("agent extension", |r, _| {
-            r.agent_extension = "100@other".into()
+            r.agent.extension = "100@other".into()
         }),
         ("agent extension", |r, _| {
-            r.agent_extension = "100&PJSIP/200".into()
+            r.agent.extension = "100&PJSIP/200".into()
         }),
-        ("number to dial", |r, _| r.lead_dial = "9196,1".into()),
+        ("number to dial", |_, c| c.dial_prefix = "9,".into()),
         ("number to dial", |r, _| {
-            r.lead_dial = "919611795983&PJSIP/evil".into()
+            r.lead_number.national = "9611795983&PJSIP/evil".into()
         }),
-        ("number to dial", |r, _| r.lead_dial = "9196 1".into()),
+        ("number to dial", |_, c| c.dial_prefix = "9 ".into()),
         ("context", |_, c| c.context = "from-internal,evil".into()),
-        ("caller id", |r, _| r.caller_id = "\"x\" <1>".into()),
-        ("number to dial", |r, _| r.lead_dial = "9".repeat(81)),
+        ("caller id", |r, _| r.caller_id.national = "1\" <1>".into()),
+        ("number to dial", |r, _| {
+            r.lead_number.national = "9".repeat(81)
+        }),
     ];
     for (what, change) in cases {
         let (mut r, mut c) = (request("L1"), OriginateConfig::default());
@@ -74,6 +93,71 @@ fn values_asterisk_reads_as_syntax_are_refused() {
         Err(PbxError::Unsafe(why)) => assert!(why.contains("NUL"), "{why}"),
         other => panic!("expected Unsafe, got {other:?}"),
     }
+}
+
+#[test]
+fn the_lead_is_dialled_as_number_format_after_dial_prefix() {
+    let r = request("L1");
+    for (format, prefix, dialled) in [
+        (DialFormat::E164Digits, "", "919611795983"),
+        (DialFormat::E164, "", "+919611795983"),
+        (DialFormat::National, "0", "09611795983"),
+    ] {
+        let originate = OriginateConfig {
+            number_format: format,
+            dial_prefix: prefix.into(),
+            ..OriginateConfig::default()
+        };
+        assert_eq!(lead_dial(&originate, &r), dialled);
+        let action = originate_action(&originate, &r).expect("built");
+        assert_eq!(action.get("Exten"), Some(dialled));
+    }
+}
+
+#[test]
+fn no_lead_id_sets_no_variable() {
+    let mut r = request("L1");
+    r.lead_id = None;
+    let action = originate_action(&OriginateConfig::default(), &r).expect("built");
+    assert!(
+        action.headers().iter().all(|(k, _)| k != "Variable"),
+        "{:?}",
+        action.headers()
+    );
+}
+
+#[test]
+fn a_disposition_unpauses_the_queue_interface_or_the_agent_channel() {
+    let originate = OriginateConfig {
+        agent_channel: "SIP/{extension}".into(),
+        ..OriginateConfig::default()
+    };
+    assert_eq!(queue_interface(&originate, &agent("100")), "SIP/100");
+    let member = AgentInfo {
+        queue_interface: Some("Local/101@agents/n".into()),
+        ..agent("101")
+    };
+    assert_eq!(queue_interface(&originate, &member), "Local/101@agents/n");
+    let wire = unpause_action("Local/101@agents/n")
+        .expect("built")
+        .encode("9")
+        .expect("encodes");
+    assert_eq!(
+        String::from_utf8(wire).expect("utf-8"),
+        "Action: QueuePause\r\nActionID: 9\r\nInterface: Local/101@agents/n\r\n\
+         Paused: false\r\nReason: pbxlink: call disposed\r\n\r\n"
+    );
+    assert!(matches!(
+        unpause_action("PJSIP/100\r\nAction: Originate"),
+        Err(PbxError::Unsafe(_))
+    ));
+}
+
+#[test]
+fn channel_ids_are_dialplan_tokens() {
+    let id = new_channel_id();
+    assert!(id.starts_with("pbxlink-"), "{id}");
+    check_dial_token("call id", &id).expect("a call id Asterisk reads as one token");
 }
 
 #[test]

@@ -1,0 +1,269 @@
+//! Asterisk's parts for the daemon, built from `[asterisk]`: the CDR file reader (unless
+//! `call_log_source = "ami"`), and with `[asterisk.ami]` the AMI connection, its call
+//! tracker (popups, and call logs unless `call_log_source = "cdr"`) and the
+//! [`AsteriskControl`] click to call and dispositions go through; their figures on
+//! `/metrics` (`pbxlink_ami_*`, the CDR counters labelled `source="asterisk-cdr"`), their
+//! parts of the `STATUS=` line, the reload of agents into the CDR assembler and the AMI
+//! logoff at shutdown. [`crate::pbx::build_parts`] calls [`build`]; nothing else outside
+//! `src/pbx/asterisk` names Asterisk.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::AsteriskCdrSource;
+use super::ami::{AmiClient, AmiStats, ConnectionState};
+use super::assemble::AsteriskAssembler;
+use super::control::AsteriskControl;
+use super::live::{LiveAsterisk, LiveStats};
+use crate::config::{CallLogSource, Config};
+use crate::metrics::{MetricsSource, Scrape};
+use crate::outbox::Store;
+use crate::pbx::parts::{FileImport, FileSourceRun, PbxContext, PbxParts, PbxTask};
+use crate::pipeline::{SourceUpdate, counters};
+
+/// The `source` label of the CDR file's counters on `/metrics`.
+pub const CDR_SOURCE_LABEL: &str = "asterisk-cdr";
+
+/// The outbox's persistent counters the CDR file reader keeps.
+pub const CDR_COUNTERS: [&str; 9] = [
+    counters::PARSE_ERRORS,
+    counters::ROWS_READ,
+    counters::CALLS_ENQUEUED,
+    counters::CALLS_SKIPPED,
+    counters::ROTATIONS,
+    counters::TRUNCATIONS,
+    counters::OVERSIZED_LINES,
+    counters::NUL_BYTES,
+    counters::READ_ERRORS,
+];
+
+/// Adds the parts `[asterisk]` configures to `parts`.
+pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
+    let Some(ast) = ctx.config.asterisk.as_ref() else {
+        return Ok(());
+    };
+    if ast.cdr_csv.is_some() && ast.call_log_source != CallLogSource::Ami {
+        cdr_file(ctx, parts)?;
+    }
+    if let Some(settings) = ast.ami.clone() {
+        let secret = settings.resolve_secret()?;
+        let ami = AmiClient::spawn(settings, secret);
+        let stats = Arc::new(LiveStats::default());
+        ctx.metrics.register(Arc::new(AmiMetrics(ami.clone())));
+        ctx.metrics.register(Arc::new(LiveMetrics(stats.clone())));
+        let live = LiveAsterisk {
+            ami: ami.clone(),
+            store: ctx.store.clone(),
+            enqueue_call_logs: ast.call_log_source != CallLogSource::Cdr,
+            wake_delivery: ctx.wake_delivery.clone(),
+            popups: ctx.popups.clone(),
+            config_updates: ctx.config_updates.clone(),
+            stats,
+        };
+        let shutdown = ctx.shutdown.clone();
+        parts.tasks.push(PbxTask {
+            name: "AMI call tracker",
+            run: Box::pin(async move { live.run(shutdown).await.map_err(|e| format!("{e:#}")) }),
+        });
+        parts.sends_popups = true;
+        parts.control = Some(Arc::new(AsteriskControl::new(
+            ami.clone(),
+            ast.originate.clone(),
+            ast.free_agent,
+        )));
+        let state = ami.state();
+        parts.status.push(Box::new(move || {
+            match &*state.borrow() {
+                ConnectionState::Connected { .. } => "AMI connected",
+                ConnectionState::Connecting { .. } => "AMI connecting",
+                ConnectionState::Disconnected { .. } => "AMI DISCONNECTED",
+            }
+            .to_owned()
+        }));
+        parts
+            .stops
+            .push(Box::pin(async move { ami.shutdown().await }));
+    }
+    Ok(())
+}
+
+/// The reader that tails `[asterisk] cdr_csv`, with its status, reload hook and counters.
+fn cdr_file(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
+    let Some(ast) = ctx.config.asterisk.as_ref() else {
+        return Ok(());
+    };
+    let Some(path) = ast.cdr_csv.clone() else {
+        return Ok(());
+    };
+    let (updates_tx, updates) = std::sync::mpsc::channel::<SourceUpdate<AsteriskAssembler>>();
+    let heartbeat = Arc::new(AtomicI64::new(crate::outbox::store::now_ms()));
+    let mut source = super::cdr_source(
+        ctx.config,
+        ctx.store.clone(),
+        ctx.wake_delivery.clone(),
+        None,
+    )?
+    .with_updates(updates)
+    .with_heartbeat(heartbeat.clone());
+    if let Some(config_path) = ctx.config_path {
+        source = source.with_config_path(config_path);
+    }
+    let poll = Duration::from_millis(ast.poll_interval_ms);
+    parts.file_sources.push(FileSourceRun {
+        thread_name: "asterisk-cdr".into(),
+        heartbeat,
+        run: Box::new(move |stop| {
+            source
+                .run(poll, stop)
+                .map_err(|e| format!("CDR source stopped: {e}"))
+        }),
+    });
+    let follow_symlink = ast.cdr_follow_symlink;
+    parts.status.push(Box::new(move || {
+        crate::service::status::cdr_line(&path, follow_symlink)
+    }));
+    parts
+        .reloads
+        .push(Box::new(move |config: &Config, directory| {
+            let agents = config.agents.len();
+            let numbers = config.virtual_numbers.len();
+            let directory = directory.clone();
+            let update: SourceUpdate<AsteriskAssembler> = Box::new(move |assembler| {
+                assembler.set_directory(directory);
+                tracing::info!(
+                    agents,
+                    virtual_numbers = numbers,
+                    "CDR source: agents and virtual numbers reloaded"
+                );
+            });
+            if updates_tx.send(update).is_err() {
+                tracing::warn!("CDR source is not running; agents not reloaded");
+            }
+        }));
+    ctx.metrics
+        .label_store_counters(CDR_SOURCE_LABEL, &CDR_COUNTERS);
+    Ok(())
+}
+
+/// `pbxlink import`: the CDR pipeline reading whole files under `name`.
+pub fn import_source(
+    config: &Config,
+    store: Arc<Store>,
+    wake_delivery: Arc<tokio::sync::Notify>,
+    name: String,
+) -> anyhow::Result<Box<dyn FileImport>> {
+    Ok(Box::new(super::cdr_source(
+        config,
+        store,
+        wake_delivery,
+        Some(name),
+    )?))
+}
+
+impl FileImport for AsteriskCdrSource {
+    fn import_file(&mut self, path: &Path) -> anyhow::Result<usize> {
+        // A FIFO, a device or a refused symbolic link is an error naming the file, never a
+        // hang (the file is opened as the daemon opens it).
+        Ok(AsteriskCdrSource::import_file(self, path).context("import stopped")??)
+    }
+}
+
+/// The AMI connection's figures.
+struct AmiMetrics(AmiClient);
+
+impl MetricsSource for AmiMetrics {
+    fn write(&self, scrape: &mut Scrape) {
+        write_ami_stats(scrape, &self.0.stats());
+    }
+}
+
+fn write_ami_stats(scrape: &mut Scrape, ami: &AmiStats) {
+    scrape.gauge(
+        "ami_connected",
+        "1 while logged in to the Asterisk Manager Interface",
+        i64::from(ami.connected),
+    );
+    for (name, help, value) in [
+        ("ami_logins", "Successful AMI logins", ami.logins),
+        (
+            "ami_reconnects",
+            "AMI logins after the first one",
+            ami.reconnects,
+        ),
+        (
+            "ami_connect_failures",
+            "AMI connection attempts that failed",
+            ami.connect_failures,
+        ),
+        (
+            "ami_half_open_drops",
+            "AMI connections dropped as half-open (silent despite pings)",
+            ami.half_open_drops,
+        ),
+        (
+            "ami_malformed_frames",
+            "AMI connections dropped after a malformed or oversized frame",
+            ami.malformed_frames,
+        ),
+        (
+            "ami_refused_actions",
+            "AMI actions refused before the wire (CR/LF in a value)",
+            ami.refused_actions,
+        ),
+    ] {
+        scrape.counter(name, help, value);
+    }
+    for (event, n) in &ami.events_by_type {
+        scrape.counter_with(
+            "ami_received_events",
+            "AMI events received, by type",
+            &[("event", event)],
+            *n,
+        );
+    }
+}
+
+/// The AMI call tracker's figures.
+struct LiveMetrics(Arc<LiveStats>);
+
+impl MetricsSource for LiveMetrics {
+    fn write(&self, scrape: &mut Scrape) {
+        let live = &self.0;
+        for (name, help, value) in [
+            (
+                "ami_calls_logged",
+                "Call logs enqueued from AMI events",
+                &live.calls_enqueued,
+            ),
+            (
+                "ami_calls_expired",
+                "Calls forgotten by the tracker without a hangup",
+                &live.calls_expired,
+            ),
+            (
+                "ami_events_lagged",
+                "AMI events the call tracker missed (it fell behind)",
+                &live.events_lagged,
+            ),
+            (
+                "ami_calls_evicted",
+                "Calls the AMI call tracker forgot because its table was full",
+                &live.calls_evicted,
+            ),
+            (
+                "popups_overflow",
+                "Popups lost because the popup queue was full",
+                &live.popups_overflow,
+            ),
+        ] {
+            scrape.counter(name, help, value.load(Relaxed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
