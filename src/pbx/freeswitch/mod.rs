@@ -1,4 +1,7 @@
-//! FreeSWITCH as a PBX source: the event socket (ESL) wire layer for now; the client, call
-//! tracking and CDR sources build on it.
+//! FreeSWITCH as a PBX source: the event socket (ESL) wire layer, the live call tracker that
+//! turns ESL events into call facts, and the actions (click to call, freeing a mod_callcenter
+//! agent) as ESL commands.
 
+pub mod control;
 pub mod esl;
+pub mod tracker;
