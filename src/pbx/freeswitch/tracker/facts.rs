@@ -113,7 +113,13 @@ pub fn call_facts(key: &str, call: &Call, tracker: &FsCallTracker) -> Option<Cal
         .iter()
         .filter(|l| l.role == LegRole::Member)
         .collect();
-    legs.sort_by_key(|l| (l.uuid != key, l.created_us.unwrap_or(i64::MAX), l.seen_order));
+    legs.sort_by_key(|l| {
+        (
+            l.uuid != key,
+            l.created_us.unwrap_or(i64::MAX),
+            l.seen_order,
+        )
+    });
     let root = *legs.first()?;
     let start = root
         .created_us
@@ -173,7 +179,9 @@ pub fn call_facts(key: &str, call: &Call, tracker: &FsCallTracker) -> Option<Cal
                 if let Some(answered) = l.answered_us {
                     let ended = l.ended_us;
                     let talk = l.billsec.unwrap_or_else(|| {
-                        ended.map_or(0, |e| u64::try_from((e - answered) / 1_000_000).unwrap_or(0))
+                        ended.map_or(0, |e| {
+                            u64::try_from((e - answered) / 1_000_000).unwrap_or(0)
+                        })
                     });
                     f.answered.push(AgentSegment {
                         extension: ext,

@@ -75,6 +75,8 @@ pub struct Leg {
     pub sip_call_id: String,
     /// Creation time (µs since the epoch).
     pub created_us: Option<i64>,
+    /// `created_us` came from the leg's own µs timestamp (not a fallback or a row's seconds).
+    pub created_exact: bool,
     /// Answer time (µs).
     pub answered_us: Option<i64>,
     /// End time (µs), set by CHANNEL_HANGUP_COMPLETE.
@@ -165,6 +167,7 @@ impl Leg {
             cc_agent: String::new(),
             sip_call_id: String::new(),
             created_us: None,
+            created_exact: false,
             answered_us: None,
             ended_us: None,
             hung_up: false,
@@ -191,7 +194,10 @@ impl Leg {
             }
         }
         set_first(&mut self.cid_first, text(event, "Caller-Caller-ID-Number"));
-        set_first(&mut self.cid_orig, text(event, "Caller-Orig-Caller-ID-Number"));
+        set_first(
+            &mut self.cid_orig,
+            text(event, "Caller-Orig-Caller-ID-Number"),
+        );
         let name = text(event, "Caller-Orig-Caller-ID-Name");
         let name = if name.is_empty() {
             text(event, "Caller-Caller-ID-Name")
@@ -218,9 +224,13 @@ impl Leg {
         set_first(&mut self.dialed_user, text(event, "variable_dialed_user"));
         set_first(&mut self.cc_agent, text(event, "variable_cc_agent"));
         set_first(&mut self.sip_call_id, text(event, "variable_sip_call_id"));
-        if self.created_us.is_none() {
-            self.created_us = micros(event, "Caller-Channel-Created-Time")
+        if !self.created_exact {
+            let exact = micros(event, "Caller-Channel-Created-Time")
                 .or_else(|| micros(event, "variable_start_uepoch"));
+            if exact.is_some() {
+                self.created_us = exact;
+                self.created_exact = true;
+            }
         }
         if let Some(a) = micros(event, "variable_answer_uepoch")
             .or_else(|| micros(event, "Caller-Channel-Answered-Time"))

@@ -60,6 +60,9 @@ pub const MAX_LEGS_PER_CALL: usize = 64;
 /// Rung agents kept per call.
 pub const MAX_RUNG_PER_CALL: usize = 64;
 
+/// Ids a call keeps besides its own key and its legs' uuids (parents named before seen).
+const MAX_PLACEHOLDER_IDS: usize = 4;
+
 /// The `source` of the facts this tracker produces.
 pub const SOURCE: &str = "freeswitch-esl";
 
@@ -471,6 +474,9 @@ impl FsCallTracker {
             }
         };
         self.touch(&key, now_ms, event_us);
+        if !self.add_leg(&key, &uuid) {
+            return;
+        }
         let Some(l) = self.calls.get_mut(&key).and_then(|c| c.leg_mut(&uuid)) else {
             return;
         };
@@ -494,11 +500,15 @@ impl FsCallTracker {
         let Some(key) = self.index.get(&uuid).cloned() else {
             return;
         };
-        let agent = self.calls.get(&key).and_then(|c| c.leg(&uuid)).and_then(|l| {
-            (l.is_placed() && l.uuid != key && l.role == LegRole::Member)
-                .then(|| self.agent_extension(l))
-                .flatten()
-        });
+        let agent = self
+            .calls
+            .get(&key)
+            .and_then(|c| c.leg(&uuid))
+            .and_then(|l| {
+                (l.is_placed() && l.uuid != key && l.role == LegRole::Member)
+                    .then(|| self.agent_extension(l))
+                    .flatten()
+            });
         if let Some(ext) = agent {
             self.ring(&key, &ext, false);
         }
@@ -552,8 +562,8 @@ impl FsCallTracker {
                         }
                     }
                 }
-                let answered = micros(event, "CC-Agent-Answered-Time")
-                    .map(|s| s.saturating_mul(1_000_000));
+                let answered =
+                    micros(event, "CC-Agent-Answered-Time").map(|s| s.saturating_mul(1_000_000));
                 if let (Some(ext), Some(call)) = (ext, self.calls.get_mut(&key)) {
                     if call.cc_answered.len() < MAX_RUNG_PER_CALL
                         && !call.cc_answered.iter().any(|(e, _, _)| *e == ext)
@@ -610,10 +620,25 @@ impl FsCallTracker {
             },
             None => self.new_call(uuid, now_ms, event_us)?,
         };
-        let call = self.calls.get_mut(&key)?;
+        self.add_leg(&key, uuid).then_some(key)
+    }
+
+    /// Makes sure call `key` has a leg `uuid` (a parent id the call was created for becomes
+    /// a leg when its own events come); false when the call is full or gone.
+    fn add_leg(&mut self, key: &str, uuid: &str) -> bool {
+        let Some(call) = self.calls.get_mut(key) else {
+            return false;
+        };
+        if call.leg(uuid).is_some() {
+            return true;
+        }
         if call.legs.len() >= MAX_LEGS_PER_CALL {
             self.stats.legs_dropped += 1;
-            return None;
+            if self.index.get(uuid).is_some_and(|k| k == key) && uuid != key {
+                self.index.remove(uuid);
+                call.ids.retain(|i| i != uuid);
+            }
+            return false;
         }
         let order = call.next_order;
         call.next_order += 1;
@@ -621,8 +646,8 @@ impl FsCallTracker {
         if !call.ids.iter().any(|i| i == uuid) {
             call.ids.push(uuid.to_owned());
         }
-        self.index.insert(uuid.to_owned(), key.clone());
-        Some(key)
+        self.index.insert(uuid.to_owned(), key.to_owned());
+        true
     }
 
     /// A new, empty call keyed `key` (evicting the least recently active one when full).
@@ -758,16 +783,28 @@ impl FsCallTracker {
             if target.legs.len() >= MAX_LEGS_PER_CALL {
                 self.stats.legs_dropped += 1;
                 self.index.remove(&l.uuid);
+                if self.sip_index.get(&l.sip_call_id) == Some(&l.uuid) {
+                    self.sip_index.remove(&l.sip_call_id);
+                }
+                self.finished.insert(l.uuid);
                 continue;
             }
             l.seen_order = target.next_order;
             target.next_order += 1;
             target.legs.push(l);
         }
+        // Keep the call's own key, its legs and a few ids named before their legs were seen.
         for id in moved.ids {
-            if !target.ids.contains(&id) {
-                target.ids.push(id);
+            if target.ids.contains(&id) || self.index.get(&id).is_none_or(|k| k != into) {
+                continue;
             }
+            let is_leg = target.legs.iter().any(|l| l.uuid == id);
+            if !is_leg && target.ids.len() >= target.legs.len() + MAX_PLACEHOLDER_IDS {
+                self.index.remove(&id);
+                self.finished.insert(id);
+                continue;
+            }
+            target.ids.push(id);
         }
         for r in moved.rung {
             if target.rung.len() < MAX_RUNG_PER_CALL
@@ -941,6 +978,11 @@ impl FsCallTracker {
             call.lingering = true;
             let due = now_ms.saturating_add(self.settings.loop_linger_ms);
             self.lingering.push_back((key.to_owned(), due));
+            if self.lingering.len() > 2 * self.calls.len() + 1024 {
+                let calls = &self.calls;
+                self.lingering
+                    .retain(|(k, _)| calls.get(k).is_some_and(|c| c.lingering));
+            }
             return;
         }
         self.finish(key, out);
