@@ -778,3 +778,38 @@ proptest! {
         prop_assert!(tracker.index_entries() <= 2 * max_calls + 1024 + 3 * max_calls);
     }
 }
+
+#[test]
+fn click_to_call_variables_become_lead_facts() {
+    // What control::click_to_call sets on the agent leg comes back on its events.
+    let mut tracker = FsCallTracker::new(FsTrackerSettings::default());
+    let a = [
+        ("Unique-ID", "c2c-a"),
+        ("Call-Direction", "outbound"),
+        ("Caller-Orig-Caller-ID-Number", "4930100"),
+        ("Caller-Destination-Number", "4930123457"),
+        ("Caller-Context", "default"),
+        ("variable_dialed_user", "101"),
+        ("variable_pbxlink_lead_id", "lead-42"),
+        ("variable_pbxlink_lead_number", "+49-30123457"),
+    ];
+    let with = |name: &str, extra: &[(&str, &str)]| {
+        let mut pairs = vec![("Event-Name", name)];
+        pairs.extend_from_slice(&a);
+        pairs.extend_from_slice(extra);
+        event(&pairs)
+    };
+    tracker.handle(&with("CHANNEL_CREATE", &[]), 0);
+    let out = tracker.handle(
+        &with("CHANNEL_HANGUP_COMPLETE", &[("Hangup-Cause", "NO_ANSWER")]),
+        5,
+    );
+    let [FsTrackerOutput::Ended(f)] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(f.lead_id.as_deref(), Some("lead-42"));
+    assert_eq!(f.lead_number_hint.as_deref(), Some("+49-30123457"));
+    assert_eq!(f.caller_extension.as_deref(), Some("101"));
+    assert_eq!(f.own_result, Some(DialResult::NoAnswer));
+    assert!(f.attempts.is_empty());
+}
