@@ -231,7 +231,45 @@ fn real_freeswitch_takes_pbxlinks_click_to_call_and_disposition() {
     );
     let agent_leg = originate(&esl, &mut reader, &plan).expect("click to call");
     assert_eq!(agent_leg, call_id, "origination_uuid names the agent leg");
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(1));
+    // What a reconnecting pbxlink asks: the calls in progress. The rig runs FreeSWITCH with
+    // -nosql, which answers `show channels` with an error: then the fallback, `uuid_exists`
+    // for each leg the tracker follows, is what is tested.
+    let relearn_from = reader.all.len();
+    let channels = api(
+        &esl,
+        &mut reader,
+        &Command::api("show channels as json").unwrap(),
+    );
+    let channels: Option<serde_json::Value> = match control::api_result(&channels, "show channels")
+    {
+        Ok(text) => Some(serde_json::from_str(&text).expect("show channels as json is JSON")),
+        Err(e) => {
+            assert_eq!(e.reason, "SQL disabled, no data available!", "{e}");
+            eprintln!(
+                "[freeswitch_control] NOTE: the rig's FreeSWITCH runs -nosql ({e}); testing the \
+                 uuid_exists fallback of relearning instead of `show channels as json`"
+            );
+            None
+        }
+    };
+    let mut up = std::collections::HashSet::new();
+    if channels.is_none() {
+        let mut mid = FsCallTracker::new(FsTrackerSettings::default());
+        for f in &reader.all[events_from..relearn_from] {
+            if let Frame::Event(e) = f {
+                mid.handle(e, 0);
+            }
+        }
+        for leg in mid.legs_up() {
+            let q = Command::api(&format!("uuid_exists {leg}")).unwrap();
+            if control::api_result(&api(&esl, &mut reader, &q), "uuid_exists").unwrap() == "true" {
+                up.insert(leg);
+            }
+        }
+        assert!(up.contains(&call_id), "{up:?}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
     send(
         &esl,
         &Command::bgapi(&format!("uuid_kill {call_id}"), None).unwrap(),
@@ -269,6 +307,44 @@ fn real_freeswitch_takes_pbxlinks_click_to_call_and_disposition() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A tracker that learnt the call again after a "reconnect": from `show channels` (it
+    // connected while the call was up), or, on -nosql, from what it had followed before and
+    // `uuid_exists`; then it got the events from that moment on.
+    let (mut late, feed_from) = match &channels {
+        Some(channels) => {
+            let mut late = FsCallTracker::new(FsTrackerSettings::default());
+            let report = late.relearn(channels, 0, chrono::Utc::now());
+            assert!(report.new_legs >= 2, "{report:?}");
+            (late, relearn_from)
+        }
+        None => {
+            let mut late = FsCallTracker::new(FsTrackerSettings::default());
+            for f in &reader.all[events_from..relearn_from] {
+                if let Frame::Event(e) = f {
+                    late.handle(e, 0);
+                }
+            }
+            assert_eq!(late.keep_legs_up(&up, chrono::Utc::now()), 0);
+            (late, relearn_from)
+        }
+    };
+    let mut late_ended = Vec::new();
+    for f in &reader.all[feed_from..] {
+        if let Frame::Event(e) = f {
+            for o in late.handle(e, 1) {
+                match o {
+                    FsTrackerOutput::Ended(f) => late_ended.push(*f),
+                    FsTrackerOutput::Ringing(r) => panic!("late popup {r:?}"),
+                }
+            }
+        }
+    }
+    for o in late.tick(60_000) {
+        if let FsTrackerOutput::Ended(f) = o {
+            late_ended.push(*f);
+        }
+    }
+    assert!(late.is_empty());
     let (uas_ok, uas_out) = uas.join().expect("sipp uas thread");
     assert!(uas_ok, "the lead's UAS did not see the call:\n{uas_out}");
     assert_eq!(
@@ -294,4 +370,15 @@ fn real_freeswitch_takes_pbxlinks_click_to_call_and_disposition() {
         rung, 0,
         "the originate ringing the agent is party A, not a popup"
     );
+    assert_eq!(late_ended.len(), 1, "{late_ended:#?}");
+    let g = &late_ended[0];
+    assert_eq!(g.call_id, call_id);
+    assert_eq!(g.caller_extension.as_deref(), Some("101"));
+    assert_eq!(g.caller_number, "4930100");
+    assert_eq!(g.dialled, "4930123457");
+    assert_eq!(g.lead_id.as_deref(), Some("lead-7"));
+    assert_eq!(g.lead_number_hint.as_deref(), Some("+49-30123457"));
+    assert_eq!(g.attempts, f.attempts);
+    assert_eq!(g.outside_answered, f.outside_answered);
+    assert_eq!((g.start, g.end, g.legs), (f.start, f.end, f.legs));
 }

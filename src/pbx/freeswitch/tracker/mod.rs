@@ -410,14 +410,36 @@ impl FsCallTracker {
                 }
             }
         }
+        report.lost_calls = self.keep_legs_up(&present, wall);
+        report
+    }
+
+    /// The uuids of the legs followed and not hung up (to ask FreeSWITCH `uuid_exists <uuid>`
+    /// after a reconnect when `show channels` is not available: FreeSWITCH run with `-nosql`
+    /// answers it `-ERR SQL disabled, no data available!`).
+    pub fn legs_up(&self) -> Vec<String> {
+        self.calls
+            .values()
+            .flat_map(|c| c.legs.iter())
+            .filter(|l| !l.hung_up)
+            .map(|l| l.uuid.clone())
+            .collect()
+    }
+
+    /// After a reconnect: the legs in `up` are still up; every other followed leg hung up
+    /// while the event socket was down, and a call left with no leg up is forgotten (counted,
+    /// one warning). Returns how many calls were forgotten.
+    pub fn keep_legs_up(&mut self, up: &HashSet<String>, wall: DateTime<Utc>) -> usize {
+        let now_us = wall.timestamp_micros();
         let keys: Vec<String> = self.calls.keys().cloned().collect();
+        let mut lost = 0;
         for key in keys {
             let Some(call) = self.calls.get_mut(&key) else {
                 continue;
             };
             let mut any_up = false;
             for l in &mut call.legs {
-                if present.contains(&l.uuid) {
+                if up.contains(&l.uuid) {
                     any_up = true;
                 } else if !l.hung_up {
                     l.hung_up = true;
@@ -426,18 +448,18 @@ impl FsCallTracker {
             }
             if !any_up {
                 self.remove_call(&key);
-                report.lost_calls += 1;
+                lost += 1;
             }
         }
-        if report.lost_calls > 0 {
-            self.stats.lost_while_disconnected += report.lost_calls as u64;
+        if lost > 0 {
+            self.stats.lost_while_disconnected += lost as u64;
             tracing::warn!(
-                lost = report.lost_calls,
+                lost,
                 "FreeSWITCH calls ended while the event socket was down: no call log from ESL \
                  for them (a json_cdr/cdr_csv source would have them)"
             );
         }
-        report
+        lost
     }
 
     // ---- events ---------------------------------------------------------------------
