@@ -37,7 +37,11 @@
 //! [`MAX_RUNG_PER_CALL`] rung agents per call; every kept value clipped to
 //! [`leg::MAX_VALUE_CHARS`]. After a reconnect, [`FsCallTracker::relearn`] takes the parsed
 //! `show channels as json` answer: calls still up are kept or learnt, calls that ended while
-//! disconnected are forgotten (counted, one warning).
+//! disconnected are forgotten (counted, one warning). A FreeSWITCH run with `-nosql` has no
+//! `show channels` (`-ERR SQL disabled, no data available!`): then the wiring asks
+//! `uuid_exists <uuid>` for each of [`FsCallTracker::legs_up`] and passes the live ones to
+//! [`FsCallTracker::keep_legs_up`] (calls that started while disconnected are then learnt from
+//! their next events, which name their call; their earlier ringing is not popped).
 
 mod facts;
 pub mod leg;

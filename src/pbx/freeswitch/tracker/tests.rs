@@ -813,3 +813,39 @@ fn click_to_call_variables_become_lead_facts() {
     assert_eq!(f.own_result, Some(DialResult::NoAnswer));
     assert!(f.attempts.is_empty());
 }
+
+#[test]
+fn keep_legs_up_is_the_relearn_without_show_channels() {
+    // FreeSWITCH run with -nosql has no `show channels`: the wiring asks `uuid_exists` for
+    // each of `legs_up()` and hands the live ones back.
+    let events = fixture_events("answered_inbound");
+    let want = outcome(run("answered_inbound").0);
+    let mut tracker = FsCallTracker::new(FsTrackerSettings::default());
+    let mut seen = feed(&mut tracker, &events[..6]);
+    let mut up: Vec<String> = tracker.legs_up();
+    up.sort();
+    // The carrier's leg, the B leg and the phone's own (loop) leg.
+    assert_eq!(
+        up,
+        vec![
+            "439e62da-17c8-4cbe-afab-bfd8e368fc3a".to_owned(),
+            "bcc77915-8cf9-4441-8633-7c068ba183cd".into(),
+            "e1a1196e-b91d-4086-af7d-92140750bd06".into(),
+        ]
+    );
+    let alive: HashSet<String> = up.into_iter().collect();
+    assert_eq!(tracker.keep_legs_up(&alive, t(1_796_167_710_000_000)), 0);
+    let rest = feed(&mut tracker, &events[6..]);
+    seen.ringing.extend(rest.ringing);
+    seen.ended.extend(rest.ended);
+    assert_eq!(outcome(seen), want);
+    // Nothing up any more: the call is forgotten, counted.
+    let mut tracker = FsCallTracker::new(FsTrackerSettings::default());
+    feed(&mut tracker, &events[..6]);
+    assert_eq!(
+        tracker.keep_legs_up(&HashSet::new(), t(1_796_167_720_000_000)),
+        1
+    );
+    assert!(tracker.is_empty());
+    assert_eq!(tracker.stats().lost_while_disconnected, 1);
+}
