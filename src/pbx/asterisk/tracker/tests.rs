@@ -2,6 +2,7 @@
 //! PJSIP. Caller 1986 plays the outside lead (its context is made an inbound context).
 
 use super::*;
+use crate::call::{Direction, Outcome};
 use crate::config::Config;
 
 fn events(text: &str) -> Vec<HashMap<String, String>> {
@@ -46,7 +47,10 @@ fn tracker() -> CallTracker {
     CallTracker::new(
         Directory::from_config(&config).expect("directory"),
         TrackerSettings {
-            inbound_contexts: vec!["from-internal".into()],
+            rules: CallRules {
+                inbound_contexts: vec!["from-internal".into()],
+                ..CallRules::default()
+            },
             max_calls: 100,
             max_call_ms: 3_600_000,
         },
