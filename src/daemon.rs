@@ -253,6 +253,7 @@ impl Daemon {
                     store: store.clone(),
                     enqueue_call_logs: ast.is_some_and(|s| s != CallLogSource::Cdr),
                     wake_delivery: wake.clone(),
+                    call_sink: None,
                     popups,
                     config_updates: config_rx,
                     stats: live_stats,

@@ -9,6 +9,7 @@ mod directory;
 pub mod facts;
 mod popup;
 pub mod rules;
+pub mod sink;
 
 pub use clock::monotonic_ms;
 pub use directory::{AgentInfo, Directory, VirtualNumberInfo};

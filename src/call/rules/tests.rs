@@ -359,7 +359,7 @@ fn recording_url_template_and_urls_as_written() {
         channel_id: None,
     });
     assert_eq!(
-        r.record(&d, &f).and_then(|c| Ok(c.recording_url)),
+        r.record(&d, &f).map(|c| c.recording_url),
         Ok(Some(
             "https://rec.example/2026/03/07/x.wav?u=1.1&l=1.1".into()
         ))

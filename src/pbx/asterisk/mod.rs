@@ -14,9 +14,22 @@ use tokio::sync::Notify;
 use crate::call::{CallRules, Directory};
 use crate::config::{AsteriskConfig, CdrFormat, Config};
 use crate::outbox::Store;
-use crate::pipeline::FileSource;
+use crate::pipeline::{FileSource, LineParser};
 use assemble::AsteriskAssembler;
 use cdr::{CdrParser, ColumnLayout};
+
+impl LineParser for CdrParser {
+    type Record = cdr::CdrRow;
+    type Error = cdr::CdrError;
+
+    fn parse(
+        &self,
+        line: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Self::Record>, Self::Error> {
+        self.parse_within(line, &cdr::TimeWindow::at(now))
+    }
+}
 
 /// The pipeline of an Asterisk CDR file.
 pub type AsteriskCdrSource = FileSource<CdrParser, AsteriskAssembler>;
