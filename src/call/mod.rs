@@ -8,6 +8,7 @@ mod clock;
 mod directory;
 pub mod facts;
 mod popup;
+pub mod reconcile;
 pub mod rules;
 pub mod sink;
 

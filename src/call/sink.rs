@@ -110,16 +110,32 @@ pub fn call_log_key(call_id: &str) -> String {
     format!("{KIND_CALL_LOG}:{call_id}")
 }
 
-/// The outbox row of a call log (the only place one is built).
+/// The outbox row of a call log.
 pub fn outbox_row(call: &CallRecord, raw: String) -> Result<NewOutboxRow, serde_json::Error> {
-    Ok(NewOutboxRow {
-        kind: KIND_CALL_LOG,
-        idempotency_key: call_log_key(&call.call_id),
-        call_id: call.call_id.clone(),
-        source: call.source.clone(),
-        body: serde_json::to_string(call)?,
+    Ok(stored_call_row(
+        &call.call_id,
+        &call.source,
+        serde_json::to_string(call)?,
         raw,
-    })
+    ))
+}
+
+/// The outbox row of a call log already serialised (a held call posted as it was stored);
+/// the only place a call log's row is built.
+pub(crate) fn stored_call_row(
+    call_id: &str,
+    source: &str,
+    body: String,
+    raw: String,
+) -> NewOutboxRow {
+    NewOutboxRow {
+        kind: KIND_CALL_LOG,
+        idempotency_key: call_log_key(call_id),
+        call_id: call_id.to_owned(),
+        source: source.to_owned(),
+        body,
+        raw,
+    }
 }
 
 /// [`outbox_row`] with the store's error for a call that cannot be serialised.
