@@ -66,6 +66,9 @@ struct Root {
     context: String,
 }
 
+/// Distinct dialplan applications remembered per call (for the voicemail rule).
+pub const MAX_APPLICATIONS: usize = 32;
+
 /// At most one "call table full" warning per this many ms (a flood of new calls is
 /// summarised: how many were forgotten since the last line).
 pub const EVICTION_LOG_INTERVAL_MS: i64 = 10_000;
@@ -87,6 +90,9 @@ struct Call {
     dial_statuses: Vec<String>,
     /// The recording MixMonitor announced (`MIXMONITOR_FILENAME`).
     recording: Option<RecordingRef>,
+    /// Dialplan applications the call ran (`Newexten`), once each, at most
+    /// [`MAX_APPLICATIONS`].
+    applications: Vec<String>,
     lead_id: Option<String>,
     /// The first outside number the call dialled (outbound calls that start on an agent's
     /// channel, like click to call, reach the lead through `Dial`).
@@ -397,6 +403,16 @@ impl CallTracker {
                     }
                 }
             }
+            "Newexten" => {
+                self.bump(linkedid, now_ms);
+                let app = event.field("Application").unwrap_or_default();
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    let known = call.applications.iter().any(|a| a == app);
+                    if !app.is_empty() && !known && call.applications.len() < MAX_APPLICATIONS {
+                        call.applications.push(app.to_owned());
+                    }
+                }
+            }
             _ => self.bump(linkedid, now_ms),
         }
         out
@@ -438,6 +454,7 @@ impl CallTracker {
                 answered: Vec::new(),
                 dial_statuses: Vec::new(),
                 recording: None,
+                applications: Vec::new(),
                 lead_id: None,
                 dialled: None,
                 outside_answered: None,
@@ -551,6 +568,7 @@ impl CallTracker {
             })
             .map(|at| (at, seconds_between(at, end)));
         facts.attempts = call.dial_statuses.iter().map(|s| dial_result(s)).collect();
+        facts.applications = call.applications.clone();
         facts.recording = call.recording.clone();
         facts.lead_id = call.lead_id.clone();
         facts.legs = call.channels.len() as u32;
