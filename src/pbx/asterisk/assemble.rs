@@ -380,6 +380,12 @@ pub fn call_facts(source: &str, directory: &Directory, rows: &[&CdrRow]) -> Opti
             channel_id: first.uniqueid.clone(),
         });
     facts.lead_id = rows.iter().find_map(|r| r.leadid.clone());
+    facts.lead_number_hint = rows.iter().find_map(|r| {
+        r.extra
+            .get("leadnumber")
+            .filter(|n| !n.trim().is_empty())
+            .cloned()
+    });
     facts.legs = rows.len() as u32;
     Some(facts)
 }

@@ -66,6 +66,10 @@ struct Root {
     context: String,
 }
 
+/// The channel variable (and CDR column) click to call sets to the lead's number as
+/// LeadSquared sent it; it wins over the dialled digits.
+pub const LEAD_NUMBER_VARIABLE: &str = "LEADNUMBER";
+
 /// Distinct dialplan applications remembered per call (for the voicemail rule).
 pub const MAX_APPLICATIONS: usize = 32;
 
@@ -94,6 +98,8 @@ struct Call {
     /// [`MAX_APPLICATIONS`].
     applications: Vec<String>,
     lead_id: Option<String>,
+    /// The lead's number as LeadSquared sent it (click to call sets [`LEAD_NUMBER_VARIABLE`]).
+    lead_number_hint: Option<String>,
     /// The first outside number the call dialled (outbound calls that start on an agent's
     /// channel, like click to call, reach the lead through `Dial`).
     dialled: Option<String>,
@@ -374,6 +380,8 @@ impl CallTracker {
                 if let Some(call) = self.calls.get_mut(linkedid) {
                     if variable.eq_ignore_ascii_case("LEADID") {
                         call.lead_id = value;
+                    } else if variable.eq_ignore_ascii_case(LEAD_NUMBER_VARIABLE) {
+                        call.lead_number_hint = value;
                     } else if variable.eq_ignore_ascii_case("MIXMONITOR_FILENAME") {
                         if let Some(file) = value {
                             call.recording = Some(RecordingRef {
@@ -456,6 +464,7 @@ impl CallTracker {
                 recording: None,
                 applications: Vec::new(),
                 lead_id: None,
+                lead_number_hint: None,
                 dialled: None,
                 outside_answered: None,
             });
@@ -571,6 +580,7 @@ impl CallTracker {
         facts.applications = call.applications.clone();
         facts.recording = call.recording.clone();
         facts.lead_id = call.lead_id.clone();
+        facts.lead_number_hint = call.lead_number_hint.clone();
         facts.legs = call.channels.len() as u32;
         Some(facts)
     }

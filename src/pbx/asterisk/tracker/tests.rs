@@ -380,3 +380,23 @@ fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
     assert_eq!(call.agent_extension.as_deref(), Some("12"));
     assert_eq!(call.tag.as_deref(), Some("sales"));
 }
+
+/// Click to call names the lead's number as LeadSquared sent it (`LEADNUMBER`): it wins
+/// over the digits the dialplan dialled.
+#[test]
+fn the_lead_number_click_to_call_set_wins() {
+    let mut t = tracker();
+    let stream = "Event: Newchannel\nChannel: PJSIP/11-00000001\nCallerIDNum: 11\n\
+        Context: from-internal\nExten: 919611795983\nUniqueid: 9.0\nLinkedid: 9.0\n\n\
+        Event: VarSet\nChannel: PJSIP/11-00000001\nVariable: LEADNUMBER\n\
+        Value: +91 96117 95983\nUniqueid: 9.0\nLinkedid: 9.0\n\n\
+        Event: VarSet\nChannel: PJSIP/11-00000001\nVariable: LEADID\n\
+        Value: lead-42\nUniqueid: 9.0\nLinkedid: 9.0\n\n\
+        Event: Hangup\nChannel: PJSIP/11-00000001\nUniqueid: 9.0\nLinkedid: 9.0\n\n";
+    let out = run(&mut t, stream);
+    let call = ended(&out)[0].clone().expect("an outbound call");
+    assert_eq!(call.direction, Direction::Outbound);
+    assert_eq!(call.lead_number.raw, "+91 96117 95983");
+    assert_eq!(call.lead_id.as_deref(), Some("lead-42"));
+    assert_eq!(call.outcome, Outcome::NoAnswer);
+}
