@@ -1,6 +1,7 @@
 //! Live Asterisk: AMI events drive the call tracker, whose popups go out at once and whose
-//! finished calls go into the outbox (`call_log_source = "ami"` or `"both"`); and the HTTP
-//! API's [`PbxControl`] is carried out with AMI actions (Originate, QueuePause).
+//! finished calls are pushed into a [`CallSink`] (the outbox for `call_log_source = "ami"`,
+//! the reconciler for `"both"`) by their own task, which retries a call the store refuses;
+//! and the HTTP API's [`PbxControl`] is carried out with AMI actions (Originate, QueuePause).
 
 use std::sync::Arc;
 use std::time::Duration;

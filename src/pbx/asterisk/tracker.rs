@@ -4,8 +4,14 @@
 //! ringing an agent (`DialBegin` towards an agent's channel, or `AgentCalled` for a queue
 //! member; every ringing agent of a ring-all queue, once each), and, when the last channel of
 //! a call hangs up, the finished [`CallRecord`] (used when `call_log_source = "ami"`).
-//! The `CallSessionId` of both is the Linkedid, the same id the CDR path uses, so a call
-//! seen by both paths is delivered once.
+//! The `CallSessionId` of both is the Linkedid, the same id the CDR path uses, so with
+//! `call_log_source = "both"` the reconciler ([`crate::call::reconcile`]) merges the two
+//! records of a call into one call log.
+//!
+//! The tracker only *extracts* what the events say ([`crate::call::RingingFacts`] when an
+//! agent rings, [`crate::call::CallFacts`] at the last hangup); whether a call pops, its
+//! direction, outcome and numbers are decided by the shared [`crate::call::rules`], the same
+//! rules the CDR assembler applies.
 //!
 //! The tracker is bounded: calls silent for longer than the maximum call length are
 //! expired, and beyond `max_calls` the least recently active are dropped, in O(1) each (a
