@@ -192,7 +192,7 @@ fn tracker_for(config: &Config) -> CallTracker {
     CallTracker::new(
         Directory::from_config(config).expect("directory of the bench config"),
         TrackerSettings {
-            inbound_contexts: ast.inbound_contexts.clone(),
+            rules: pbxlink::pbx::asterisk::call_rules(&ast),
             max_calls: 10_000,
             max_call_ms: i64::try_from(ast.max_call_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         },

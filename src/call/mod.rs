@@ -8,11 +8,15 @@ mod clock;
 mod directory;
 pub mod facts;
 mod popup;
+pub mod reconcile;
+pub mod rules;
+pub mod sink;
 
 pub use clock::monotonic_ms;
 pub use directory::{AgentInfo, Directory, VirtualNumberInfo};
 pub use facts::{AgentSegment, CallFacts, DialResult, RecordingRef, RingingFacts};
 pub use popup::PopupRequest;
+pub use rules::{CallRules, SkipReason};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -101,4 +105,9 @@ pub struct CallRecord {
     pub lead_id: Option<String>,
     /// How many PBX records (CDR rows) were merged into this call.
     pub legs: u32,
+    /// Each agent who answered, in order, with that agent's talk time (one for a call that
+    /// was not transferred; empty when no agent answered or the source could not tell).
+    /// Absent in outbox rows written before it existed.
+    #[serde(default)]
+    pub segments: Vec<AgentSegment>,
 }

@@ -2,6 +2,7 @@
 //! delivered with retries until the CRM takes it or refuses it for good.
 
 pub mod delivery;
+pub mod reconcile;
 pub mod store;
 
 pub use delivery::{

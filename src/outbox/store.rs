@@ -315,6 +315,7 @@ impl Store {
                 .map_err(err("record schema version"))?;
             tx.commit().map_err(err("commit migration"))?;
         }
+        super::reconcile::create_tables(&conn).map_err(err("create the reconcile table"))?;
         Ok(Store {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -334,7 +335,7 @@ impl Store {
         }
     }
 
-    fn with_tx<T>(
+    pub(super) fn with_tx<T>(
         &self,
         action: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error>,
@@ -348,7 +349,7 @@ impl Store {
         Ok(value)
     }
 
-    fn with_conn<T>(
+    pub(super) fn with_conn<T>(
         &self,
         action: &'static str,
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>,

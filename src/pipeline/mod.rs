@@ -2,8 +2,9 @@
 //! rows together with the file offset in one transaction, group rows into calls, and
 //! enqueue each settled call in the outbox.
 //!
-//! A PBX plugs in a [`LineParser`] (its CDR format) and a [`CallAssembler`] (its grouping
-//! and classification rules).
+//! A PBX plugs in a [`LineParser`] (its CDR format) and a [`CallAssembler`] (its grouping;
+//! the call rules are the shared [`crate::call::rules`]). Settled calls leave through a
+//! [`CallSink`] (the outbox, or the reconciler of `call_log_source = "both"`).
 //!
 //! The file must be a regular file (a symbolic link only with `follow_symlink`); with no
 //! saved position, a file that already exists is started at its end unless
@@ -21,8 +22,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use crate::call::sink::{CallBatch, CallSink, FinishedCall, OutboxSink, SourceKind};
 use crate::logtext::{EXCERPT_BYTES, Escaped, excerpt};
-use crate::outbox::store::{FileOffset, KIND_CALL_LOG, NewOutboxRow, Store, StoreError, now_ms};
+use crate::outbox::store::{FileOffset, Store, StoreError, now_ms};
 use crate::pbx::{AssembledCall, CallAssembler};
 use crate::tail::{Batch, ChangeWaiter, Checkpoint, FileTailer, StartAt, TailEvent, TailOptions};
 
@@ -39,16 +41,6 @@ pub trait LineParser: Send {
     /// record dated too far from it is an error). `Ok(None)` for lines that carry no record
     /// (a header).
     fn parse(&self, line: &[u8], now: DateTime<Utc>) -> Result<Option<Self::Record>, Self::Error>;
-}
-
-impl LineParser for crate::pbx::asterisk::cdr::CdrParser {
-    type Record = crate::pbx::asterisk::cdr::CdrRow;
-    type Error = crate::pbx::asterisk::cdr::CdrError;
-
-    fn parse(&self, line: &[u8], now: DateTime<Utc>) -> Result<Option<Self::Record>, Self::Error> {
-        let window = crate::pbx::asterisk::cdr::TimeWindow::at(now);
-        self.parse_within(line, &window)
-    }
 }
 
 /// Counter names shared by the pipeline, `status` and metrics.
@@ -83,7 +75,7 @@ pub struct FileSource<P: LineParser, A: CallAssembler<Record = P::Record>> {
     store: Arc<Store>,
     parser: P,
     assembler: A,
-    wake_delivery: Arc<Notify>,
+    sink: Arc<dyn CallSink>,
     tail_options: TailOptions,
     updates: Option<std::sync::mpsc::Receiver<SourceUpdate<A>>>,
     heartbeat: Option<Arc<AtomicI64>>,
@@ -112,10 +104,10 @@ where
         Self {
             name,
             path,
-            store,
             parser,
             assembler,
-            wake_delivery,
+            sink: Arc::new(OutboxSink::new(store.clone(), wake_delivery)),
+            store,
             tail_options: TailOptions::default(),
             updates: None,
             heartbeat: None,
@@ -145,6 +137,13 @@ where
         FileTailer::new(self.path.clone(), saved, self.tail_options)
             .follow_symlinks(self.follow_symlink)
             .start_at(self.start_at)
+    }
+
+    /// Settled calls go to `sink` instead of straight into the outbox (`call_log_source =
+    /// "both"`: the reconciler).
+    pub fn with_sink(mut self, sink: Arc<dyn CallSink>) -> Self {
+        self.sink = sink;
+        self
     }
 
     /// Updates sent here are applied by [`FileSource::run`] at the top of every loop.
@@ -369,46 +368,33 @@ where
         if calls.is_empty() {
             return Ok(0);
         }
-        let mut rows = Vec::new();
-        let mut consumed = Vec::new();
+        let mut batch = CallBatch::default();
         let mut skipped = 0i64;
         for assembled in calls {
-            consumed.extend_from_slice(&assembled.staged_ids);
             match assembled.call {
                 Some(call) => {
-                    let body = serde_json::to_string(&call).map_err(|source| StoreError::Json {
-                        path: self.store.path().to_owned(),
-                        action: "serialise a call",
-                        source,
-                    })?;
                     tracing::debug!(source = %self.name, call_id = %Escaped(&call.call_id), direction = ?call.direction, outcome = ?call.outcome, legs = call.legs, "call assembled");
-                    rows.push(NewOutboxRow {
-                        kind: KIND_CALL_LOG,
-                        idempotency_key: format!("{KIND_CALL_LOG}:{}", call.call_id),
-                        call_id: call.call_id,
-                        source: self.name.clone(),
-                        body,
+                    batch.calls.push(FinishedCall {
+                        call,
                         raw: assembled.raw,
+                        staged_ids: assembled.staged_ids,
                     });
                 }
                 None => {
                     skipped += 1;
+                    batch.consumed.extend_from_slice(&assembled.staged_ids);
                     tracing::debug!(source = %self.name, "call not posted: {}", Escaped(&assembled.skipped.unwrap_or_default()));
                 }
             }
         }
-        let outcome =
-            self.store
-                .enqueue(&rows, &consumed, &[(counters::CALLS_SKIPPED, skipped)])?;
+        batch.counters.push((counters::CALLS_SKIPPED, skipped));
+        let outcome = self.sink.push(SourceKind::File, batch)?;
         self.store
-            .add_counters(&[(counters::CALLS_ENQUEUED, outcome.inserted as i64)])?;
+            .add_counters(&[(counters::CALLS_ENQUEUED, outcome.queued as i64)])?;
         if outcome.duplicates > 0 {
             tracing::info!(source = %self.name, duplicates = outcome.duplicates, "calls already in the outbox were not queued again");
         }
-        if outcome.inserted > 0 {
-            self.wake_delivery.notify_one();
-        }
-        Ok(outcome.inserted)
+        Ok(outcome.queued)
     }
 
     /// Feeds a whole file once (backfill) from its first byte to its current end, without

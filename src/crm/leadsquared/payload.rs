@@ -204,6 +204,7 @@ mod tests {
             recording_url: None,
             lead_id: None,
             legs: 2,
+            segments: Vec::new(),
         }
     }
 

@@ -16,60 +16,24 @@
 //! row would be posted as a call of its own. A group that never gets its root is released
 //! after `max_call_secs`.
 //!
-//! # Classification
-//! The root row also decides the direction and the numbers:
-//! - **Outbound**: party A's channel (or `src`) is an agent extension and the dialled number
-//!   is an outside number (or the context is an outbound context and the dialled number is not
-//!   an extension). An agent calling an agent is internal and not posted.
-//! - **Inbound**: otherwise, when the caller is an outside number, the context is an inbound
-//!   context, or the dialled number is a virtual number.
-//! - **Answered** (inbound): a row whose `dstchannel` is set and whose disposition is ANSWERED
-//!   means party B (an agent) answered. The PBX answering (an IVR, or a queue's `Answer()`)
-//!   leaves `dstchannel` empty, so a call only the IVR or queue answered is **Missed**.
-//!   Through Local channels the agent is the deepest answered channel: `Local/100@ctx;1`
-//!   answered because `;2` dialled `PJSIP/100`, which is the agent. The agent's own row gives
-//!   the talk time (billsec): a queue's row counts from the queue's answer, so its billsec
-//!   includes the wait in the queue.
-//! - **Voicemail**: nobody answered and a row ran a voicemail application.
-//! - Otherwise the dial attempts tell Missed (NO ANSWER), Busy (every attempt busy), Failed
-//!   or Congestion.
+//! # Facts
+//! The root row is party A: its `src`, `dst`, channel and context. Which agents answered is
+//! Asterisk's to tell: a row whose `dstchannel` is set and whose disposition is ANSWERED
+//! means party B answered; the PBX answering (an IVR, or a queue's `Answer()`) leaves
+//! `dstchannel` empty, so a call only the IVR or queue answered has no answering agent.
+//! Through Local channels the agent is the deepest answered channel: `Local/100@ctx;1`
+//! answered because `;2` dialled `PJSIP/100`, which is the agent. The agent's own row gives
+//! the talk time (billsec): a queue's row counts from the queue's answer, so its billsec
+//! includes the wait in the queue. Direction, outcome, numbers, voicemail and the recording
+//! URL are then decided by the shared [`crate::call::rules`].
 
 use std::collections::HashMap;
 
 use super::cdr::{CdrRow, Disposition};
-use crate::call::{CallRecord, Direction, Directory, Outcome};
+use crate::call::{
+    AgentSegment, CallFacts, CallRecord, CallRules, DialResult, Directory, RecordingRef,
+};
 use crate::pbx::{AssembledCall, CallAssembler};
-
-/// The classification settings of `[asterisk]`.
-#[derive(Debug, Clone)]
-pub struct ClassifyRules {
-    /// Contexts that receive outside calls.
-    pub inbound_contexts: Vec<String>,
-    /// Contexts agents dial out from.
-    pub outbound_contexts: Vec<String>,
-    /// Applications that mean voicemail.
-    pub voicemail_apps: Vec<String>,
-    /// DisplayNumber for outbound calls when the CDR does not show one.
-    pub outbound_display_number: Option<String>,
-    /// Prefix agents dial before outside numbers.
-    pub outbound_dial_prefix: String,
-    /// Recording URL template.
-    pub recording_url_template: Option<String>,
-}
-
-impl ClassifyRules {
-    /// From `[asterisk]`.
-    pub fn from_config(c: &crate::config::AsteriskConfig) -> Self {
-        Self {
-            inbound_contexts: c.inbound_contexts.clone(),
-            outbound_contexts: c.outbound_contexts.clone(),
-            voicemail_apps: c.voicemail_apps.clone(),
-            outbound_display_number: c.outbound_display_number.clone(),
-            outbound_dial_prefix: c.outbound_dial_prefix.clone(),
-            recording_url_template: c.recording_url_template.clone(),
-        }
-    }
-}
 
 /// A staged row waiting for its call to settle.
 #[derive(Debug, Clone)]
@@ -85,7 +49,7 @@ struct Pending {
 pub struct AsteriskAssembler {
     source: String,
     directory: Directory,
-    rules: ClassifyRules,
+    rules: CallRules,
     settle_ms: i64,
     /// A group whose rows all ended this long before the newest row seen is complete
     /// whatever its read time (bounds memory while a backlog is read).
@@ -101,7 +65,7 @@ impl AsteriskAssembler {
     pub fn new(
         source: String,
         directory: Directory,
-        rules: ClassifyRules,
+        rules: CallRules,
         settle_ms: u64,
         max_call_secs: u64,
     ) -> Self {
@@ -346,14 +310,25 @@ pub fn channel_extension(channel: &str) -> Option<&str> {
     (!resource.is_empty()).then_some(resource)
 }
 
-/// Turns the rows of one call into a [`CallRecord`], or says why it is not posted.
+/// Turns the rows of one call into a [`CallRecord`] with the shared [`CallRules`], or says
+/// why it is not posted.
 pub fn classify(
     source: &str,
     directory: &Directory,
-    rules: &ClassifyRules,
+    rules: &CallRules,
     rows: &[&CdrRow],
 ) -> Result<CallRecord, String> {
-    let first = root_row(rows).ok_or("a call with no rows")?;
+    let facts = call_facts(source, directory, rows).ok_or("a call with no rows")?;
+    rules
+        .record(directory, &facts)
+        .map_err(|reason| reason.to_string())
+}
+
+/// What the rows of one call say, for the shared rules: party A is the root row, the
+/// answering agents are the deepest answered channels (through Local channels), the talk
+/// time is the agent's own row's billsec.
+pub fn call_facts(source: &str, directory: &Directory, rows: &[&CdrRow]) -> Option<CallFacts> {
+    let first = root_row(rows)?;
     let call_id = rows
         .iter()
         .find_map(|r| r.linkedid.clone())
@@ -361,168 +336,112 @@ pub fn classify(
         .unwrap_or_else(|| synthetic_call_id(first));
     let start = rows.iter().map(|r| r.start).min().unwrap_or(first.start);
     let end = rows.iter().map(|r| r.end).max().unwrap_or(first.end);
-    let lead_id = rows.iter().find_map(|r| r.leadid.clone());
-    let recording_url = rows
+    let mut facts = CallFacts::new(call_id, source, start, end);
+    facts.caller_number = first.src.clone();
+    facts.caller_name = first.caller_name().map(str::to_owned);
+    facts.caller_extension = channel_extension(&first.channel).map(str::to_owned);
+    facts.dialled = first.dst.clone();
+    facts.contexts = std::iter::once(&first.dcontext)
+        .chain(rows.iter().map(|r| &r.dcontext))
+        .fold(Vec::new(), |mut all, c| {
+            if !all.contains(c) {
+                all.push(c.clone());
+            }
+            all
+        });
+    facts.did_candidates = rows
         .iter()
-        .find_map(|r| r.recordingfile.as_deref())
-        .and_then(|file| recording_url(rules, file, first, &call_id));
-
-    let caller_ext = channel_extension(&first.channel)
-        .filter(|e| directory.is_agent_extension(e))
-        .or_else(|| {
-            directory
-                .is_agent_extension(&first.src)
-                .then_some(first.src.as_str())
-        });
-    let dialled = strip_prefix(&first.dst, &rules.outbound_dial_prefix);
-
-    if let Some(agent_ext) = caller_ext {
-        let external = directory.is_external(dialled)
-            || (rules.outbound_contexts.contains(&first.dcontext)
-                && !directory.is_agent_extension(dialled)
-                && directory.virtual_number(dialled).is_none());
-        if !external {
-            return Err(format!(
-                "internal call from extension {agent_ext} to {:?}",
-                first.dst
-            ));
-        }
-        let answered = rows
-            .iter()
-            .filter(|r| r.disposition == Disposition::Answered && !r.dstchannel.is_empty())
-            .min_by_key(|r| r.answer);
-        let outcome = match answered {
-            Some(_) => Outcome::Answered,
-            None => missed_outcome(rows),
-        };
-        let display = rows
-            .iter()
-            .filter_map(|r| r.clid_number())
-            .chain(rows.iter().map(|r| r.src.as_str()))
-            .find_map(|n| directory.virtual_number(n))
-            .map(|v| v.number.to_e164())
-            .or_else(|| rules.outbound_display_number.clone())
-            .or_else(|| directory.first_virtual_number().map(|v| v.number.to_e164()));
-        let tag = display
-            .as_deref()
-            .and_then(|d| directory.virtual_number(d))
-            .and_then(|v| v.tag.clone());
-        return Ok(CallRecord {
-            call_id,
-            source: source.to_owned(),
-            direction: Direction::Outbound,
-            outcome,
-            lead_number: directory.number(dialled),
-            agent: directory.agent(agent_ext).cloned(),
-            agent_extension: Some(agent_ext.to_owned()),
-            display_number: display.map(|d| directory.number(&d)),
-            tag,
-            start,
-            answer: answered.and_then(|r| r.answer),
-            end,
-            talk_seconds: answered.map_or(0, |r| r.billsec),
-            caller_name: None,
-            recording_url,
-            lead_id,
-            legs: rows.len() as u32,
-        });
-    }
-
-    let inbound = directory.is_external(&first.src)
-        || rows
-            .iter()
-            .any(|r| rules.inbound_contexts.contains(&r.dcontext))
-        || rows
-            .iter()
-            .any(|r| directory.virtual_number(&r.dst).is_some());
-    if !inbound {
-        return Err(format!(
-            "neither inbound nor outbound: {:?} called {:?} in context {:?}",
-            first.src, first.dst, first.dcontext
-        ));
-    }
-
-    let answered = answering_agent(directory, rows);
-    let voicemail = rows.iter().any(|r| {
-        rules
-            .voicemail_apps
-            .iter()
-            .any(|app| app.eq_ignore_ascii_case(&r.lastapp))
-    });
-    let outcome = match (&answered, voicemail) {
-        (Some(_), _) => Outcome::Answered,
-        (None, true) => Outcome::Voicemail,
-        (None, false) => missed_outcome(rows),
-    };
-    let rung_agent = answered.as_ref().map(|(ext, _)| ext.clone()).or_else(|| {
-        rows.iter()
-            .filter(|r| !r.dstchannel.is_empty())
-            .filter_map(|r| channel_extension(&r.dstchannel))
-            .find(|e| directory.is_agent_extension(e))
-            .map(str::to_owned)
-    });
-    let did = rows
+        .filter_map(|r| r.extra.get("did").filter(|d| !d.is_empty()).cloned())
+        .chain(rows.iter().map(|r| r.dst.clone()))
+        .collect();
+    facts.shown_caller_ids = rows
         .iter()
-        .find_map(|r| r.extra.get("did").filter(|d| !d.is_empty()))
-        .and_then(|d| directory.virtual_number(d).map(|v| (d.clone(), v)))
-        .or_else(|| {
-            rows.iter()
-                .find_map(|r| directory.virtual_number(&r.dst).map(|v| (r.dst.clone(), v)))
+        .filter_map(|r| r.clid_number().map(str::to_owned))
+        .chain(rows.iter().map(|r| r.src.clone()))
+        .collect();
+    facts.answered = answered_segments(directory, rows);
+    let dialled_rows = || rows.iter().filter(|r| !r.dstchannel.is_empty());
+    facts.rung_agents = dialled_rows()
+        .filter_map(|r| channel_extension(&r.dstchannel).map(str::to_owned))
+        .collect();
+    // The earliest leg whose party B answered: for an agent's call, the outside number.
+    facts.outside_answered = dialled_rows()
+        .filter(|r| r.disposition == Disposition::Answered)
+        .min_by_key(|r| r.answer)
+        .map(|r| (r.answer.unwrap_or(r.start), r.billsec));
+    facts.attempts = dialled_rows().map(|r| dial_result(r.disposition)).collect();
+    facts.own_result = rows.first().map(|r| dial_result(r.disposition));
+    facts.applications = rows.iter().map(|r| r.lastapp.clone()).collect();
+    facts.recording = rows
+        .iter()
+        .find_map(|r| r.recordingfile.clone())
+        .map(|file| RecordingRef {
+            file,
+            channel_id: first.uniqueid.clone(),
         });
-    let (display, tag) = match did {
-        Some((raw, v)) => (Some(directory.number(&raw)), v.tag.clone()),
-        None => match directory.first_virtual_number() {
-            Some(v) => (Some(directory.number(&v.number.to_e164())), v.tag.clone()),
-            None => (Some(directory.number(&first.dst)), None),
-        },
-    };
-    Ok(CallRecord {
-        call_id,
-        source: source.to_owned(),
-        direction: Direction::Inbound,
-        outcome,
-        lead_number: directory.number(&first.src),
-        agent: rung_agent
-            .as_deref()
-            .and_then(|e| directory.agent(e))
-            .cloned(),
-        agent_extension: rung_agent,
-        display_number: display,
-        tag,
-        start,
-        answer: answered.as_ref().and_then(|(_, r)| r.answer),
-        end,
-        talk_seconds: answered.as_ref().map_or(0, |(_, r)| r.billsec),
-        caller_name: first.caller_name().map(str::to_owned),
-        recording_url,
-        lead_id,
-        legs: rows.len() as u32,
-    })
+    facts.lead_id = rows.iter().find_map(|r| r.leadid.clone());
+    facts.lead_number_hint = rows.iter().find_map(|r| {
+        r.extra
+            .get("leadnumber")
+            .filter(|n| !n.trim().is_empty())
+            .cloned()
+    });
+    facts.legs = rows.len() as u32;
+    Some(facts)
 }
 
-/// The extension of the agent who answered, and the row that shows the agent's talk time.
-fn answering_agent<'a>(directory: &Directory, rows: &[&'a CdrRow]) -> Option<(String, &'a CdrRow)> {
+fn dial_result(disposition: Disposition) -> DialResult {
+    match disposition {
+        Disposition::Answered => DialResult::Answered,
+        Disposition::NoAnswer => DialResult::NoAnswer,
+        Disposition::Busy => DialResult::Busy,
+        Disposition::Failed => DialResult::Failed,
+        Disposition::Congestion => DialResult::Congestion,
+    }
+}
+
+/// The agents who answered, earliest first, each with the row that shows its talk time.
+///
+/// Each answered leg is followed to its deepest channel. Configured agents on real channels
+/// count first; failing those, configured agents that are Local channels answered by
+/// dialplan; failing those, the first real channel that answered (an extension that is not
+/// in the agent table). The first segment is the call's answering agent.
+fn answered_segments(directory: &Directory, rows: &[&CdrRow]) -> Vec<AgentSegment> {
     let mut answered: Vec<&CdrRow> = rows
         .iter()
         .copied()
         .filter(|r| r.disposition == Disposition::Answered && !r.dstchannel.is_empty())
         .collect();
     answered.sort_by_key(|r| r.answer);
-    // Follow each answered leg to its deepest channel, then prefer a configured agent on a
-    // real channel, then a configured agent that is a Local channel answered by dialplan,
-    // then any real channel that answered.
     let leaves: Vec<(&str, &CdrRow)> = answered.iter().map(|r| deepest_answered(rows, r)).collect();
-    let pick = |want_local: bool, want_agent: bool| {
-        leaves.iter().find_map(|&(channel, row)| {
-            let ext = channel_extension(channel)?;
+    let pick = |want_local: bool, want_agent: bool| -> Vec<AgentSegment> {
+        let mut segments: Vec<AgentSegment> = Vec::new();
+        for &(channel, row) in &leaves {
+            let Some(ext) = channel_extension(channel) else {
+                continue;
+            };
             let fits = is_local(channel) == want_local
                 && (!want_agent || directory.is_agent_extension(ext));
-            fits.then(|| (ext.to_owned(), row))
-        })
+            if !fits || segments.iter().any(|s| s.extension == ext) {
+                continue;
+            }
+            segments.push(AgentSegment {
+                extension: ext.to_owned(),
+                answered_at: row.answer.unwrap_or(row.start),
+                ended_at: Some(row.end),
+                talk_seconds: row.billsec,
+            });
+            if !want_agent {
+                break;
+            }
+        }
+        segments
     };
-    pick(false, true)
-        .or_else(|| pick(true, true))
-        .or_else(|| pick(false, false))
+    [(false, true), (true, true), (false, false)]
+        .into_iter()
+        .map(|(local, agent)| pick(local, agent))
+        .find(|s| !s.is_empty())
+        .unwrap_or_default()
 }
 
 /// From a row whose party B answered, follows Local channels (`;1` dialled, `;2` runs the
@@ -552,44 +471,6 @@ fn deepest_answered<'a>(rows: &[&'a CdrRow], start: &'a CdrRow) -> (&'a str, &'a
     (current.dstchannel.as_str(), current)
 }
 
-fn missed_outcome(rows: &[&CdrRow]) -> Outcome {
-    let attempts: Vec<Disposition> = rows
-        .iter()
-        .filter(|r| !r.dstchannel.is_empty())
-        .map(|r| r.disposition)
-        .collect();
-    if attempts.is_empty() {
-        // Nobody was dialled: an IVR, or a caller who hung up first.
-        return match rows.first().map(|r| r.disposition) {
-            Some(Disposition::Failed) => Outcome::Failed,
-            Some(Disposition::Congestion) => Outcome::Congestion,
-            _ => Outcome::NoAnswer,
-        };
-    }
-    if attempts.iter().all(|d| *d == Disposition::Busy) {
-        Outcome::Busy
-    } else if attempts.contains(&Disposition::NoAnswer) || attempts.contains(&Disposition::Answered)
-    {
-        Outcome::NoAnswer
-    } else if attempts.iter().all(|d| *d == Disposition::Congestion) {
-        Outcome::Congestion
-    } else if attempts
-        .iter()
-        .all(|d| matches!(d, Disposition::Failed | Disposition::Congestion))
-    {
-        Outcome::Failed
-    } else {
-        Outcome::NoAnswer
-    }
-}
-
-fn strip_prefix<'a>(number: &'a str, prefix: &str) -> &'a str {
-    if prefix.is_empty() {
-        return number;
-    }
-    number.strip_prefix(prefix).unwrap_or(number)
-}
-
 fn synthetic_call_id(row: &CdrRow) -> String {
     let mut hasher = crc32fast::Hasher::new();
     for part in [&row.channel, &row.src, &row.dst, &row.dstchannel] {
@@ -597,28 +478,6 @@ fn synthetic_call_id(row: &CdrRow) -> String {
         hasher.update(b"\x1f");
     }
     format!("cdr-{}-{:08x}", row.start.timestamp(), hasher.finalize())
-}
-
-fn recording_url(
-    rules: &ClassifyRules,
-    file: &str,
-    first: &CdrRow,
-    call_id: &str,
-) -> Option<String> {
-    if file.starts_with("http://") || file.starts_with("https://") {
-        return Some(file.to_owned());
-    }
-    let template = rules.recording_url_template.as_deref()?;
-    let start = first.start;
-    Some(
-        template
-            .replace("{file}", file)
-            .replace("{uniqueid}", first.uniqueid.as_deref().unwrap_or(call_id))
-            .replace("{linkedid}", call_id)
-            .replace("{year}", &start.format("%Y").to_string())
-            .replace("{month}", &start.format("%m").to_string())
-            .replace("{day}", &start.format("%d").to_string()),
-    )
 }
 
 #[cfg(test)]

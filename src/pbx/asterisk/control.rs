@@ -17,6 +17,10 @@ use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError, PbxFuture
 /// carries `CDR(leadid)` (a cdr_custom column), so the call log finds the lead.
 pub const LEAD_ID_VARIABLES: [&str; 2] = ["LEADID", "CDR(leadid)"];
 
+/// The channel variables the lead's number (as LeadSquared sent it) is set as; the tracker
+/// reads `LEADNUMBER`, a cdr_custom column `CDR(leadnumber)`.
+pub const LEAD_NUMBER_VARIABLES: [&str; 2] = ["LEADNUMBER", "CDR(leadnumber)"];
+
 /// How long an AMI action may take before the HTTP caller gets an error.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -198,6 +202,12 @@ pub fn originate_action(
             // argument splitter: a ',' in a lead id cannot set another variable.
             action = action.variable(name, lead_id).map_err(pbx_error)?;
         }
+    }
+    // The lead's number as LeadSquared sent it: the call log keeps it instead of re-reading
+    // the dialled digits (`LEADNUMBER` in AMI events, `CDR(leadnumber)` for cdr_custom).
+    let lead_number = request.lead_number.to_e164();
+    for name in LEAD_NUMBER_VARIABLES {
+        action = action.variable(name, &lead_number).map_err(pbx_error)?;
     }
     Ok(action)
 }

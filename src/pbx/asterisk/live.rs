@@ -1,6 +1,7 @@
 //! Live Asterisk: AMI events drive the call tracker, whose popups go out at once and whose
-//! finished calls go into the outbox (`call_log_source = "ami"` or `"both"`). The HTTP
-//! API's control of the PBX (Originate, QueuePause) is in [`super::control`].
+//! finished calls are pushed into a [`CallSink`] (the outbox for `call_log_source = "ami"`,
+//! the reconciler for `"both"`) by their own task, which retries a call the store refuses.
+//! The HTTP API's control of the PBX (Originate, QueuePause) is in [`super::control`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,10 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::ami::{Action, AmiClient, ConnectionState, Message};
 use super::tracker::{CallTracker, EventFields, PopupRequest, TrackerOutput, TrackerSettings};
+use crate::call::sink::{CallBatch, CallSink, FinishedCall, OutboxSink, SinkOutcome, SourceKind};
 use crate::call::{CallRecord, Directory};
 use crate::config::Config;
 use crate::outbox::Store;
-use crate::outbox::store::{KIND_CALL_LOG, NewOutboxRow};
 
 impl EventFields for Message {
     fn field(&self, key: &str) -> Option<&str> {
@@ -36,7 +37,22 @@ pub struct LiveStats {
     /// Calls forgotten because the tracker's table was full (a flood of distinct calls);
     /// refreshed at every expiry tick.
     pub calls_evicted: std::sync::atomic::AtomicU64,
+    /// Attempts to store a call log that the store refused (each is retried).
+    pub call_log_store_failures: std::sync::atomic::AtomicU64,
+    /// Call logs lost because [`CALL_LOG_QUEUE`] calls were already waiting for the store,
+    /// or because pbxlink stopped while the store still refused them.
+    pub call_logs_lost: std::sync::atomic::AtomicU64,
 }
+
+/// At most this many finished calls wait for the store (a store refusing writes for long
+/// fills it; then calls are counted in [`LiveStats::call_logs_lost`]).
+pub const CALL_LOG_QUEUE: usize = 10_000;
+
+/// First wait before storing a refused call log again; doubled per failure up to
+/// [`CALL_LOG_RETRY_MAX`].
+pub const CALL_LOG_RETRY_INITIAL: Duration = Duration::from_millis(200);
+/// Longest wait between two attempts to store a refused call log.
+pub const CALL_LOG_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Runs the tracker on `ami`'s events until `shutdown` turns true.
 pub struct LiveAsterisk {
@@ -48,6 +64,9 @@ pub struct LiveAsterisk {
     pub enqueue_call_logs: bool,
     /// Wakes the call-log delivery worker.
     pub wake_delivery: Arc<Notify>,
+    /// Where finished calls go; `None`: straight into `store`'s outbox. The reconciler of
+    /// `call_log_source = "both"` is given here.
+    pub call_sink: Option<Arc<dyn CallSink>>,
     /// Where popups go (None when `[leadsquared] agent_popup_url` is not set).
     pub popups: Option<mpsc::Sender<PopupRequest>>,
     /// New configurations (SIGHUP): the tracker takes their agents and virtual numbers.
@@ -65,20 +84,26 @@ impl LiveAsterisk {
         let mut tracker = CallTracker::new(
             Directory::from_config(&config)?,
             TrackerSettings {
-                inbound_contexts: ast.inbound_contexts.clone(),
+                rules: super::call_rules(&ast),
                 max_calls: 10_000,
                 max_call_ms: i64::try_from(ast.max_call_secs.saturating_mul(1000))
                     .unwrap_or(i64::MAX),
             },
         );
         // Call logs are stored by their own task: a popup never waits behind an fsync.
-        let (call_logs, pending_logs) = mpsc::unbounded_channel();
-        let writer = self.enqueue_call_logs.then(|| {
-            tokio::spawn(store_call_logs(
+        let (call_logs, pending_logs) = mpsc::channel(CALL_LOG_QUEUE);
+        let sink = self.call_sink.clone().unwrap_or_else(|| {
+            Arc::new(OutboxSink::new(
                 self.store.clone(),
                 self.wake_delivery.clone(),
+            ))
+        });
+        let writer = self.enqueue_call_logs.then(|| {
+            tokio::spawn(store_call_logs(
+                sink,
                 self.stats.clone(),
                 pending_logs,
+                shutdown.clone(),
             ))
         });
         let mut events = self.ami.events();
@@ -169,7 +194,7 @@ impl LiveAsterisk {
         }
     }
 
-    fn dispatch(&self, outputs: Vec<TrackerOutput>, call_logs: &mpsc::UnboundedSender<CallRecord>) {
+    fn dispatch(&self, outputs: Vec<TrackerOutput>, call_logs: &mpsc::Sender<CallRecord>) {
         use std::sync::atomic::Ordering::Relaxed;
         for output in outputs {
             match output {
@@ -181,9 +206,16 @@ impl LiveAsterisk {
                     }
                 }
                 TrackerOutput::Ended(Some(call)) if self.enqueue_call_logs => {
-                    if call_logs.send(call).is_err() {
+                    if let Err(e) = call_logs.try_send(call) {
+                        self.stats.call_logs_lost.fetch_add(1, Relaxed);
+                        let why = match e {
+                            mpsc::error::TrySendError::Full(_) => {
+                                "the store refuses writes and the queue of call logs waiting for it is full"
+                            }
+                            mpsc::error::TrySendError::Closed(_) => "the call-log writer stopped",
+                        };
                         tracing::error!(
-                            "the call-log writer stopped; a call from AMI was not stored"
+                            "{why}: a call from AMI was not stored (counted in call_logs_lost)"
                         );
                     }
                 }
@@ -193,41 +225,73 @@ impl LiveAsterisk {
     }
 }
 
-/// Stores the calls the tracker finished, one transaction each, until the channel closes.
-async fn store_call_logs(
-    store: Arc<Store>,
-    wake_delivery: Arc<Notify>,
+/// Pushes one live call into `sink` on a blocking thread (the sink writes SQLite).
+async fn push_live(sink: &Arc<dyn CallSink>, call: &CallRecord) -> Result<SinkOutcome, String> {
+    let sink = sink.clone();
+    let call = call.clone();
+    let batch = CallBatch {
+        calls: vec![FinishedCall::live(call)],
+        ..CallBatch::default()
+    };
+    match tokio::task::spawn_blocking(move || sink.push(SourceKind::Live, batch)).await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("store task failed: {e}")),
+    }
+}
+
+/// Stores the calls the tracker finished, one at a time, until the channel closes. A call
+/// the store refuses is tried again after a wait that doubles up to [`CALL_LOG_RETRY_MAX`]
+/// (the calls behind it wait in the bounded queue); once `shutdown` is set, a refused call is
+/// tried once more and then counted lost.
+pub async fn store_call_logs(
+    sink: Arc<dyn CallSink>,
     stats: Arc<LiveStats>,
-    mut calls: mpsc::UnboundedReceiver<CallRecord>,
+    mut calls: mpsc::Receiver<CallRecord>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     while let Some(call) = calls.recv().await {
-        let body = match serde_json::to_string(&call) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(call_id = %call.call_id, "cannot serialise a call: {e}");
-                continue;
+        let mut wait = CALL_LOG_RETRY_INITIAL;
+        let mut failures = 0u32;
+        loop {
+            match push_live(&sink, &call).await {
+                Ok(outcome) => {
+                    if outcome.queued > 0 {
+                        stats
+                            .calls_enqueued
+                            .fetch_add(outcome.queued as u64, Relaxed);
+                    }
+                    if failures > 0 {
+                        tracing::info!(call_id = %crate::logtext::Escaped(&call.call_id), failures, "call from AMI stored after the store refused it");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    failures += 1;
+                    stats.call_log_store_failures.fetch_add(1, Relaxed);
+                    if *shutdown.borrow() {
+                        stats.call_logs_lost.fetch_add(1, Relaxed);
+                        tracing::error!(call_id = %crate::logtext::Escaped(&call.call_id), "pbxlink is stopping and the store still refuses a call from AMI; it is lost: {e}");
+                        break;
+                    }
+                    tracing::error!(call_id = %crate::logtext::Escaped(&call.call_id), failures, retry_in_ms = wait.as_millis() as u64, "cannot store a call from AMI, retrying: {e}");
+                    let stopping = async {
+                        if shutdown.changed().await.is_err() {
+                            // No one can stop us any more: only the wait ends the pause.
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stopping => {}
+                    }
+                    wait = (wait * 2).min(CALL_LOG_RETRY_MAX);
+                }
             }
-        };
-        let row = NewOutboxRow {
-            kind: KIND_CALL_LOG,
-            idempotency_key: format!("{KIND_CALL_LOG}:{}", call.call_id),
-            call_id: call.call_id.clone(),
-            source: call.source.clone(),
-            body,
-            raw: String::new(),
-        };
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.enqueue(&[row], &[], &[])).await {
-            Ok(Ok(outcome)) if outcome.inserted > 0 => {
-                stats.calls_enqueued.fetch_add(1, Relaxed);
-                wake_delivery.notify_one();
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(call_id = %call.call_id, "cannot store a call from AMI: {e}")
-            }
-            Err(e) => tracing::error!("store task failed: {e}"),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

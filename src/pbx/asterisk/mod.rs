@@ -13,12 +13,25 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::call::Directory;
+use crate::call::{CallRules, Directory};
 use crate::config::{AsteriskConfig, Config};
 use crate::outbox::Store;
-use crate::pipeline::FileSource;
-use assemble::{AsteriskAssembler, ClassifyRules};
+use crate::pipeline::{FileSource, LineParser};
+use assemble::AsteriskAssembler;
 use cdr::{CdrParser, ColumnLayout};
+
+impl LineParser for CdrParser {
+    type Record = cdr::CdrRow;
+    type Error = cdr::CdrError;
+
+    fn parse(
+        &self,
+        line: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Self::Record>, Self::Error> {
+        self.parse_within(line, &cdr::TimeWindow::at(now))
+    }
+}
 
 /// The pipeline of an Asterisk CDR file.
 pub type AsteriskCdrSource = FileSource<CdrParser, AsteriskAssembler>;
@@ -37,6 +50,18 @@ pub enum SourceError {
 /// The name under which an Asterisk CDR file's offset and staged rows are stored.
 pub fn source_name(path: &std::path::Path) -> String {
     format!("asterisk-cdr:{}", path.display())
+}
+
+/// The call rules of `[asterisk]`, shared by the CDR assembler and the AMI tracker.
+pub fn call_rules(ast: &AsteriskConfig) -> CallRules {
+    CallRules {
+        inbound_contexts: ast.inbound_contexts.clone(),
+        outbound_contexts: ast.outbound_contexts.clone(),
+        voicemail_apps: ast.voicemail_apps.clone(),
+        outbound_display_number: ast.outbound_display_number.clone(),
+        outbound_dial_prefix: ast.outbound_dial_prefix.clone(),
+        recording_url_template: ast.recording_url_template.clone(),
+    }
 }
 
 /// Builds the CDR parser for `[asterisk]`.
@@ -68,7 +93,7 @@ pub fn cdr_source(
     let assembler = AsteriskAssembler::new(
         name.clone(),
         directory,
-        ClassifyRules::from_config(ast),
+        call_rules(ast),
         ast.settle_ms,
         ast.max_call_secs,
     );

@@ -4,8 +4,14 @@
 //! ringing an agent (`DialBegin` towards an agent's channel, or `AgentCalled` for a queue
 //! member; every ringing agent of a ring-all queue, once each), and, when the last channel of
 //! a call hangs up, the finished [`CallRecord`] (used when `call_log_source = "ami"`).
-//! The `CallSessionId` of both is the Linkedid, the same id the CDR path uses, so a call
-//! seen by both paths is delivered once.
+//! The `CallSessionId` of both is the Linkedid, the same id the CDR path uses, so with
+//! `call_log_source = "both"` the reconciler ([`crate::call::reconcile`]) merges the two
+//! records of a call into one call log.
+//!
+//! The tracker only *extracts* what the events say ([`crate::call::RingingFacts`] when an
+//! agent rings, [`crate::call::CallFacts`] at the last hangup); whether a call pops, its
+//! direction, outcome and numbers are decided by the shared [`crate::call::rules`], the same
+//! rules the CDR assembler applies.
 //!
 //! The tracker is bounded: calls silent for longer than the maximum call length are
 //! expired, and beyond `max_calls` the least recently active are dropped, in O(1) each (a
@@ -18,7 +24,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::assemble::channel_extension;
-use crate::call::{CallRecord, Direction, Directory, Outcome};
+use crate::call::{
+    AgentSegment, CallFacts, CallRecord, CallRules, DialResult, Directory, RecordingRef,
+    RingingFacts,
+};
 
 /// Read access to one AMI event's headers (first value of a repeated key, like Asterisk).
 pub trait EventFields {
@@ -46,8 +55,8 @@ pub enum TrackerOutput {
 /// Limits and rules of the tracker.
 #[derive(Debug, Clone)]
 pub struct TrackerSettings {
-    /// Contexts that receive outside calls.
-    pub inbound_contexts: Vec<String>,
+    /// The call rules (the same the CDR assembler applies).
+    pub rules: CallRules,
     /// At most this many calls are followed at once.
     pub max_calls: usize,
     /// A call silent for this long is dropped.
@@ -63,6 +72,13 @@ struct Root {
     context: String,
 }
 
+/// The channel variable (and CDR column) click to call sets to the lead's number as
+/// LeadSquared sent it; it wins over the dialled digits.
+pub const LEAD_NUMBER_VARIABLE: &str = "LEADNUMBER";
+
+/// Distinct dialplan applications remembered per call (for the voicemail rule).
+pub const MAX_APPLICATIONS: usize = 32;
+
 /// At most one "call table full" warning per this many ms (a flood of new calls is
 /// summarised: how many were forgotten since the last line).
 pub const EVICTION_LOG_INTERVAL_MS: i64 = 10_000;
@@ -77,15 +93,67 @@ struct Call {
     /// Uniqueid → hung up yet.
     channels: HashMap<String, bool>,
     popped: HashSet<String>,
-    rung_agent: Option<String>,
-    answered: Option<(String, DateTime<Utc>)>,
+    /// Agent extensions rung, in order, once each.
+    rung_agents: Vec<String>,
+    /// Agents who answered, in order.
+    answered: Vec<Answered>,
     dial_statuses: Vec<String>,
+    /// The recording MixMonitor announced (`MIXMONITOR_FILENAME`).
+    recording: Option<RecordingRef>,
+    /// Dialplan applications the call ran (`Newexten`), once each, at most
+    /// [`MAX_APPLICATIONS`].
+    applications: Vec<String>,
     lead_id: Option<String>,
+    /// The lead's number as LeadSquared sent it (click to call sets [`LEAD_NUMBER_VARIABLE`]).
+    lead_number_hint: Option<String>,
     /// The first outside number the call dialled (outbound calls that start on an agent's
     /// channel, like click to call, reach the lead through `Dial`).
     dialled: Option<String>,
     /// When an outside number (the lead of an outbound call) answered.
     outside_answered: Option<DateTime<Utc>>,
+}
+
+/// One agent who answered: when, on which channel, and when that channel hung up.
+#[derive(Debug, Clone)]
+struct Answered {
+    extension: String,
+    uniqueid: Option<String>,
+    at: DateTime<Utc>,
+    ended: Option<DateTime<Utc>>,
+}
+
+impl Call {
+    /// Notes that agent `extension` answered on channel `uniqueid` (once per agent leg).
+    fn agent_answered(&mut self, extension: String, uniqueid: Option<&str>, at: DateTime<Utc>) {
+        let again = self
+            .answered
+            .iter()
+            .any(|a| a.extension == extension && a.ended.is_none());
+        if !again {
+            self.answered.push(Answered {
+                extension,
+                uniqueid: uniqueid.map(str::to_owned),
+                at,
+                ended: None,
+            });
+        }
+    }
+}
+
+/// How a `DialStatus` reads as a dial result.
+fn dial_result(status: &str) -> DialResult {
+    match status {
+        "ANSWER" => DialResult::Answered,
+        "BUSY" => DialResult::Busy,
+        "CONGESTION" => DialResult::Congestion,
+        "CHANUNAVAIL" | "INVALIDARGS" | "DONTCALL" | "TORTURE" => DialResult::Failed,
+        _ => DialResult::NoAnswer,
+    }
+}
+
+/// Whole seconds from `from` to `to`, 0 when negative.
+fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+    u64::try_from((to - from).num_seconds()).unwrap_or(0)
 }
 
 /// The number a `Dial` string calls: `PJSIP/+919611795983@trunk` → `+919611795983`,
@@ -286,15 +354,15 @@ impl CallTracker {
                 self.touch(linkedid, now_ms, wall);
                 let status = event.field("DialStatus").unwrap_or_default().to_owned();
                 let dest = event.field("DestChannel").unwrap_or_default();
+                let dest_id = event.field("DestUniqueid");
                 let agent = self.agent_of(dest);
                 if let Some(call) = self.calls.get_mut(linkedid) {
                     if status == "ANSWER" {
-                        match (agent, &call.answered) {
-                            (Some(ext), None) => call.answered = Some((ext, wall)),
-                            (None, _) => {
+                        match agent {
+                            Some(ext) => call.agent_answered(ext, dest_id, wall),
+                            None => {
                                 call.outside_answered.get_or_insert(wall);
                             }
-                            _ => {}
                         }
                     }
                     call.dial_statuses.push(status);
@@ -304,21 +372,30 @@ impl CallTracker {
                 self.touch(linkedid, now_ms, wall);
                 let dest = event.field("DestChannel").or(event.field("Interface"));
                 let agent = dest.and_then(|d| self.agent_of(d));
+                let dest_id = event.field("DestUniqueid");
                 if let (Some(call), Some(ext)) = (self.calls.get_mut(linkedid), agent) {
-                    if call.answered.is_none() {
-                        call.answered = Some((ext, wall));
-                    }
+                    call.agent_answered(ext, dest_id, wall);
                 }
             }
             "VarSet" => {
-                let is_lead = event
-                    .field("Variable")
-                    .is_some_and(|v| v.eq_ignore_ascii_case("LEADID"));
-                if let (true, Some(call)) = (is_lead, self.calls.get_mut(linkedid)) {
-                    call.lead_id = event
-                        .field("Value")
-                        .map(str::to_owned)
-                        .filter(|v| !v.is_empty());
+                let variable = event.field("Variable").unwrap_or_default();
+                let value = event
+                    .field("Value")
+                    .map(str::to_owned)
+                    .filter(|v| !v.is_empty());
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    if variable.eq_ignore_ascii_case("LEADID") {
+                        call.lead_id = value;
+                    } else if variable.eq_ignore_ascii_case(LEAD_NUMBER_VARIABLE) {
+                        call.lead_number_hint = value;
+                    } else if variable.eq_ignore_ascii_case("MIXMONITOR_FILENAME") {
+                        if let Some(file) = value {
+                            call.recording = Some(RecordingRef {
+                                file,
+                                channel_id: event.field("Uniqueid").map(str::to_owned),
+                            });
+                        }
+                    }
                 }
             }
             "Hangup" => {
@@ -328,10 +405,25 @@ impl CallTracker {
                     if let Some(hung_up) = call.channels.get_mut(uniqueid) {
                         *hung_up = true;
                     }
+                    for agent in &mut call.answered {
+                        if agent.uniqueid.as_deref() == Some(uniqueid) {
+                            agent.ended.get_or_insert(wall);
+                        }
+                    }
                     if call.channels.values().all(|hung_up| *hung_up) {
                         if let Some(call) = self.calls.remove(linkedid) {
                             out.push(TrackerOutput::Ended(self.record(linkedid, &call, wall)));
                         }
+                    }
+                }
+            }
+            "Newexten" => {
+                self.bump(linkedid, now_ms);
+                let app = event.field("Application").unwrap_or_default();
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    let known = call.applications.iter().any(|a| a == app);
+                    if !app.is_empty() && !known && call.applications.len() < MAX_APPLICATIONS {
+                        call.applications.push(app.to_owned());
                     }
                 }
             }
@@ -372,10 +464,13 @@ impl CallTracker {
                 root: None,
                 channels: HashMap::new(),
                 popped: HashSet::new(),
-                rung_agent: None,
-                answered: None,
+                rung_agents: Vec::new(),
+                answered: Vec::new(),
                 dial_statuses: Vec::new(),
+                recording: None,
+                applications: Vec::new(),
                 lead_id: None,
+                lead_number_hint: None,
                 dialled: None,
                 outside_answered: None,
             });
@@ -411,16 +506,7 @@ impl CallTracker {
             .map(str::to_owned)
     }
 
-    fn is_inbound(&self, root: &Root) -> bool {
-        let from_agent = channel_extension(&root.channel)
-            .is_some_and(|e| self.directory.is_agent_extension(e))
-            || self.directory.is_agent_extension(&root.caller_num);
-        !from_agent
-            && (self.directory.is_external(&root.caller_num)
-                || self.settings.inbound_contexts.contains(&root.context)
-                || self.directory.virtual_number(&root.exten).is_some())
-    }
-
+    /// Facts of an agent now ringing; the shared rules decide whether it pops.
     fn ringing(
         &mut self,
         linkedid: &str,
@@ -437,139 +523,83 @@ impl CallTracker {
                 .filter(|m| self.directory.is_agent_extension(m))
                 .map(str::to_owned)
         })?;
-        let inbound = {
-            let call = self.calls.get(linkedid)?;
-            call.root.as_ref().is_some_and(|r| self.is_inbound(r))
-        };
         let call = self.calls.get_mut(linkedid)?;
-        if call.rung_agent.is_none() {
-            call.rung_agent = Some(ext.clone());
+        if !call.rung_agents.contains(&ext) {
+            call.rung_agents.push(ext.clone());
         }
-        if !inbound || !call.popped.insert(ext.clone()) {
-            return None;
-        }
-        let mut root = call.root.clone()?;
-        if known_caller(Some(&root.caller_num)).is_none() {
-            // Still unknown: the dialling channel's caller id is the caller's.
-            root.caller_num = known_caller(event.field("CallerIDNum"))?.to_owned();
-        }
-        let did = self.directory.virtual_number(&root.exten);
-        let (display, tag) = match did {
-            Some(v) => (Some(self.directory.number(&root.exten)), v.tag.clone()),
-            None => match self.directory.first_virtual_number() {
-                Some(v) => (
-                    Some(self.directory.number(&v.number.to_e164())),
-                    v.tag.clone(),
-                ),
-                None => (None, None),
-            },
-        };
-        Some(PopupRequest {
+        let root = call.root.as_ref()?;
+        // Still unknown: the dialling channel's caller id is the caller's.
+        let caller = known_caller(Some(&root.caller_num))
+            .or_else(|| known_caller(event.field("CallerIDNum")))?;
+        let facts = RingingFacts {
             call_id: linkedid.to_owned(),
-            lead_number: self.directory.number(&root.caller_num),
-            agent: self.directory.agent(&ext).cloned(),
-            agent_extension: ext,
-            display_number: display,
-            tag,
+            caller_number: caller.to_owned(),
+            caller_extension: channel_extension(&root.channel).map(str::to_owned),
+            dialled: root.exten.clone(),
+            context: root.context.clone(),
+            did_candidates: vec![root.exten.clone()],
+            agent_extension: ext.clone(),
             event_at_ms: now_ms,
-        })
+        };
+        let popup = self.settings.rules.popup(&self.directory, &facts)?;
+        call.popped.insert(ext).then_some(popup)
+    }
+
+    /// What the events of a finished call said, for the shared rules.
+    fn facts(&self, linkedid: &str, call: &Call, end: DateTime<Utc>) -> Option<CallFacts> {
+        let root = call.root.as_ref()?;
+        let mut facts = CallFacts::new(linkedid, self.source.as_str(), call.started_at, end);
+        facts.caller_number = root.caller_num.clone();
+        facts.caller_name = Some(root.caller_name.clone()).filter(|n| !n.is_empty());
+        facts.caller_extension = channel_extension(&root.channel).map(str::to_owned);
+        facts.dialled = root.exten.clone();
+        facts.dialled_outside = call.dialled.clone();
+        facts.contexts = vec![root.context.clone()];
+        facts.did_candidates = vec![root.exten.clone()];
+        facts.shown_caller_ids = vec![root.caller_num.clone()];
+        facts.answered = call
+            .answered
+            .iter()
+            .map(|a| {
+                let ended = a.ended.unwrap_or(end);
+                AgentSegment {
+                    extension: a.extension.clone(),
+                    answered_at: a.at,
+                    ended_at: Some(ended),
+                    talk_seconds: seconds_between(a.at, ended),
+                }
+            })
+            .collect();
+        facts.rung_agents = call.rung_agents.clone();
+        // The outside party answered; a dial answered by somebody else than an agent of
+        // ours counts from the first agent's answer, else from the start.
+        facts.outside_answered = call
+            .outside_answered
+            .or_else(|| {
+                call.dial_statuses
+                    .iter()
+                    .any(|s| s == "ANSWER")
+                    .then(|| call.answered.first().map_or(call.started_at, |a| a.at))
+            })
+            .map(|at| (at, seconds_between(at, end)));
+        facts.attempts = call.dial_statuses.iter().map(|s| dial_result(s)).collect();
+        facts.applications = call.applications.clone();
+        facts.recording = call.recording.clone();
+        facts.lead_id = call.lead_id.clone();
+        facts.lead_number_hint = call.lead_number_hint.clone();
+        facts.legs = call.channels.len() as u32;
+        Some(facts)
     }
 
     fn record(&self, linkedid: &str, call: &Call, end: DateTime<Utc>) -> Option<CallRecord> {
-        let root = call.root.as_ref()?;
-        let from_agent = channel_extension(&root.channel)
-            .filter(|e| self.directory.is_agent_extension(e))
-            .map(str::to_owned)
-            .or_else(|| {
-                self.directory
-                    .is_agent_extension(&root.caller_num)
-                    .then(|| root.caller_num.clone())
-            });
-        let outside = if self.directory.is_external(&root.exten) {
-            Some(root.exten.clone())
-        } else {
-            call.dialled.clone()
-        };
-        let (direction, lead, agent_ext) = match (from_agent, outside) {
-            (Some(agent), Some(lead)) => (Direction::Outbound, lead, Some(agent)),
-            (Some(_), None) => return None,
-            (None, _) if self.is_inbound(root) => (
-                Direction::Inbound,
-                root.caller_num.clone(),
-                call.answered
-                    .as_ref()
-                    .map(|(e, _)| e.clone())
-                    .or_else(|| call.rung_agent.clone()),
-            ),
-            (None, _) => return None,
-        };
-        let answered_at = match direction {
-            Direction::Inbound => call.answered.as_ref().map(|(_, t)| *t),
-            Direction::Outbound => call.outside_answered.or_else(|| {
-                call.dial_statuses.iter().any(|s| s == "ANSWER").then(|| {
-                    call.answered
-                        .as_ref()
-                        .map(|(_, t)| *t)
-                        .unwrap_or(call.started_at)
-                })
-            }),
-        };
-        let outcome = match answered_at {
-            Some(_) => Outcome::Answered,
-            None if !call.dial_statuses.is_empty()
-                && call.dial_statuses.iter().all(|s| s == "BUSY") =>
-            {
-                Outcome::Busy
+        let facts = self.facts(linkedid, call, end)?;
+        match self.settings.rules.record(&self.directory, &facts) {
+            Ok(record) => Some(record),
+            Err(reason) => {
+                tracing::debug!(call_id = %crate::logtext::Escaped(linkedid), "call not posted: {reason}");
+                None
             }
-            None if call.dial_statuses.iter().any(|s| s == "CONGESTION") => Outcome::Congestion,
-            None if call.dial_statuses.iter().any(|s| s == "CHANUNAVAIL") => Outcome::Failed,
-            None => Outcome::NoAnswer,
-        };
-        let display = match direction {
-            Direction::Inbound => self
-                .directory
-                .virtual_number(&root.exten)
-                .map(|_| self.directory.number(&root.exten)),
-            // The caller id the lead saw, when it is one of the virtual numbers.
-            Direction::Outbound => self
-                .directory
-                .virtual_number(&root.caller_num)
-                .map(|_| self.directory.number(&root.caller_num)),
         }
-        .or_else(|| {
-            self.directory
-                .first_virtual_number()
-                .map(|v| self.directory.number(&v.number.to_e164()))
-        });
-        let tag = display
-            .as_ref()
-            .and_then(|d| self.directory.virtual_number(&d.raw))
-            .and_then(|v| v.tag.clone());
-        Some(CallRecord {
-            call_id: linkedid.to_owned(),
-            source: self.source.clone(),
-            direction,
-            outcome,
-            lead_number: self.directory.number(&lead),
-            agent: agent_ext
-                .as_deref()
-                .and_then(|e| self.directory.agent(e))
-                .cloned(),
-            agent_extension: agent_ext,
-            display_number: display,
-            tag,
-            start: call.started_at,
-            answer: answered_at,
-            end,
-            talk_seconds: answered_at
-                .map_or(0, |a| u64::try_from((end - a).num_seconds()).unwrap_or(0)),
-            caller_name: (direction == Direction::Inbound)
-                .then(|| root.caller_name.clone())
-                .filter(|n| !n.is_empty() && n != "<unknown>"),
-            recording_url: None,
-            lead_id: call.lead_id.clone(),
-            legs: call.channels.len() as u32,
-        })
     }
 }
 

@@ -19,6 +19,8 @@ use super::ami::{AmiClient, AmiStats, ConnectionState};
 use super::assemble::AsteriskAssembler;
 use super::control::AsteriskControl;
 use super::live::{LiveAsterisk, LiveStats};
+use crate::call::reconcile::{ReconcileStats, ReconcilingSink};
+use crate::call::sink::CallSink;
 use crate::config::{CallLogSource, Config};
 use crate::metrics::{MetricsSource, Scrape};
 use crate::outbox::Store;
@@ -46,8 +48,32 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
     let Some(ast) = ctx.config.asterisk.as_ref() else {
         return Ok(());
     };
+    // "both": the CDR reader and the AMI tracker push into one reconciler, which holds a call
+    // until its other source reports it (at most `reconcile_wait_ms`) and posts it once.
+    let reconciler =
+        (ast.call_log_source == CallLogSource::Both && ast.cdr_csv.is_some()).then(|| {
+            Arc::new(ReconcilingSink::new(
+                ctx.store.clone(),
+                ctx.wake_delivery.clone(),
+                ast.reconcile_wait_ms,
+            ))
+        });
+    if let Some(reconciler) = &reconciler {
+        ctx.metrics
+            .register(Arc::new(ReconcileMetrics(reconciler.stats())));
+        let (reconciler, shutdown) = (reconciler.clone(), ctx.shutdown.clone());
+        parts.tasks.push(PbxTask {
+            name: "call reconciler",
+            run: Box::pin(async move {
+                reconciler
+                    .run(shutdown)
+                    .await
+                    .map_err(|e| format!("posting held calls failed: {e}"))
+            }),
+        });
+    }
     if ast.cdr_csv.is_some() && ast.call_log_source != CallLogSource::Ami {
-        cdr_file(ctx, parts)?;
+        cdr_file(ctx, parts, reconciler.clone())?;
     }
     if let Some(settings) = ast.ami.clone() {
         let secret = settings.resolve_secret()?;
@@ -60,6 +86,7 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
             store: ctx.store.clone(),
             enqueue_call_logs: ast.call_log_source != CallLogSource::Cdr,
             wake_delivery: ctx.wake_delivery.clone(),
+            call_sink: reconciler.map(|r| r as Arc<dyn CallSink>),
             popups: ctx.popups.clone(),
             config_updates: ctx.config_updates.clone(),
             stats,
@@ -92,7 +119,11 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
 }
 
 /// The reader that tails `[asterisk] cdr_csv`, with its status, reload hook and counters.
-fn cdr_file(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
+fn cdr_file(
+    ctx: &PbxContext<'_>,
+    parts: &mut PbxParts,
+    reconciler: Option<Arc<ReconcilingSink>>,
+) -> anyhow::Result<()> {
     let Some(ast) = ctx.config.asterisk.as_ref() else {
         return Ok(());
     };
@@ -109,6 +140,9 @@ fn cdr_file(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
     )?
     .with_updates(updates)
     .with_heartbeat(heartbeat.clone());
+    if let Some(reconciler) = reconciler {
+        source = source.with_sink(reconciler);
+    }
     if let Some(config_path) = ctx.config_path {
         source = source.with_config_path(config_path);
     }
@@ -169,6 +203,27 @@ impl FileImport for AsteriskCdrSource {
         // A FIFO, a device or a refused symbolic link is an error naming the file, never a
         // hang (the file is opened as the daemon opens it).
         Ok(AsteriskCdrSource::import_file(self, path).context("import stopped")??)
+    }
+}
+
+/// The "both" reconciler's figures: calls posted merged, or from one source alone.
+struct ReconcileMetrics(Arc<ReconcileStats>);
+
+impl MetricsSource for ReconcileMetrics {
+    fn write(&self, scrape: &mut Scrape) {
+        for (result, value) in self.0.by_result() {
+            scrape.counter_with(
+                "calls_reconciled",
+                "Calls of call_log_source = \"both\" posted merged from the CDR and AMI, or from one alone (which one was missing)",
+                &[("result", result)],
+                value,
+            );
+        }
+        scrape.gauge(
+            "calls_reconciled_held",
+            "Calls held now, waiting for their other source",
+            i64::try_from(self.0.held.load(Relaxed)).unwrap_or(i64::MAX),
+        );
     }
 }
 

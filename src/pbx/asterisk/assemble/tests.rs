@@ -2,6 +2,7 @@
 //! (tests/fixtures/asterisk22_*.csv) and on PJSIP-trunk shaped rows.
 
 use super::*;
+use crate::call::{Direction, Outcome};
 use crate::config::Config;
 use crate::pbx::asterisk::cdr::{CdrParser, ColumnLayout};
 
@@ -50,7 +51,7 @@ fn assembler() -> AsteriskAssembler {
     AsteriskAssembler::new(
         "test".into(),
         Directory::from_config(&c).expect("directory"),
-        ClassifyRules::from_config(&ast),
+        crate::pbx::asterisk::call_rules(&ast),
         5_000,
         14_400,
     )

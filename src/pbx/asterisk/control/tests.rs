@@ -45,7 +45,8 @@ fn a_hostile_lead_id_goes_escaped_one_variable_per_header() {
          Exten: 919611795983\r\nPriority: 1\r\nCallerID: <+918044556677>\r\nTimeout: 30000\r\n\
          ChannelId: pbxlink-1795554073.000042\r\nAsync: true\r\n\
          Variable: LEADID=L1\\,CALLERID\\(num\\)=+18005551234\\,CDR\\(accountcode\\)=evil\r\n\
-         Variable: CDR(leadid)=L1\\,CALLERID\\(num\\)=+18005551234\\,CDR\\(accountcode\\)=evil\r\n\r\n"
+         Variable: CDR(leadid)=L1\\,CALLERID\\(num\\)=+18005551234\\,CDR\\(accountcode\\)=evil\r\n\
+         Variable: LEADNUMBER=+919611795983\r\nVariable: CDR(leadnumber)=+919611795983\r\n\r\n"
     );
 }
 
@@ -115,12 +116,25 @@ fn the_lead_is_dialled_as_number_format_after_dial_prefix() {
 }
 
 #[test]
-fn no_lead_id_sets_no_variable() {
+fn no_lead_id_sets_only_the_lead_number() {
     let mut r = request("L1");
     r.lead_id = None;
     let action = originate_action(&OriginateConfig::default(), &r).expect("built");
+    let variables: Vec<&str> = action
+        .headers()
+        .iter()
+        .filter(|(k, _)| k == "Variable")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        variables,
+        ["LEADNUMBER=+919611795983", "CDR(leadnumber)=+919611795983"]
+    );
     assert!(
-        action.headers().iter().all(|(k, _)| k != "Variable"),
+        action
+            .headers()
+            .iter()
+            .all(|(k, v)| k != "Variable" || !v.contains("LEADID")),
         "{:?}",
         action.headers()
     );

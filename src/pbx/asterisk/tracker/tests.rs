@@ -2,6 +2,7 @@
 //! PJSIP. Caller 1986 plays the outside lead (its context is made an inbound context).
 
 use super::*;
+use crate::call::{Direction, Outcome};
 use crate::config::Config;
 
 fn events(text: &str) -> Vec<HashMap<String, String>> {
@@ -46,7 +47,10 @@ fn tracker() -> CallTracker {
     CallTracker::new(
         Directory::from_config(&config).expect("directory"),
         TrackerSettings {
-            inbound_contexts: vec!["from-internal".into()],
+            rules: CallRules {
+                inbound_contexts: vec!["from-internal".into()],
+                ..CallRules::default()
+            },
             max_calls: 100,
             max_call_ms: 3_600_000,
         },
@@ -310,4 +314,89 @@ fn unknown_root_caller_falls_back_to_the_dialling_channel() {
         p[0].lead_number.e164.as_ref().map(|n| n.to_e164()),
         Some("+919611795983".to_owned())
     );
+}
+
+/// The tracker applies the same rules as the CDR path: before issue 9 it ignored the dial
+/// prefix, `outbound_display_number`, the voicemail applications and the recording.
+#[test]
+fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
+    let mut t = tracker();
+    t.settings.rules = CallRules {
+        inbound_contexts: vec!["from-trunk".into()],
+        outbound_contexts: vec!["from-internal".into()],
+        voicemail_apps: vec!["VoiceMail".into()],
+        outbound_display_number: Some("+918000000000".into()),
+        outbound_dial_prefix: "9".into(),
+        recording_url_template: Some("https://rec.example/{file}?u={uniqueid}".into()),
+    };
+    let outbound = "Event: Newchannel\nChannel: PJSIP/11-00000001\nCallerIDNum: 11\n\
+        Context: from-internal\nExten: 909611795983\nUniqueid: 7.0\nLinkedid: 7.0\n\n\
+        Event: VarSet\nChannel: PJSIP/11-00000001\nVariable: MIXMONITOR_FILENAME\n\
+        Value: out-7.0.wav\nUniqueid: 7.0\nLinkedid: 7.0\n\n\
+        Event: Newchannel\nChannel: PJSIP/trunk-00000002\nCallerIDNum: 11\n\
+        Context: from-internal\nExten: s\nUniqueid: 7.1\nLinkedid: 7.0\n\n\
+        Event: DialBegin\nChannel: PJSIP/11-00000001\nDestChannel: PJSIP/trunk-00000002\n\
+        DialString: trunk/909611795983\nUniqueid: 7.0\nDestUniqueid: 7.1\nLinkedid: 7.0\n\n\
+        Event: DialEnd\nChannel: PJSIP/11-00000001\nDestChannel: PJSIP/trunk-00000002\n\
+        DialStatus: ANSWER\nUniqueid: 7.0\nDestUniqueid: 7.1\nLinkedid: 7.0\n\n\
+        Event: Hangup\nChannel: PJSIP/trunk-00000002\nUniqueid: 7.1\nLinkedid: 7.0\n\n\
+        Event: Hangup\nChannel: PJSIP/11-00000001\nUniqueid: 7.0\nLinkedid: 7.0\n\n";
+    let out = run(&mut t, outbound);
+    let call = ended(&out)[0].clone().expect("an outbound call");
+    assert_eq!(call.direction, Direction::Outbound);
+    assert_eq!(call.outcome, Outcome::Answered);
+    assert_eq!(
+        call.lead_number.raw, "09611795983",
+        "the dial prefix is stripped"
+    );
+    assert_eq!(
+        call.display_number.as_ref().map(|n| n.raw.as_str()),
+        Some("+918000000000")
+    );
+    assert_eq!(
+        call.recording_url.as_deref(),
+        Some("https://rec.example/out-7.0.wav?u=7.0")
+    );
+    assert_eq!(call.agent_extension.as_deref(), Some("11"));
+
+    let voicemail = "Event: Newchannel\nChannel: PJSIP/airtel-00000003\n\
+        CallerIDNum: +919611795983\nContext: from-trunk\nExten: 918044556677\n\
+        Uniqueid: 8.0\nLinkedid: 8.0\n\n\
+        Event: Newchannel\nChannel: PJSIP/12-00000004\nCallerIDNum: 12\nContext: agents\n\
+        Exten: 12\nUniqueid: 8.1\nLinkedid: 8.0\n\n\
+        Event: DialBegin\nChannel: PJSIP/airtel-00000003\nDestChannel: PJSIP/12-00000004\n\
+        DialString: 12\nUniqueid: 8.0\nDestUniqueid: 8.1\nLinkedid: 8.0\n\n\
+        Event: DialEnd\nChannel: PJSIP/airtel-00000003\nDestChannel: PJSIP/12-00000004\n\
+        DialStatus: NOANSWER\nUniqueid: 8.0\nDestUniqueid: 8.1\nLinkedid: 8.0\n\n\
+        Event: Hangup\nChannel: PJSIP/12-00000004\nUniqueid: 8.1\nLinkedid: 8.0\n\n\
+        Event: Newexten\nChannel: PJSIP/airtel-00000003\nApplication: VoiceMail\n\
+        AppData: 12@default\nUniqueid: 8.0\nLinkedid: 8.0\n\n\
+        Event: Hangup\nChannel: PJSIP/airtel-00000003\nUniqueid: 8.0\nLinkedid: 8.0\n\n";
+    let out = run(&mut t, voicemail);
+    assert_eq!(popups(&out).len(), 1);
+    let call = ended(&out)[0].clone().expect("an inbound call");
+    assert_eq!(call.direction, Direction::Inbound);
+    assert_eq!(call.outcome, Outcome::Voicemail);
+    assert_eq!(call.agent_extension.as_deref(), Some("12"));
+    assert_eq!(call.tag.as_deref(), Some("sales"));
+}
+
+/// Click to call names the lead's number as LeadSquared sent it (`LEADNUMBER`): it wins
+/// over the digits the dialplan dialled.
+#[test]
+fn the_lead_number_click_to_call_set_wins() {
+    let mut t = tracker();
+    let stream = "Event: Newchannel\nChannel: PJSIP/11-00000001\nCallerIDNum: 11\n\
+        Context: from-internal\nExten: 919611795983\nUniqueid: 9.0\nLinkedid: 9.0\n\n\
+        Event: VarSet\nChannel: PJSIP/11-00000001\nVariable: LEADNUMBER\n\
+        Value: +91 96117 95983\nUniqueid: 9.0\nLinkedid: 9.0\n\n\
+        Event: VarSet\nChannel: PJSIP/11-00000001\nVariable: LEADID\n\
+        Value: lead-42\nUniqueid: 9.0\nLinkedid: 9.0\n\n\
+        Event: Hangup\nChannel: PJSIP/11-00000001\nUniqueid: 9.0\nLinkedid: 9.0\n\n";
+    let out = run(&mut t, stream);
+    let call = ended(&out)[0].clone().expect("an outbound call");
+    assert_eq!(call.direction, Direction::Outbound);
+    assert_eq!(call.lead_number.raw, "+91 96117 95983");
+    assert_eq!(call.lead_id.as_deref(), Some("lead-42"));
+    assert_eq!(call.outcome, Outcome::NoAnswer);
 }

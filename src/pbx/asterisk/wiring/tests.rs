@@ -89,7 +89,7 @@ async fn both_sources_give_the_cdr_reader_the_tracker_and_the_control() {
         .collect();
     assert_eq!(readers, ["asterisk-cdr"]);
     let tasks: Vec<&str> = parts.tasks.iter().map(|t| t.name).collect();
-    assert_eq!(tasks, ["AMI call tracker"]);
+    assert_eq!(tasks, ["call reconciler", "AMI call tracker"]);
     assert!(parts.sends_popups);
     assert_eq!(
         parts.reloads.len(),

@@ -309,6 +309,7 @@ fn record_of(f: &CallFacts) -> Result<CallRecord, String> {
         recording_url: None,
         lead_id: f.lead_id.clone(),
         legs: f.legs,
+        segments: Vec::new(),
     })
 }
 
