@@ -3,6 +3,7 @@
 //! delivers them is the same for every PBX.
 
 pub mod asterisk;
+pub mod connection;
 pub mod freeswitch;
 pub mod read_buffer;
 
