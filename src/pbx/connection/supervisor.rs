@@ -309,6 +309,9 @@ async fn run<Pr: Protocol>(
     let mut failures: u32 = 0;
     let mut attempt: u32 = 0;
     loop {
+        // The session of the connection that ended is dropped only after the state says why,
+        // so callers whose waiters it holds see the reason.
+        let mut ended_session = None;
         attempt += 1;
         sup.state
             .send_replace(ConnectionState::Connecting { attempt });
@@ -327,7 +330,7 @@ async fn run<Pr: Protocol>(
                 }
                 End::Failed(e)
             }
-            Some(Ok((link, session, version))) => {
+            Some(Ok((link, mut session, version))) => {
                 attempt = 0;
                 let generation = sup.go_live(version);
                 let up_since = Instant::now();
@@ -335,12 +338,13 @@ async fn run<Pr: Protocol>(
                     &mut protocol,
                     &settings,
                     link,
-                    session,
+                    &mut session,
                     generation,
                     &mut commands,
                     &mut shutdown,
                 )
                 .await;
+                ended_session = Some(session);
                 if up_since.elapsed() >= settings.healthy_after {
                     failures = 0;
                 } else {
@@ -369,6 +373,7 @@ async fn run<Pr: Protocol>(
             info!(server = %sup.server, "{} client stopped: {reason}", Pr::NAME);
         }
         sup.go_down(reason);
+        drop(ended_session);
         if !failed {
             return;
         }
@@ -419,7 +424,7 @@ async fn serve<Pr: Protocol>(
     protocol: &mut Pr,
     settings: &SupervisorSettings,
     mut link: Link,
-    mut session: Pr::Session,
+    session: &mut Pr::Session,
     generation: u64,
     commands: &mut mpsc::Receiver<Outgoing<Pr::Ticket>>,
     shutdown: &mut watch::Receiver<bool>,
@@ -427,26 +432,26 @@ async fn serve<Pr: Protocol>(
     let interval = settings.keepalive_interval;
     let mut keepalive = tokio::time::interval_at(Instant::now() + interval, interval);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    if let Err(e) = protocol.received(&mut session, &[]) {
+    if let Err(e) = protocol.received(session, &[]) {
         return End::Failed(e);
     }
     loop {
         let idle_deadline = link.last_rx() + settings.idle_limit;
         let step: Result<Option<End<Pr::Error>>, Pr::Error> = tokio::select! {
             r = link.read() => match r {
-                Ok(bytes) => protocol.received(&mut session, bytes).map(|()| None),
+                Ok(bytes) => protocol.received(session, bytes).map(|()| None),
                 Err(e) => Err(e.into()),
             },
             cmd = commands.recv() => match cmd {
                 None => {
-                    if let Some(bytes) = protocol.goodbye(&mut session) {
+                    if let Some(bytes) = protocol.goodbye(session) {
                         link.write_best_effort(&bytes).await;
                     }
                     Ok(Some(End::HandlesDropped))
                 }
                 Some(out) if out.generation == generation => match link.write(&out.bytes).await {
                     Ok(()) => {
-                        protocol.written(&mut session, out.ticket);
+                        protocol.written(session, out.ticket);
                         Ok(None)
                     }
                     Err(e) => Err(e.into()),
@@ -454,7 +459,7 @@ async fn serve<Pr: Protocol>(
                 // Registered on an earlier connection: its caller already failed.
                 Some(_) => Ok(None),
             },
-            _ = keepalive.tick() => match protocol.keepalive(&mut session) {
+            _ = keepalive.tick() => match protocol.keepalive(session) {
                 Ok(Some(bytes)) => link.write(&bytes).await.map(|()| None).map_err(Into::into),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
@@ -463,7 +468,7 @@ async fn serve<Pr: Protocol>(
                 Err(LinkError::HalfOpen { idle: settings.idle_limit }.into())
             }
             () = wait_true(shutdown) => {
-                if let Some(bytes) = protocol.goodbye(&mut session) {
+                if let Some(bytes) = protocol.goodbye(session) {
                     link.write_best_effort(&bytes).await;
                 }
                 Ok(Some(End::Shutdown))
