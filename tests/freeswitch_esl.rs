@@ -204,8 +204,28 @@ fn uuids(events: &[Arc<Event>]) -> BTreeSet<String> {
         .collect()
 }
 
+/// rig.sh `args` with FreeSWITCH's core SQL on (`PBXLINK_FREESWITCH_SQL=1`): `show channels`,
+/// with which the client re-learns calls in progress, needs it, as on any ordinary install.
 fn rig(args: &'static [&'static str]) -> JoinHandle<String> {
-    tokio::task::spawn_blocking(move || fsrig::rig_ok(args))
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(fsrig::rig_script())
+            .args(args)
+            .env("PBXLINK_FREESWITCH_SQL", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "rig.sh {args:?} failed:\n{}{}\n--- freeswitch.log\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            fsrig::tail_of(
+                &fsrig::rig_root().join("usr/local/freeswitch/log/freeswitch.log"),
+                40
+            )
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,14 +380,21 @@ async fn esl_client_against_real_freeswitch() {
         |s| matches!(s, ConnectionState::Disconnected { .. }),
     )
     .await;
+    let down_at = Instant::now();
     eprintln!("[freeswitch_esl] restart: {down:?}");
-    restart.await.expect("restart");
-    let restarted = Instant::now();
+    let ConnectionState::Disconnected { reason, .. } = &down else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("shut down"),
+        "the disconnect notice: {reason}"
+    );
     connected(&client, Duration::from_secs(60)).await;
     eprintln!(
-        "[freeswitch_esl] logged in again {:?} after rig.sh restart returned",
-        restarted.elapsed()
+        "[freeswitch_esl] logged in again {:?} after FreeSWITCH said goodbye",
+        down_at.elapsed()
     );
+    restart.await.expect("restart");
     let after = wait_resync(&mut notices, T).await;
     assert!(after.login > logins_before, "{after:?}");
     assert!(

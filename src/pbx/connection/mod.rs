@@ -33,3 +33,6 @@ mod supervisor;
 pub use link::{Link, LinkError, within_step};
 pub use state::{ConnectionState, ConnectionStats};
 pub use supervisor::{Failure, Outgoing, Protocol, Supervisor, SupervisorSettings};
+
+#[cfg(test)]
+mod tests;

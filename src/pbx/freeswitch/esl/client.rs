@@ -892,9 +892,14 @@ async fn establish(
             problem: None,
         },
         Err(problem) => {
+            let hint = if problem.contains("SQL disabled") {
+                " (FreeSWITCH runs with -nosql: `show channels` needs its core SQL scoreboard)"
+            } else {
+                ""
+            };
             warn!(
                 server,
-                "could not re-learn the calls in progress: {problem}"
+                "could not re-learn the calls in progress: {problem}{hint}"
             );
             Resync {
                 login,

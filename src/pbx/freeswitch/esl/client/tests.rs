@@ -695,3 +695,87 @@ async fn not_connected_fails_at_once_and_shutdown_closes() {
         Err(EslError::Closed)
     ));
 }
+
+/// Measurement, not a pass/fail check: the events per second the client takes from a socket
+/// to a subscriber (framing, URL-decoding on read, counting, fan-out), on the real events of
+/// the `queue_ring_all` capture repeated. Run:
+/// `cargo test --release --lib esl::client::tests::event_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run in release mode"]
+async fn event_throughput() {
+    let wire = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/freeswitch/queue_ring_all/esl.txt"
+    ))
+    .expect("fixture");
+    // Only the events of the capture (its replies would have no command waiting).
+    let mut framer = Framer::new(FrameLimits::default());
+    framer.extend(&wire);
+    let mut events = Vec::new();
+    let mut at = 0;
+    let mut offsets = Vec::new();
+    while let Some(f) = framer.next_frame().expect("fixture frames") {
+        let consumed = wire.len() - framer.buffered();
+        if matches!(f, Frame::Event(_)) {
+            offsets.push((at, consumed));
+        }
+        at = consumed;
+    }
+    for (from, to) in offsets {
+        events.extend_from_slice(&wire[from..to]);
+    }
+    let per_copy = {
+        let mut f = Framer::new(FrameLimits::default());
+        f.extend(&events);
+        let mut n = 0;
+        while f.next_frame().expect("events").is_some() {
+            n += 1;
+        }
+        n
+    };
+    let copies = 400;
+    let total = per_copy * copies;
+    let fake = Fake::new().await;
+    let client = EslClient::spawn(settings(fake.port));
+    let mut rx = client.events();
+    let mut peer = fake.accept().await;
+    peer.login("{\"row_count\":0}").await;
+    connected(&client).await;
+    let counter = tokio::spawn(async move {
+        let mut n = 0usize;
+        let mut lagged = 0u64;
+        let mut first = None;
+        while n < total {
+            match rx.recv().await {
+                Ok(EslNotice::Event(e)) => {
+                    first.get_or_insert_with(std::time::Instant::now);
+                    // Read a header, as a subscriber would (decoding happens on read).
+                    std::hint::black_box(e.get("Unique-ID"));
+                    n += 1;
+                }
+                Ok(EslNotice::Resync(_)) => {}
+                Err(RecvError::Lagged(k)) => {
+                    lagged += k;
+                    n += k as usize;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+        (first.map(|t| t.elapsed()), lagged)
+    });
+    let start = std::time::Instant::now();
+    for _ in 0..copies {
+        peer.stream.write_all(&events).await.expect("write");
+    }
+    let (elapsed, lagged) = counter.await.expect("counter");
+    let wall = start.elapsed();
+    let mb = (events.len() * copies) as f64 / 1e6;
+    eprintln!(
+        "ESL client: {total} events ({mb:.1} MB, {} B/event) in {wall:?}: {:.0} events/s, {:.1} MB/s; \
+         subscriber lagged by {lagged}; first-to-last {elapsed:?}",
+        events.len() / per_copy,
+        total as f64 / wall.as_secs_f64(),
+        mb / wall.as_secs_f64()
+    );
+    assert_eq!(client.stats().connection.malformed_frames, 0);
+}
