@@ -43,27 +43,22 @@ impl Protocol for Line {
     type Error = LineError;
     const NAME: &'static str = "LINE";
 
-    fn connect<'a>(
-        &'a mut self,
-        link: &'a mut Link,
-    ) -> impl Future<Output = Result<(LineSession, String), LineError>> + Send + 'a {
-        async move {
-            let mut session = LineSession::default();
-            within_step("greeting", link.setup_timeout(), async {
-                while !session.buf.contains(&b'\n') {
-                    let bytes = link.read().await?;
-                    session.buf.extend_from_slice(bytes);
-                }
-                Ok::<_, LineError>(())
-            })
-            .await?;
-            let end = session.buf.iter().position(|&b| b == b'\n').unwrap_or(0);
-            let greeting = String::from_utf8_lossy(&session.buf[..end]).into_owned();
-            session.buf.drain(..=end);
-            match greeting.strip_prefix("HELLO ") {
-                Some(v) => Ok((session, v.to_owned())),
-                None => Err(LineError::Bad(greeting)),
+    async fn connect(&mut self, link: &mut Link) -> Result<(LineSession, String), LineError> {
+        let mut session = LineSession::default();
+        within_step("greeting", link.setup_timeout(), async {
+            while !session.buf.contains(&b'\n') {
+                let bytes = link.read().await?;
+                session.buf.extend_from_slice(bytes);
             }
+            Ok::<_, LineError>(())
+        })
+        .await?;
+        let end = session.buf.iter().position(|&b| b == b'\n').unwrap_or(0);
+        let greeting = String::from_utf8_lossy(&session.buf[..end]).into_owned();
+        session.buf.drain(..=end);
+        match greeting.strip_prefix("HELLO ") {
+            Some(v) => Ok((session, v.to_owned())),
+            None => Err(LineError::Bad(greeting)),
         }
     }
 
