@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fsrig::{RigGuard, RigLock};
-use pbxlink::pbx::connection::ConnectionState;
+use pbxlink::pbx::connection::{ConnectionState, SupervisorSettings};
 use pbxlink::pbx::freeswitch::esl::{EslClient, EslError, EslNotice, EslSettings, Event, Resync};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
@@ -247,8 +247,10 @@ async fn esl_client_against_real_freeswitch() {
 
     // 1. Login, subscription, the first snapshot.
     let relay = Relay::start(esl_port).await;
-    let client = EslClient::spawn(settings(relay.port, &password));
-    let mut notices = client.events();
+    let (client, mut notices) = EslClient::spawn_subscribed(
+        settings(relay.port, &password),
+        SupervisorSettings::new("127.0.0.1", relay.port),
+    );
     let version = connected(&client, Duration::from_secs(30)).await;
     assert!(version.contains("1.10.12"), "version: {version}");
     let first = wait_resync(&mut notices, T).await;

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -59,6 +60,9 @@ const SHOWN: usize = 200;
 const KEEPALIVE: &str = "version";
 /// How calls in progress are re-learnt after every login.
 const CHANNELS: &str = "show channels as json";
+/// A command unanswered for this long ends the connection, even while events still flow (a
+/// listener whose command thread is stuck); checked at every keepalive.
+pub const UNANSWERED_LIMIT: Duration = Duration::from_secs(30);
 
 /// Events subscribed by default: the channel life cycle the call tracker follows.
 pub const DEFAULT_EVENTS: [&str; 6] = [
@@ -190,6 +194,12 @@ pub enum EslError {
     DisconnectNotice {
         /// The notice (`Disconnected, goodbye.`).
         message: String,
+    },
+    /// The oldest command has waited longer than [`UNANSWERED_LIMIT`] for its answer.
+    #[error("FreeSWITCH left a command unanswered for {after:?}: connection dropped")]
+    Unanswered {
+        /// How long the oldest command waited.
+        after: Duration,
     },
     /// The server sent something else than the protocol step expects.
     #[error("unexpected event socket message during {step}: {what}")]
@@ -405,6 +415,15 @@ impl EslClient {
 
     /// [`EslClient::spawn`] with explicit supervision settings (timeouts, backoff).
     pub fn spawn_with(settings: EslSettings, supervision: SupervisorSettings) -> EslClient {
+        Self::spawn_subscribed(settings, supervision).0
+    }
+
+    /// [`EslClient::spawn_with`], and a receiver subscribed before the task starts: it sees
+    /// every notice, the first login's [`Resync`] included (the call tracker's way in).
+    pub fn spawn_subscribed(
+        settings: EslSettings,
+        supervision: SupervisorSettings,
+    ) -> (EslClient, broadcast::Receiver<EslNotice>) {
         let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
         let sup = Supervisor::new("ESL", format!("{}:{}", settings.host, settings.port));
         let shared = Arc::new(Shared {
@@ -414,17 +433,19 @@ impl EslClient {
             next_job: AtomicU64::new(1),
             job_prefix: format!("pbxlink-{:016x}", rand::random::<u64>()),
         });
+        let notices = shared.notices.subscribe();
         let protocol = EslProtocol {
             shared: shared.clone(),
             settings,
         };
         sup.spawn(protocol, supervision, rx);
-        EslClient { shared, commands }
+        (EslClient { shared, commands }, notices)
     }
 
-    /// A receiver of every event and every [`Resync`], in wire order. A receiver that falls
-    /// more than [`EVENT_CAPACITY`] notices behind gets `RecvError::Lagged` (counted in
-    /// [`EslStats::events_lagged`]); the connection never waits for it.
+    /// A receiver of every event and every [`Resync`] from now on, in wire order (to see the
+    /// first login's [`Resync`] for sure, use [`EslClient::spawn_subscribed`]). A receiver
+    /// that falls more than [`EVENT_CAPACITY`] notices behind gets `RecvError::Lagged`
+    /// (counted in [`EslStats::events_lagged`]); the connection never waits for it.
     pub fn events(&self) -> broadcast::Receiver<EslNotice> {
         self.shared.notices.subscribe()
     }
@@ -683,7 +704,8 @@ struct EslProtocol {
 /// One logged-in connection: its framer and the callers waiting for answers, in order.
 struct EslSession {
     framer: Framer,
-    waiting: VecDeque<Waiter>,
+    /// When each command was written, and who waits for its answer.
+    waiting: VecDeque<(Instant, Waiter)>,
 }
 
 impl EslSession {
@@ -776,7 +798,7 @@ impl Protocol for EslProtocol {
                     continue;
                 }
             };
-            match session.waiting.pop_front() {
+            match session.waiting.pop_front().map(|(_, w)| w) {
                 Some(Waiter::Caller(tx)) => {
                     // The caller may have timed out and gone: the answer is dropped.
                     let _ = tx.send(answer);
@@ -792,12 +814,18 @@ impl Protocol for EslProtocol {
     }
 
     fn written(&mut self, session: &mut EslSession, ticket: Waiter) {
-        session.waiting.push_back(ticket);
+        session.waiting.push_back((Instant::now(), ticket));
     }
 
     fn keepalive(&mut self, session: &mut EslSession) -> Result<Option<Vec<u8>>, EslError> {
+        if let Some((since, _)) = session.waiting.front() {
+            let after = since.elapsed();
+            if after >= UNANSWERED_LIMIT {
+                return Err(EslError::Unanswered { after });
+            }
+        }
         let probe = Command::api(KEEPALIVE)?;
-        session.waiting.push_back(Waiter::Probe);
+        session.waiting.push_back((Instant::now(), Waiter::Probe));
         Ok(Some(probe.to_wire()))
     }
 

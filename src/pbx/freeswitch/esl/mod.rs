@@ -1,4 +1,4 @@
-//! FreeSWITCH event socket (ESL), inbound mode: the wire layer.
+//! FreeSWITCH event socket (ESL), inbound mode: the wire layer and the client.
 //!
 //! pbxlink connects to `mod_event_socket` (TCP 8021). The server greets with `auth/request`;
 //! the client answers `auth <password>`, subscribes with `event plain <names...>`, runs

@@ -251,8 +251,10 @@ fn channel_rows_from_show_channels_as_json() {
 #[tokio::test]
 async fn login_subscribes_relearns_calls_and_reports_events() {
     let fake = Fake::new().await;
-    let client = EslClient::spawn(settings(fake.port));
-    let mut notices = client.events();
+    let (client, mut notices) = EslClient::spawn_subscribed(
+        settings(fake.port),
+        SupervisorSettings::new("127.0.0.1", fake.port),
+    );
     let mut peer = fake.accept().await;
     assert_eq!(peer.login(TWO_CHANNELS).await, SUBSCRIBED);
     assert!(connected(&client).await.contains("1.10.12"));
@@ -676,6 +678,40 @@ async fn half_open_socket_detected_within_30s() {
     assert_eq!(probes.await.expect("join"), 2, "a probe every 10 s");
 }
 
+#[tokio::test(start_paused = true)]
+async fn commands_left_unanswered_end_the_connection_while_events_flow() {
+    let fake = Fake::new().await;
+    let client = EslClient::spawn(settings(fake.port));
+    let mut peer = fake.accept().await;
+    peer.login("{\"row_count\":0}").await;
+    connected(&client).await;
+    let since = Instant::now();
+    peer.answer_probes = false;
+    // Events every 5 s keep the socket busy (never idle), but no command gets an answer.
+    let server = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                cmd = peer.recv() => if cmd.is_none() { break },
+                () = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if peer.stream.write_all(event_bytes(&[("Event-Name", "HEARTBEAT")], None).as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let reason = disconnected(&client).await;
+    assert!(reason.contains("unanswered"), "{reason}");
+    // The first probe (10 s) is found unanswered at the keepalive 30 s after it.
+    let after = since.elapsed();
+    assert!(
+        after >= Duration::from_secs(40) && after <= Duration::from_secs(41),
+        "{after:?}"
+    );
+    assert_eq!(client.stats().connection.half_open_drops, 0);
+    server.abort();
+}
+
 #[tokio::test]
 async fn not_connected_fails_at_once_and_shutdown_closes() {
     let port = {
@@ -733,7 +769,7 @@ async fn event_throughput() {
         }
         n
     };
-    let copies = 400;
+    let copies = 2000;
     let total = per_copy * copies;
     let fake = Fake::new().await;
     let client = EslClient::spawn(settings(fake.port));
