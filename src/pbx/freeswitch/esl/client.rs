@@ -52,7 +52,7 @@ const COMMAND_CAPACITY: usize = 256;
 /// Distinct event names counted one by one in [`EslStats::events_by_name`]; others are
 /// counted under [`OTHER_EVENTS`] (a server cannot grow the map without bound).
 const MAX_EVENT_NAMES: usize = 256;
-/// The bucket of event names beyond [`MAX_EVENT_NAMES`].
+/// The bucket of event names beyond the 256 counted one by one.
 pub const OTHER_EVENTS: &str = "(other)";
 /// How much of a server's text an error or a log line shows.
 const SHOWN: usize = 200;
