@@ -7,9 +7,12 @@
 //!
 //! Root only (the rig is a chroot); otherwise a loud SKIPPED banner. Holds the rig's lock.
 //!
-//! `cargo test --test freeswitch_esl -- --ignored --nocapture esl_events_per_second` measures
-//! the events per second the client delivers from the real FreeSWITCH (a burst of CUSTOM events
-//! fired with `event` API commands).
+//! `cargo test --release --test freeswitch_esl -- --ignored --nocapture esl_events_per_second`
+//! measures the events per second the client takes from the real FreeSWITCH: 64 callers keep
+//! `bgapi echo` jobs in flight, each job ending in a BACKGROUND_JOB event that is matched to its
+//! caller and also reaches a subscriber (FreeSWITCH runs a thread per job: the figure is what
+//! the pair sustains, not the client's ceiling, which `esl::client::tests::event_throughput`
+//! measures on replayed real bytes).
 
 mod fsrig;
 
@@ -447,4 +450,80 @@ async fn esl_client_against_real_freeswitch() {
     assert_eq!(wrong.stats().connection.logins, 0);
     eprintln!("[freeswitch_esl] wrong password: {reason}; 3 tries in {elapsed:?}");
     wrong.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement against the real FreeSWITCH; run in release mode"]
+async fn esl_events_per_second() {
+    if !fsrig::root_or_skip("tests/freeswitch_esl.rs", "The ESL events/s measurement") {
+        return;
+    }
+    let _lock = tokio::task::spawn_blocking(|| RigLock::acquire("freeswitch_esl bench"))
+        .await
+        .expect("lock");
+    rig(&["install"]).await.expect("install");
+    let _guard = RigGuard;
+    rig(&["start"]).await.expect("start");
+    let port = fsrig::esl_port();
+    let (client, mut notices) = EslClient::spawn_subscribed(
+        settings(port, &fsrig::esl_password()),
+        SupervisorSettings::new("127.0.0.1", port),
+    );
+    connected(&client, Duration::from_secs(30)).await;
+    const JOBS: usize = 20_000;
+    const IN_FLIGHT: usize = 64;
+    let counter = tokio::spawn(async move {
+        let mut n = 0;
+        let mut lagged = 0;
+        while n < JOBS {
+            match notices.recv().await {
+                Ok(EslNotice::Event(e)) if e.name() == "BACKGROUND_JOB" => n += 1,
+                Ok(_) => {}
+                Err(RecvError::Lagged(k)) => lagged += k,
+                Err(RecvError::Closed) => break,
+            }
+        }
+        (n, lagged)
+    });
+    let start = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (client, next) = (client.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= JOBS {
+                    return worst;
+                }
+                let t = Instant::now();
+                let job = client
+                    .bgapi(&format!("echo job-{i}"), T)
+                    .await
+                    .expect("bgapi echo");
+                assert_eq!(job.result.trim(), format!("job-{i}"));
+                worst = worst.max(t.elapsed());
+            }
+        }));
+    }
+    let mut worst = Duration::ZERO;
+    for w in workers {
+        worst = worst.max(w.await.expect("worker"));
+    }
+    let (seen, lagged) = tokio::time::timeout(T, counter)
+        .await
+        .expect("subscriber in time")
+        .expect("subscriber");
+    let wall = start.elapsed();
+    let st = client.stats();
+    eprintln!(
+        "[freeswitch_esl] {JOBS} bgapi jobs ({IN_FLIGHT} in flight) in {wall:?}: {:.0} BACKGROUND_JOB events/s \
+         (+ as many command/replies); subscriber saw {seen}, lagged {lagged}; slowest job {worst:?}; \
+         jobs matched {}",
+        JOBS as f64 / wall.as_secs_f64(),
+        st.jobs_matched
+    );
+    assert_eq!(st.jobs_matched, JOBS as u64);
+    client.shutdown().await;
 }
