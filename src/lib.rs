@@ -4,6 +4,7 @@
 //! call model ([`call`]) → the durable SQLite outbox ([`outbox`]) → the CRM client ([`crm`]).
 //! [`pipeline`] is the file-tailing path shared by every PBX; [`daemon`] wires it all.
 
+pub mod backoff;
 pub mod call;
 pub mod config;
 pub mod crm;

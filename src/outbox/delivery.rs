@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::{Quota, RateLimiter as Governor};
-use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -72,39 +71,7 @@ pub trait Sender: Send + Sync + 'static {
     fn send(&self, row: &OutboxRow) -> impl Future<Output = SendOutcome> + Send;
 }
 
-/// Exponential backoff with full jitter: the n-th consecutive failure waits a uniformly
-/// random time in `[0, min(cap, initial · 2ⁿ⁻¹)]`, and never less than a `Retry-After` —
-/// which is itself capped by `cap` (`retry_max_ms`): no answer makes a worker wait longer.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    /// Ceiling of the first wait.
-    pub initial: Duration,
-    /// Ceiling of every wait.
-    pub cap: Duration,
-}
-
-impl Backoff {
-    /// The ceiling of the wait after `failures` consecutive failures (≥ 1).
-    pub fn ceiling(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(30);
-        self.initial.saturating_mul(1u32 << doublings).min(self.cap)
-    }
-
-    /// The wait after `failures` consecutive failures, given a server's `Retry-After`.
-    pub fn delay(
-        &self,
-        failures: u32,
-        retry_after: Option<Duration>,
-        rng: &mut impl Rng,
-    ) -> Duration {
-        let ceiling = self.ceiling(failures);
-        let jittered = Duration::from_secs_f64(rng.random::<f64>() * ceiling.as_secs_f64());
-        match retry_after {
-            Some(after) => jittered.max(after.min(self.cap)),
-            None => jittered,
-        }
-    }
-}
+pub use crate::backoff::Backoff;
 
 /// `Instant::now() + wait`, saturating (a year ahead at most) instead of panicking.
 pub fn deadline_after(wait: Duration) -> Instant {

@@ -17,6 +17,7 @@
 //! adds its `STATUS=` parts, reload hooks and shutdown futures.
 
 pub mod asterisk;
+pub mod connection;
 pub mod freeswitch;
 pub mod parts;
 pub mod read_buffer;

@@ -31,6 +31,9 @@ ESL_PORT="${PBXLINK_ESL_PORT:-8021}"
 ESL_PASSWORD="${PBXLINK_ESL_PASSWORD:-ClueCon}"
 BOOT_TIMEOUT="${PBXLINK_FREESWITCH_BOOT_TIMEOUT:-90}"
 STOP_TIMEOUT="${PBXLINK_FREESWITCH_STOP_TIMEOUT:-20}"
+# 1: run with FreeSWITCH's core SQL scoreboard (`show channels` needs it; the event-socket client
+# re-learns calls in progress with it). Default 0: `-nosql`.
+FS_SQL="${PBXLINK_FREESWITCH_SQL:-0}"
 DEBIAN_MIRROR="${PBXLINK_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 JOBS="${PBXLINK_FREESWITCH_JOBS:-$(nproc)}"
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
@@ -69,7 +72,7 @@ Usage: $(basename "$0") <command> [args]
   paths [DIR]            print the rig's file locations as KEY=VALUE lines
 
 Environment: PBXLINK_FREESWITCH_ROOT, PBXLINK_FREESWITCH_SOURCES, PBXLINK_ESL_PORT (8021),
-PBXLINK_ESL_PASSWORD (ClueCon), PBXLINK_FREESWITCH_JOBS (make -j), PBXLINK_DEBIAN_MIRROR.
+PBXLINK_ESL_PASSWORD (ClueCon), PBXLINK_FREESWITCH_SQL (1: core SQL on, for \`show channels\`), PBXLINK_FREESWITCH_JOBS (make -j), PBXLINK_DEBIAN_MIRROR.
 USAGE
 }
 
@@ -300,7 +303,9 @@ cmd_start() {
     fi
     rm -f "${root}/dev/shm/pbxlink-fs-core.db"
     log "starting freeswitch (console log: ${logd}/rig-console.log)"
-    setsid chroot "$root" "${FS_PREFIX}/bin/freeswitch" -nc -nonat -nosql </dev/null >>"${logd}/rig-console.log" 2>&1 || true
+    local sql=(-nosql)
+    [ "$FS_SQL" = 1 ] && sql=()
+    setsid chroot "$root" "${FS_PREFIX}/bin/freeswitch" -nc -nonat "${sql[@]}" </dev/null >>"${logd}/rig-console.log" 2>&1 || true
     for ((i = 0; i < BOOT_TIMEOUT * 10; i++)); do
         if is_running "$root"; then break; fi
         sleep 0.1

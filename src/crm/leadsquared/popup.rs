@@ -175,9 +175,13 @@ impl PopupSender {
                 } => {
                     attempt += 1;
                     self.stats.retried.fetch_add(1, Relaxed);
-                    let wait = retry_after.unwrap_or(Duration::from_millis(
-                        200u64.saturating_mul(1 << attempt.min(5)),
-                    ));
+                    let wait = retry_after.unwrap_or_else(|| {
+                        crate::backoff::Backoff {
+                            initial: Duration::from_millis(400),
+                            cap: Duration::from_millis(6400),
+                        }
+                        .delay(attempt, None, &mut rand::rng())
+                    });
                     let left = self
                         .ttl_ms
                         .saturating_sub(monotonic_ms() - popup.event_at_ms);

@@ -20,14 +20,21 @@
 //!   reads the banner, logs in, sets up event filtering, keeps the connection alive with
 //!   `Ping`, detects half-open sockets, reconnects with capped exponential backoff and
 //!   correlates responses, event lists and `OriginateResponse` events with the action that
-//!   caused them.
+//!   caused them. It is cut along concerns: [`handle`] (the handle and its calls),
+//!   [`dispatch`] (ActionID correlation, event filter and fan-out, counters) and
+//!   [`connection`] (the AMI session plugged into the PBX-neutral
+//!   [`crate::pbx::connection::Supervisor`], which reconnects, backs off, keeps alive and
+//!   detects half-open sockets for every PBX).
 //!
 //! Login is MD5 by default (`Action: Challenge`, then `Login` with
 //! `Key: md5(challenge + secret)`, so the secret never crosses the wire); `[asterisk.ami]
 //! login = "plain"` sends `Secret:` instead.
 
 pub mod client;
+pub mod connection;
+pub mod dispatch;
 pub mod frame;
+pub mod handle;
 pub mod message;
 pub mod simulator;
 

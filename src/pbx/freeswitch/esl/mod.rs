@@ -1,4 +1,4 @@
-//! FreeSWITCH event socket (ESL), inbound mode: the wire layer.
+//! FreeSWITCH event socket (ESL), inbound mode: the wire layer and the client.
 //!
 //! pbxlink connects to `mod_event_socket` (TCP 8021). The server greets with `auth/request`;
 //! the client answers `auth <password>`, subscribes with `event plain <names...>`, runs
@@ -17,11 +17,19 @@
 //!   is checked: one that could end its line, its argument or its channel variable is refused
 //!   with a [`CommandError`] naming the parameter, and nothing is sent.
 //!
-//! Connecting, supervision (reconnect, keepalive, half-open detection) and re-subscription
-//! live above this layer.
+//! - [`client`]: [`EslClient`], the inbound client on the PBX-neutral supervision
+//!   ([`crate::pbx::connection`]: reconnect with capped jittered backoff, keepalive, half-open
+//!   detection, state): auth, the subscription (re-sent after every reconnect), `api`,
+//!   `bgapi` matched to its BACKGROUND_JOB by Job-UUID, the calls in progress re-learnt after
+//!   every login ([`Resync`]), events fanned out without ever blocking the reader.
 
+pub mod client;
 pub mod command;
 pub mod frame;
+
+pub use client::{
+    ChannelRow, EslAnswer, EslClient, EslError, EslNotice, EslSettings, EslStats, Resync,
+};
 
 pub use command::{CallcenterAgentCommand, Command, CommandError, Originate};
 pub use frame::{BackgroundJob, Event, Frame, FrameError, FrameLimits, Framer, Headers, Reply};

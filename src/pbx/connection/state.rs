@@ -1,0 +1,56 @@
+//! The PBX-neutral connection state and counters, as every protocol client reports them.
+
+use std::time::SystemTime;
+
+/// Where a PBX connection stands (AMI, event socket ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not connected; the client retries on its own (unless shut down).
+    Disconnected {
+        /// When the connection went down.
+        since: SystemTime,
+        /// Why (the protocol's error as text, or "shut down").
+        reason: String,
+    },
+    /// Connecting or logging in.
+    Connecting {
+        /// Consecutive attempt since the last successful login (1-based).
+        attempt: u32,
+    },
+    /// Logged in; requests can be sent.
+    Connected {
+        /// What the server said it is (AMI: the banner's manager version; event socket: the
+        /// `version` API's answer).
+        version: String,
+        /// When the login succeeded.
+        since: SystemTime,
+    },
+}
+
+impl ConnectionState {
+    /// True when logged in.
+    pub fn is_connected(&self) -> bool {
+        matches!(self, ConnectionState::Connected { .. })
+    }
+}
+
+/// Counters of one supervised connection (a snapshot: [`super::Supervisor::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Logged in right now.
+    pub connected: bool,
+    /// Successful logins.
+    pub logins: u64,
+    /// Successful logins after the first one.
+    pub reconnects: u64,
+    /// Connection attempts that failed before or during login.
+    pub connect_failures: u64,
+    /// Logins the server refused (wrong credentials, ACL).
+    pub login_failures: u64,
+    /// Connections dropped because nothing arrived for the idle limit.
+    pub half_open_drops: u64,
+    /// Connections dropped because the server sent a malformed or oversized frame.
+    pub malformed_frames: u64,
+    /// Requests that failed at once because the client was not connected.
+    pub sent_while_down: u64,
+}
