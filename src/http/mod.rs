@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod params;
+pub mod recordings;
 pub mod server;
 
 use std::collections::HashMap;

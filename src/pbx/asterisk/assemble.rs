@@ -55,6 +55,8 @@ pub struct ClassifyRules {
     pub outbound_dial_prefix: String,
     /// Recording URL template.
     pub recording_url_template: Option<String>,
+    /// Signed links to recordings (`[recordings]`), used when no template is set.
+    pub recordings: Option<crate::recordings::RecordingLinks>,
 }
 
 impl ClassifyRules {
@@ -67,6 +69,7 @@ impl ClassifyRules {
             outbound_display_number: c.outbound_display_number.clone(),
             outbound_dial_prefix: c.outbound_dial_prefix.clone(),
             recording_url_template: c.recording_url_template.clone(),
+            recordings: None,
         }
     }
 }
@@ -605,19 +608,22 @@ fn recording_url(
     first: &CdrRow,
     call_id: &str,
 ) -> Option<String> {
-    if file.starts_with("http://") || file.starts_with("https://") {
-        return Some(file.to_owned());
-    }
-    let template = rules.recording_url_template.as_deref()?;
     let start = first.start;
-    Some(
+    let expand = |template: &str| {
         template
             .replace("{file}", file)
             .replace("{uniqueid}", first.uniqueid.as_deref().unwrap_or(call_id))
             .replace("{linkedid}", call_id)
             .replace("{year}", &start.format("%Y").to_string())
             .replace("{month}", &start.format("%m").to_string())
-            .replace("{day}", &start.format("%d").to_string()),
+            .replace("{day}", &start.format("%d").to_string())
+    };
+    crate::recordings::resource_url(
+        file,
+        start,
+        rules.recording_url_template.as_deref(),
+        expand,
+        rules.recordings.as_ref(),
     )
 }
 

@@ -63,10 +63,13 @@ pub fn cdr_source(
     let directory =
         Directory::from_config(config).map_err(|e| SourceError::Invalid(e.to_string()))?;
     let name = name_override.unwrap_or_else(|| source_name(&path));
+    let mut rules = ClassifyRules::from_config(ast);
+    rules.recordings = crate::recordings::RecordingLinks::from_config(config)
+        .map_err(|e| SourceError::Invalid(e.to_string()))?;
     let assembler = AsteriskAssembler::new(
         name.clone(),
         directory,
-        ClassifyRules::from_config(ast),
+        rules,
         ast.settle_ms,
         ast.max_call_secs,
     );
