@@ -180,4 +180,30 @@ mod tests {
         let r = c.recordings.expect("[recordings]");
         assert_eq!(r.key_path(&c.store), PathBuf::from("/etc/pbxlink/rec.key"));
     }
+
+    #[test]
+    fn the_examples_commented_recordings_block_is_valid() {
+        let example = include_str!("../../examples/pbxlink.toml");
+        let start = example
+            .find("# [recordings]\n")
+            .expect("a [recordings] block");
+        let block: String = example[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ")
+                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = with(&block);
+        assert_eq!(c.problems(), vec![], "{block}");
+        let r = c.recordings.expect("[recordings]");
+        assert_eq!(r.dir, PathBuf::from("/var/spool/asterisk/monitor"));
+        assert_eq!(
+            r.key_file,
+            Some(PathBuf::from("/var/lib/pbxlink/recordings.key"))
+        );
+    }
 }

@@ -120,11 +120,34 @@ impl RecordingLinks {
             tracing::debug!(%name, "the call is older than link_ttl_days: no recording link");
             return None;
         }
+        let name = self.dated(name, call_time);
         Some(format!(
             "{}/recordings/{}",
             self.base_url,
             self.signer.sign(&name, expires)
         ))
+    }
+
+    /// FreePBX's layout: `recordingfile` holds only the file name, the file sits in
+    /// `dir/YYYY/MM/DD/`. A bare name that is not in `dir` itself but is in the dated
+    /// directory of the call's day (or the day before or after: the PBX writes its local
+    /// date) names that file. Otherwise the name is kept: the file may appear later.
+    fn dated(&self, name: String, call_time: DateTime<Utc>) -> String {
+        if name.contains('/') || self.dir.join(&name).symlink_metadata().is_ok() {
+            return name;
+        }
+        let day = call_time.date_naive();
+        [Some(day), day.pred_opt(), day.succ_opt()]
+            .into_iter()
+            .flatten()
+            .map(|d| format!("{}/{name}", d.format("%Y/%m/%d")))
+            .find(|candidate| {
+                self.dir
+                    .join(candidate)
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.is_file())
+            })
+            .unwrap_or(name)
     }
 
     /// The file a signed link names, if it verifies at `now`.
@@ -206,6 +229,38 @@ mod tests {
         );
         // Imported after its lifetime: no dead link.
         assert_eq!(l.link_at("2025/12/02/in-1.wav", call, day_90), None);
+    }
+
+    #[test]
+    fn a_bare_file_name_is_found_in_freepbx_dated_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = RecordingLinks::new(
+            Signer::new(vec![3; 32]).expect("key"),
+            dir.path().to_owned(),
+            "http://x".into(),
+            90,
+        );
+        // 2025-12-01 23:30 UTC is already 2025-12-02 in Asia/Kolkata, where the PBX dated it.
+        let call = Utc
+            .with_ymd_and_hms(2025, 12, 1, 23, 30, 0)
+            .single()
+            .expect("time");
+        std::fs::create_dir_all(dir.path().join("2025/12/02")).expect("mkdir");
+        std::fs::write(dir.path().join("2025/12/02/in-1.wav"), b"x").expect("write");
+        let named = |file: &str| {
+            let url = l.link_at(file, call, call).expect("link");
+            let signed = url.strip_prefix("http://x/recordings/").expect("prefix");
+            l.verify(signed, call).expect("verifies").file
+        };
+        assert_eq!(named("in-1.wav"), "2025/12/02/in-1.wav");
+        // In dir itself: kept; not there yet anywhere: kept (served once it appears).
+        std::fs::write(dir.path().join("top.wav"), b"x").expect("write");
+        assert_eq!(named("top.wav"), "top.wav");
+        assert_eq!(named("late.wav"), "late.wav");
+        // Not looked up beyond a day either side.
+        std::fs::create_dir_all(dir.path().join("2025/11/28")).expect("mkdir");
+        std::fs::write(dir.path().join("2025/11/28/old.wav"), b"x").expect("write");
+        assert_eq!(named("old.wav"), "old.wav");
     }
 
     #[test]
