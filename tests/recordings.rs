@@ -2,9 +2,11 @@
 //! recording is posted to the LeadSquared stand-in with a signed ResourceURL; fetching that
 //! URL (reqwest and curl, no token) returns the file, a Range request exactly those bytes;
 //! tampered, unsigned, expired, traversal and symlink links are 404; a recording that
-//! appears after the call log was posted plays once it is there.
+//! appears after the call log was posted plays once it is there. On the real Asterisk rig
+//! (as root), a call MixMonitor records gets a ResourceURL that curl fetches as the audio.
 
 mod common;
+mod rig;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -285,4 +287,108 @@ fn write_atomically(path: &Path, data: &[u8]) {
     let temp = path.with_extension("tmp");
     std::fs::write(&temp, data).expect("write");
     std::fs::rename(&temp, path).expect("rename");
+}
+
+/// The real Asterisk rig: an inbound call to the recorded DID (MixMonitor, `CDR(recordingfile)`,
+/// agent 104 answering with a tone); the call log's ResourceURL, fetched with curl, is the
+/// WAV file Asterisk wrote, and a Range request gives exactly those bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_asterisk_recorded_call_resource_url_returns_the_audio() {
+    if !rig::root_or_skip(
+        "tests/recordings.rs",
+        "A MixMonitor recording's ResourceURL was",
+    ) {
+        return;
+    }
+    let _lock = rig::RigLock::acquire("recordings", "asterisk_e2e|tests/ami");
+    rig::rig_ok(&["install"]);
+    let _rig = rig::RigGuard;
+    rig::rig_ok(&["start"]);
+    let monitor = rig::rig_root().join("var/spool/asterisk/monitor");
+    let cdr = rig::rig_root().join("var/log/asterisk/cdr-custom/Master.csv");
+
+    let world = World::new(Vec::new()).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let columns: Vec<String> = rig::CUSTOM_COLUMNS
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect();
+    let config = std::fs::read_to_string(&world.config).expect("config");
+    let (head, _) = config.split_once("[asterisk]").expect("[asterisk]");
+    let config = format!(
+        "{head}[[agents]]\nextension = \"104\"\nphone = \"+919876500104\"\n\
+         [asterisk]\ncdr_csv = {cdr:?}\ncdr_format = \"custom\"\ncdr_columns = [{}]\n\
+         cdr_time_zone = {:?}\nstart_at = \"beginning\"\nsettle_ms = 1000\npoll_interval_ms = 100\n\
+         [http]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n\
+         [recordings]\ndir = {monitor:?}\npublic_url = \"http://{addr}\"\n",
+        columns.join(", "),
+        rig::rig_tz(),
+    );
+    std::fs::write(&world.config, config).expect("config");
+    let daemon = world.start_daemon();
+
+    // Earlier runs' recordings (rig.sh start clears the CDR files, not the spool).
+    for entry in std::fs::read_dir(&monitor).expect("monitor dir").flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("rec-") {
+            std::fs::remove_file(entry.path()).expect("remove an old recording");
+        }
+    }
+    rig::rig_ok(&["call-in", "918044556607", "+919611700007", "4"]);
+    world
+        .wait_for(Duration::from_secs(60), "the recorded call's log", || {
+            !world.standin.accepted_call_logs().is_empty()
+        })
+        .await;
+    let body = world.standin.accepted_call_logs().remove(0);
+    let url = body["ResourceURL"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ResourceURL in {body}\n{}", daemon.log_tail()))
+        .to_owned();
+    assert!(
+        url.starts_with(&format!("http://{addr}/recordings/")),
+        "{url}"
+    );
+    let files: Vec<PathBuf> = std::fs::read_dir(&monitor)
+        .expect("monitor dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let audio = std::fs::read(&files[0]).expect("the recording");
+    assert!(
+        audio.len() > 1044 && audio.starts_with(b"RIFF"),
+        "{} bytes",
+        audio.len()
+    );
+    eprintln!(
+        "[recordings] {} ({} bytes) served at {url}",
+        files[0].display(),
+        audio.len()
+    );
+
+    let fetched = site_curl(&world, &url, None);
+    assert_eq!(fetched.0, "200");
+    assert_eq!(fetched.1, audio, "the ResourceURL returns the recording");
+    let piece = site_curl(&world, &url, Some("44-1043"));
+    assert_eq!(piece.0, "206");
+    assert_eq!(piece.1, &audio[44..1044]);
+    daemon.stop();
+}
+
+/// curl's status code and body for `url` (with `-r range`).
+fn site_curl(world: &World, url: &str, range: Option<&str>) -> (String, Vec<u8>) {
+    let out_file = world.dir.path().join("curl.out");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-o"])
+        .arg(&out_file)
+        .args(["-w", "%{http_code}"]);
+    if let Some(range) = range {
+        cmd.args(["-r", range]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        std::fs::read(&out_file).unwrap_or_default(),
+    )
 }
