@@ -48,7 +48,7 @@ pub enum RecordingsError {
 }
 
 /// Makes and checks the signed links of one site. Cheap to clone (the key is shared).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingLinks {
     signer: Arc<Signer>,
     dir: PathBuf,
@@ -69,6 +69,12 @@ impl RecordingLinks {
             path: path.clone(),
             source,
         })?;
+        if !rec.dir.is_dir() {
+            tracing::warn!(
+                "[recordings] dir {} is not a directory (yet): links are made, and are 404 until the files are there",
+                rec.dir.display()
+            );
+        }
         Ok(Some(RecordingLinks::new(
             signer,
             rec.dir.clone(),

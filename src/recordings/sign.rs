@@ -27,6 +27,17 @@ pub struct Signer {
     key: Vec<u8>,
 }
 
+/// Two signers are equal when their keys are (compared in constant time), so settings
+/// structs holding one can derive `PartialEq`.
+impl PartialEq for Signer {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.key.ct_eq(&other.key).into()
+    }
+}
+
+impl Eq for Signer {}
+
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
