@@ -17,5 +17,6 @@ pub mod outbox;
 pub mod pbx;
 pub mod phone;
 pub mod pipeline;
+pub mod recordings;
 pub mod service;
 pub mod tail;

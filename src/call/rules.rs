@@ -55,6 +55,9 @@ pub struct CallRules {
     pub outbound_dial_prefix: String,
     /// Recording URL template (see the module documentation).
     pub recording_url_template: Option<String>,
+    /// Signed links to recordings pbxlink serves itself (`[recordings]`), used when no
+    /// template is set.
+    pub recordings: Option<crate::recordings::RecordingLinks>,
 }
 
 /// Why a finished call is not posted to the CRM.
@@ -310,12 +313,8 @@ impl CallRules {
     pub fn recording_url(&self, facts: &CallFacts) -> Option<String> {
         let recording = facts.recording.as_ref()?;
         let file = recording.file.as_str();
-        if file.starts_with("http://") || file.starts_with("https://") {
-            return Some(file.to_owned());
-        }
-        let template = self.recording_url_template.as_deref()?;
         let start = facts.start;
-        Some(
+        let expand = |template: &str| {
             template
                 .replace("{file}", file)
                 .replace(
@@ -325,7 +324,14 @@ impl CallRules {
                 .replace("{linkedid}", &facts.call_id)
                 .replace("{year}", &start.format("%Y").to_string())
                 .replace("{month}", &start.format("%m").to_string())
-                .replace("{day}", &start.format("%d").to_string()),
+                .replace("{day}", &start.format("%d").to_string())
+        };
+        crate::recordings::resource_url(
+            file,
+            start,
+            self.recording_url_template.as_deref(),
+            expand,
+            self.recordings.as_ref(),
         )
     }
 }

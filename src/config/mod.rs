@@ -8,7 +8,7 @@
 //! ([`parsed`]); [`Config::problems`] names every bad key at once.
 //!
 //! Sections: [`store`], [`leadsquared`], [`directory`] (virtual numbers and agents),
-//! [`asterisk`], [`freeswitch`], [`http`]; [`reload`] says which keys a SIGHUP applies live.
+//! [`asterisk`], [`freeswitch`], [`http`], [`recordings`]; [`reload`] says which keys a SIGHUP applies live.
 
 pub mod asterisk;
 pub mod dialing;
@@ -18,6 +18,7 @@ pub mod http;
 pub mod leadsquared;
 pub mod parsed;
 mod problem;
+pub mod recordings;
 pub mod reload;
 mod secret;
 pub mod store;
@@ -45,6 +46,7 @@ pub use leadsquared::{
 pub use parsed::{CdrColumns, ColumnRules, NetworkList, TimeZone, parse_network};
 pub(crate) use problem::Problems;
 pub use problem::{ConfigError, ConfigProblem};
+pub use recordings::RecordingsConfig;
 use reload::{KeyChanges, ReloadKeys};
 pub use store::{StoreConfig, Synchronous};
 
@@ -70,6 +72,8 @@ pub struct Config {
     pub freeswitch: Option<FreeSwitchConfig>,
     /// The HTTP API LeadSquared and the dialplan call; absent: no HTTP server.
     pub http: Option<HttpConfig>,
+    /// Signed links to the PBX's recordings; absent: ResourceURL only from a URL template.
+    pub recordings: Option<RecordingsConfig>,
 }
 
 impl Config {
@@ -125,6 +129,9 @@ impl Config {
         if let Some(http) = &self.http {
             http.check(&mut problems);
         }
+        if let Some(recordings) = &self.recordings {
+            recordings.check(self.http.is_some(), &mut problems);
+        }
         problems.into_vec()
     }
 
@@ -156,6 +163,7 @@ impl ReloadKeys for Config {
             asterisk,
             freeswitch,
             http,
+            recordings,
         } = self;
         store.compare(&new.store, changes);
         leadsquared.compare(&new.leadsquared, changes);
@@ -164,6 +172,7 @@ impl ReloadKeys for Config {
         changes.optional("asterisk", asterisk, &new.asterisk);
         changes.optional("freeswitch", freeswitch, &new.freeswitch);
         changes.optional("http", http, &new.http);
+        changes.optional("recordings", recordings, &new.recordings);
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod expiring;
 pub mod params;
+pub mod recordings;
 pub mod server;
 
 use std::net::{IpAddr, SocketAddr};

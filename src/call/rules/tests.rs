@@ -40,6 +40,7 @@ fn rules() -> CallRules {
         outbound_display_number: None,
         outbound_dial_prefix: String::new(),
         recording_url_template: None,
+        recordings: None,
     }
 }
 

@@ -6,10 +6,11 @@ use super::{MINIMAL, problem_keys};
 use crate::config::*;
 
 /// Lines of keys added since the goldens were written, at their defaults.
-const NEW_KEY_LINES: [&str; 3] = [
+const NEW_KEY_LINES: [&str; 4] = [
     "freeswitch: None,",
     "reconcile_wait_ms: 60000,",
     "callcenter_agent: None,",
+    "recordings: None,",
 ];
 
 /// What the code makes of `text`, in the goldens' format.
@@ -80,6 +81,7 @@ fn examples() -> Vec<(String, String, &'static str)> {
     let readme_goldens = [
         include_str!("../../../tests/fixtures/config/readme_block_0.golden"),
         include_str!("../../../tests/fixtures/config/readme_block_1.golden"),
+        include_str!("../../../tests/fixtures/config/readme_block_2.golden"),
     ];
     let blocks: Vec<&str> = include_str!("../../../README.md")
         .split("```toml\n")

@@ -29,7 +29,7 @@ fn serde_keys(path: &str) -> Vec<String> {
 /// A configuration with every optional table present.
 fn full() -> Config {
     Config::parse(&format!(
-        "{MINIMAL}[asterisk.ami]\nusername = \"u\"\n{ISSUE_10_FREESWITCH}[http]\n"
+        "{MINIMAL}[asterisk.ami]\nusername = \"u\"\n{ISSUE_10_FREESWITCH}[http]\n[recordings]\n"
     ))
     .expect("parses")
 }
@@ -60,6 +60,7 @@ fn every_key_of_every_table_is_classified_live_or_restart() {
         "freeswitch.esl",
         "freeswitch.originate",
         "http",
+        "recordings",
     ];
     for table in tables {
         let keys = serde_keys(table);

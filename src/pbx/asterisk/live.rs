@@ -84,7 +84,7 @@ impl LiveAsterisk {
         let mut tracker = CallTracker::new(
             Directory::from_config(&config)?,
             TrackerSettings {
-                rules: super::call_rules(&ast),
+                rules: super::call_rules_with_links(&config)?,
                 max_calls: 10_000,
                 max_call_ms: i64::try_from(ast.max_call_secs.saturating_mul(1000))
                     .unwrap_or(i64::MAX),

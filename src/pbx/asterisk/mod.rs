@@ -61,7 +61,21 @@ pub fn call_rules(ast: &AsteriskConfig) -> CallRules {
         outbound_display_number: ast.outbound_display_number.clone(),
         outbound_dial_prefix: ast.outbound_dial_prefix.clone(),
         recording_url_template: ast.recording_url_template.clone(),
+        recordings: None,
     }
+}
+
+/// [`call_rules`] with the signed recording links of `[recordings]`, when configured.
+pub fn call_rules_with_links(config: &Config) -> Result<CallRules, SourceError> {
+    let mut rules = call_rules(
+        config
+            .asterisk
+            .as_ref()
+            .unwrap_or(&AsteriskConfig::default()),
+    );
+    rules.recordings = crate::recordings::RecordingLinks::from_config(config)
+        .map_err(|e| SourceError::Invalid(e.to_string()))?;
+    Ok(rules)
 }
 
 /// Builds the CDR parser for `[asterisk]`.
@@ -93,7 +107,7 @@ pub fn cdr_source(
     let assembler = AsteriskAssembler::new(
         name.clone(),
         directory,
-        call_rules(ast),
+        call_rules_with_links(config)?,
         ast.settle_ms,
         ast.max_call_secs,
     );

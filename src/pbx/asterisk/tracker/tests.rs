@@ -328,6 +328,7 @@ fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
         outbound_display_number: Some("+918000000000".into()),
         outbound_dial_prefix: "9".into(),
         recording_url_template: Some("https://rec.example/{file}?u={uniqueid}".into()),
+        recordings: None,
     };
     let outbound = "Event: Newchannel\nChannel: PJSIP/11-00000001\nCallerIDNum: 11\n\
         Context: from-internal\nExten: 909611795983\nUniqueid: 7.0\nLinkedid: 7.0\n\n\
