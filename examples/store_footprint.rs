@@ -6,6 +6,7 @@
 //! fresh store; the file (database plus WAL, checkpointed) is measured with every call
 //! pending, again with every call delivered (the stand-in's answer stored as the response),
 //! then after pruning drops the delivered payloads. Figures only; nothing is asserted.
+//! `PBXLINK_FOOTPRINT_DIR=dir` keeps the CDR file and the store there.
 
 use std::io::Write;
 use std::path::Path;
@@ -90,8 +91,12 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cdr = dir.path().join("Master.csv");
+    // PBXLINK_FOOTPRINT_DIR keeps the files there for a look with sqlite3.
+    let kept = std::env::var_os("PBXLINK_FOOTPRINT_DIR").map(std::path::PathBuf::from);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir_path = kept.unwrap_or_else(|| temp.path().to_owned());
+    std::fs::create_dir_all(&dir_path).expect("the footprint directory");
+    let cdr = dir_path.join("Master.csv");
     {
         let start = Utc::now() - chrono::Duration::seconds(120);
         let mut f = std::io::BufWriter::new(std::fs::File::create(&cdr).expect("CDR file"));
@@ -107,7 +112,7 @@ fn main() {
         cdr_bytes as f64 / 1_048_576.0,
         cdr_bytes / u64::from(calls.max(1))
     );
-    let config = pbxlink::config::Config::parse(&config_text(dir.path())).expect("config");
+    let config = pbxlink::config::Config::parse(&config_text(&dir_path)).expect("config");
     let store =
         Arc::new(Store::open(&config.store.path, config.store.synchronous).expect("open store"));
     let mut source = pbxlink::pbx::asterisk::cdr_source(
