@@ -5,7 +5,8 @@
 //! through the real pipeline (tailer batches → `FileSource::ingest` → `flush_settled`) into a
 //! fresh store; the file (database plus WAL, checkpointed) is measured with every call
 //! pending, again with every call delivered (the stand-in's answer stored as the response),
-//! then after pruning drops the delivered payloads. Figures only; nothing is asserted.
+//! then after pruning drops the delivered payloads, and after it forgets the rows (the file
+//! must give the pages back). Figures only; nothing is asserted.
 //! `PBXLINK_FOOTPRINT_DIR=dir` keeps the CDR file and the store there.
 
 use std::io::Write;
@@ -165,6 +166,12 @@ fn main() {
     let (compacted, _) = store.prune(now_ms() + 1, 0).expect("prune");
     report(
         &format!("after prune ({compacted} payloads dropped)"),
+        store_bytes(&config.store.path),
+        calls,
+    );
+    let (_, deleted) = store.prune(now_ms() + 1, now_ms() + 1).expect("prune");
+    report(
+        &format!("after prune ({deleted} rows forgotten)"),
         store_bytes(&config.store.path),
         calls,
     );
