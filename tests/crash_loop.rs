@@ -100,7 +100,7 @@ async fn crash_loop(kills: u32, calls: u32) {
         let daemon = w.start_daemon();
         // A random moment: during start-up, while reading, with a request in flight, idle.
         let alive = Duration::from_millis(rng.random_range(100..900));
-        std::thread::sleep(alive);
+        tokio::time::sleep(alive).await;
         logs.push(daemon.log.clone());
         daemon.kill9();
     }

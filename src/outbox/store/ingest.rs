@@ -27,7 +27,8 @@ pub struct StagedRow {
     pub id: i64,
     /// The parsed record as JSON.
     pub row: String,
-    /// The raw line.
+    /// The raw line: empty for rows staged since schema 3 (the parsed record is the one
+    /// form kept; the raw line stays in the PBX's file), the line for older rows.
     pub raw: String,
     /// When it was read (unix ms).
     pub read_at: i64,
@@ -55,7 +56,8 @@ impl Store {
     }
 
     /// Commits parsed rows and the offset after them in ONE transaction, and adds to counters.
-    /// Returns the staged rows' ids in order.
+    /// Each row is `(parsed record as JSON, raw line)`; only the record is kept (see
+    /// [`StagedRow::raw`]). Returns the staged rows' ids in order.
     pub fn commit_ingest(
         &self,
         source: &str,
@@ -68,10 +70,10 @@ impl Store {
             let mut ids = Vec::with_capacity(rows.len());
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO staged_rows (source, row, raw, read_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO staged_rows (source, row, raw, read_at) VALUES (?1, ?2, '', ?3)",
                 )?;
-                for (row, raw) in rows {
-                    insert.execute(params![source, row, raw, now])?;
+                for (row, _raw) in rows {
+                    insert.execute(params![source, row, now])?;
                     ids.push(tx.last_insert_rowid());
                 }
             }
