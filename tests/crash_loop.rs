@@ -96,11 +96,25 @@ async fn crash_loop(kills: u32, calls: u32) {
     let started = Instant::now();
     let mut logs = Vec::new();
     let mut rng = rand::rng();
-    for _ in 0..kills {
+    // Kills that came while the stand-in held a request (the log index of the killed start).
+    let mut with_request_held = Vec::new();
+    for kill in 0..kills {
         let daemon = w.start_daemon();
-        // A random moment: during start-up, while reading, with a request in flight, idle.
-        let alive = Duration::from_millis(rng.random_range(100..900));
-        tokio::time::sleep(alive).await;
+        if kill % 5 == 4 {
+            // Every fifth kill waits (up to 3 s) for a request held at the CRM, so the run
+            // proves kills with a request in flight, not only idle ones.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while w.standin.in_flight() == 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if w.standin.in_flight() > 0 {
+                with_request_held.push(logs.len());
+            }
+        } else {
+            // A random moment: during start-up, while reading, with a request out, idle.
+            let alive = Duration::from_millis(rng.random_range(100..900));
+            tokio::time::sleep(alive).await;
+        }
         logs.push(daemon.log.clone());
         daemon.kill9();
     }
@@ -147,6 +161,7 @@ async fn crash_loop(kills: u32, calls: u32) {
     // What each start reported, start by start (a start reports the kill before it).
     let mut reported: BTreeMap<String, u32> = BTreeMap::new();
     let mut starts_reporting = 0;
+    let mut reports_by_start = Vec::new();
     for log in &logs {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         assert!(!text.contains("panicked"), "a start panicked: {text}");
@@ -156,9 +171,27 @@ async fn crash_loop(kills: u32, calls: u32) {
         if !ids.is_empty() {
             starts_reporting += 1;
         }
+        reports_by_start.push(ids.len());
         for id in ids {
             *reported.entry(id).or_default() += 1;
         }
+    }
+    // A kill with a request held at the CRM left that row marked in flight. The first start
+    // that gets as far as its delivery worker reports it (a start killed sooner leaves the
+    // mark as it is, and no start sends anything before it has recovered the marks); the
+    // start of the next targeted kill waits long enough to get there.
+    assert!(
+        !with_request_held.is_empty(),
+        "no kill came with a request in flight: the run proves nothing"
+    );
+    for &killed in &with_request_held {
+        assert!(
+            reports_by_start[killed + 1..]
+                .iter()
+                .take(5)
+                .any(|n| *n == 1),
+            "kill {killed} came with a request held at the CRM; no start after it reported it"
+        );
     }
     let status = w.store().status().expect("status");
     let counted = status.resent(ResentReason::UncleanStop);
@@ -194,11 +227,13 @@ async fn crash_loop(kills: u32, calls: u32) {
     let failed = received.iter().filter(|r| r.status == 500).count();
     eprintln!(
         "[crash loop] {kills} kills in {killing:.1?}, {calls} calls ({} written), {} requests \
-         ({failed} answered 500), {} accepted; {} start(s) reported a call in flight, counter \
-         {counted}; duplicates {extra}: {duplicates:?}, each reported",
+         ({failed} answered 500), {} accepted; {} kill(s) with a request held at the CRM; \
+         {} start(s) reported a call in flight, counter {counted}; duplicates {extra}: \
+         {duplicates:?}, each reported",
         written.load(Ordering::SeqCst),
         received.len(),
         accepted.values().sum::<u32>(),
+        with_request_held.len(),
         starts_reporting
     );
 }
