@@ -411,3 +411,19 @@ fn pruning_gives_pages_back_to_the_file_system() {
     assert_eq!(free, 0, "every free page given back");
     assert!(after * 4 < before, "{before} pages before, {after} after");
 }
+
+#[test]
+fn every_row_left_in_flight_is_recovered_and_counted_however_many() {
+    let (_d, s) = store();
+    let rows: Vec<NewOutboxRow> = (0..25).map(|i| call(&format!("c{i}"))).collect();
+    s.enqueue(&rows, &[], &[]).expect("enqueue");
+    for id in 1..=25 {
+        s.mark_in_flight(id).expect("in flight");
+    }
+    let found = s.recover_in_flight(KIND_CALL_LOG).expect("recover");
+    assert_eq!(found.len(), 25);
+    assert_eq!(found[0].call_id, "c0");
+    let status = s.status().expect("status");
+    assert_eq!(status.resent(ResentReason::UncleanStop), 25);
+    assert_eq!((status.in_flight, status.pending), (0, 25));
+}
