@@ -5,6 +5,12 @@
 //! ([`SendOutcome`]); how long to wait after a failure is decided here ([`Backoff`]).
 //! While an endpoint fails, the whole endpoint backs off, not each row; a failed row goes
 //! behind the rows due now, so one row the CRM keeps refusing never blocks the rest.
+//!
+//! Crash accounting: a row is marked in flight (committed) before its request is sent and
+//! the mark goes with the outcome. A worker starting finds the rows a dead process left in
+//! flight, logs each call id (bounded) and counts them as resent after an unclean stop; a
+//! request that timed out without an answer is retried and counted as resent after an
+//! ambiguous timeout. Every store call runs off the runtime's worker threads.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -16,7 +22,7 @@ use governor::{Quota, RateLimiter as Governor};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::store::{OutboxRow, Store, StoreError, now_ms};
+use super::store::{OutboxRow, ResentCall, ResentReason, Store, StoreError, now_ms};
 
 /// What one delivery attempt came to, as classified by the CRM client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +59,18 @@ pub enum SendOutcome {
     },
 }
 
+/// How a transport error that is a timeout begins its reason (the CRM client's wording:
+/// `timed out: ...`).
+pub const TIMED_OUT: &str = "timed out";
+
 impl SendOutcome {
+    /// Whether the request may have reached the CRM although no answer came: it timed out
+    /// after it was sent (the CRM may have logged the call and stalled). Sending it again
+    /// may log the call twice, so it is counted as resent after an ambiguous timeout.
+    pub fn is_ambiguous_timeout(&self) -> bool {
+        matches!(self, SendOutcome::Retry { status: None, reason, .. } if reason.starts_with(TIMED_OUT))
+    }
+
     /// The HTTP status of the answer, None when none came (or the row never left).
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -90,6 +107,9 @@ fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
         _ => f(),
     }
 }
+
+/// Rows found in flight at a start that are logged one by one; the rest are summarised.
+const RESENT_LOGGED: usize = 20;
 
 /// How long a worker may go between heartbeats while idle or backing off.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
@@ -291,7 +311,14 @@ impl<S: Sender> DeliveryWorker<S> {
     }
 
     /// Runs until `shutdown` becomes true. A request in flight is finished first.
+    ///
+    /// First, the rows of this worker's kind that the last process left in flight are
+    /// recovered: reported (one line per call id, the first [`RESENT_LOGGED`], then one
+    /// summary) and counted as resent after an unclean stop; they are sent again.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
+        let kind = self.settings.kind;
+        let recovered = off_the_runtime(|| self.store.recover_in_flight(kind))?;
+        report_unclean_stop(self.settings.endpoint, &recovered);
         while !*shutdown.borrow() {
             if let Some(until) = self.blocked_until {
                 // Backing off is being alive: beat every second until the wait is over.
@@ -318,6 +345,9 @@ impl<S: Sender> DeliveryWorker<S> {
             };
             self.beat(self.settings.attempt_timeout);
             self.limiter.acquire().await;
+            // Committed before the request leaves: a crash from here on is found at the
+            // next start.
+            off_the_runtime(|| self.store.mark_in_flight(row.id))?;
             let outcome = self.sender.send(&row).await;
             off_the_runtime(|| self.record(&row, outcome))?;
         }
@@ -328,6 +358,7 @@ impl<S: Sender> DeliveryWorker<S> {
         use std::sync::atomic::Ordering::Relaxed;
         let endpoint = self.settings.endpoint;
         self.stats.count_response(outcome.status());
+        let ambiguous = outcome.is_ambiguous_timeout();
         match outcome {
             SendOutcome::Delivered { status, response } => {
                 self.consecutive_failures = 0;
@@ -354,7 +385,20 @@ impl<S: Sender> DeliveryWorker<S> {
                     &mut rand::rng(),
                 );
                 self.blocked_until = Some(deadline_after(delay));
-                self.store.mark_retry(row.id, endpoint, status, &reason)?;
+                if ambiguous {
+                    self.store.mark_retry_ambiguous(row.id, endpoint, &reason)?;
+                    tracing::warn!(
+                        endpoint,
+                        call_id = %crate::logtext::Escaped(&row.call_id),
+                        reason = ResentReason::AmbiguousTimeout.as_str(),
+                        "no answer before the timeout: the CRM may have logged the call; \
+                         it is sent again ({}, counted in {})",
+                        ResentReason::AmbiguousTimeout.describe(),
+                        ResentReason::AmbiguousTimeout.counter()
+                    );
+                } else {
+                    self.store.mark_retry(row.id, endpoint, status, &reason)?;
+                }
                 self.stats.retried.fetch_add(1, Relaxed);
                 tracing::warn!(
                     endpoint,
@@ -384,6 +428,8 @@ impl<S: Sender> DeliveryWorker<S> {
                 self.blocked_until = Some(deadline_after(pause));
                 let until =
                     now_ms().saturating_add(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX));
+                // The CRM refused the request itself: the row was not logged, it stays pending.
+                self.store.clear_in_flight(row.id)?;
                 self.store.mark_paused(endpoint, &reason, until)?;
                 self.stats.paused.fetch_add(1, Relaxed);
                 tracing::error!(
@@ -397,6 +443,36 @@ impl<S: Sender> DeliveryWorker<S> {
             }
         }
         Ok(())
+    }
+}
+
+/// Logs the rows found in flight at a start: one line per call id for the first
+/// [`RESENT_LOGGED`], then one line with how many more (all are counted in the store).
+fn report_unclean_stop(endpoint: &str, recovered: &[ResentCall]) {
+    let reason = ResentReason::UncleanStop;
+    for call in recovered.iter().take(RESENT_LOGGED) {
+        tracing::warn!(
+            endpoint,
+            call_id = %crate::logtext::Escaped(&call.call_id),
+            reason = reason.as_str(),
+            sent_at_ms = call.sent_at,
+            "request in flight when pbxlink last stopped uncleanly: the CRM may have logged \
+             the call; it is sent again ({}, counted in {})",
+            reason.describe(),
+            reason.counter()
+        );
+    }
+    if recovered.len() > RESENT_LOGGED {
+        tracing::warn!(
+            endpoint,
+            more = recovered.len() - RESENT_LOGGED,
+            total = recovered.len(),
+            reason = reason.as_str(),
+            "{} more call(s) in flight at the unclean stop are sent again (not listed; \
+             counted in {})",
+            recovered.len() - RESENT_LOGGED,
+            reason.counter()
+        );
     }
 }
 
@@ -615,6 +691,91 @@ mod tests {
         assert!(calls[1].0 - start >= Duration::from_secs(60));
         let status = store.status().expect("status");
         assert_eq!((status.delivered, status.dead), (1, 0));
+    }
+
+    /// A sender whose first request never gets an answer (the process dies meanwhile).
+    #[derive(Clone, Default)]
+    struct Hangs {
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Sender for Hangs {
+        async fn send(&self, row: &OutboxRow) -> SendOutcome {
+            self.calls.lock().expect("lock").push(row.call_id.clone());
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_row_in_flight_when_the_process_died_is_sent_again_and_counted() {
+        let (_d, store, sender, worker) = setup(vec![], &["a", "b"]);
+        let hangs = Hangs::default();
+        let dying = DeliveryWorker::new(
+            store.clone(),
+            hangs.clone(),
+            worker.settings.clone(),
+            worker.limiter.clone(),
+            worker.wake.clone(),
+        );
+        let (_tx, rx) = watch::channel(false);
+        let task = tokio::spawn(dying.run(rx));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // kill -9: the task is gone with the request in flight, nothing recorded after it.
+        task.abort();
+        let _ = task.await;
+        assert_eq!(*hangs.calls.lock().expect("lock"), ["a"]);
+        assert_eq!(store.status().expect("status").in_flight, 1);
+
+        run_for(worker, Duration::from_secs(5)).await;
+        let calls: Vec<String> = sender
+            .calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|c| c.1.clone())
+            .collect();
+        assert_eq!(calls, ["a", "b"], "a sent again, b once");
+        let status = store.status().expect("status");
+        assert_eq!((status.delivered, status.in_flight), (2, 0));
+        assert_eq!(status.resent(ResentReason::UncleanStop), 1);
+        assert_eq!(status.resent(ResentReason::AmbiguousTimeout), 0);
+        let resent = store.resent_calls(10).expect("resent");
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].call_id, "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_without_an_answer_is_retried_and_counted_as_ambiguous() {
+        let (_d, store, sender, worker) = setup(
+            vec![
+                SendOutcome::Retry {
+                    status: None,
+                    reason: format!("{TIMED_OUT}: operation timed out"),
+                    retry_after: None,
+                },
+                SendOutcome::Retry {
+                    status: None,
+                    reason: "connection failed: refused".into(),
+                    retry_after: None,
+                },
+            ],
+            &["a"],
+        );
+        run_for(worker, Duration::from_secs(30)).await;
+        assert_eq!(sender.calls.lock().expect("lock").len(), 3);
+        let status = store.status().expect("status");
+        assert_eq!(status.delivered, 1);
+        // The refused connection never reached the CRM: only the timeout counts.
+        assert_eq!(status.resent(ResentReason::AmbiguousTimeout), 1);
+        assert_eq!(status.resent(ResentReason::UncleanStop), 0);
+        assert!(
+            SendOutcome::Retry {
+                status: None,
+                reason: format!("{TIMED_OUT}: x"),
+                retry_after: None
+            }
+            .is_ambiguous_timeout()
+        );
     }
 
     #[tokio::test(start_paused = true)]
