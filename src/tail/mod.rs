@@ -59,6 +59,7 @@
 //! - A writer that keeps appending to a renamed file after the new file has been picked up (more
 //!   than one poll after the rename was seen) is not followed.
 
+mod generations;
 mod lines;
 mod open;
 mod tailer;

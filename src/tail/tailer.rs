@@ -1,10 +1,12 @@
 //! [`FileTailer`]: reading one path across rotations.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::generations::{Generation, Head, Known, head_of, mtime_of};
 use super::lines::{push_window, split_lines};
 use super::open::{metadata_at, open_regular};
 use super::{Batch, Checkpoint, FileId, StartAt, TailEvent, TailOptions, WINDOW_MAX};
@@ -171,6 +173,8 @@ struct Current {
     rotation_seen: bool,
     /// A `Deleted` event was reported for this file.
     deleted_reported: bool,
+    /// Checksum of its first line, once it has been read (see `generations`).
+    head: Option<u32>,
 }
 
 impl Current {
@@ -184,6 +188,7 @@ impl Current {
             skipping: None,
             rotation_seen: false,
             deleted_reported: false,
+            head: None,
         }
     }
 
@@ -198,6 +203,7 @@ impl Current {
     }
 
     fn restart(&mut self) {
+        self.head = None;
         self.offset = 0;
         self.seen_end = 0;
         self.window.clear();
@@ -239,6 +245,20 @@ impl Current {
                 self.skipping = None;
             }
             if size == self.seen_end {
+                // Nothing new by size, but a file truncated and written again to exactly
+                // this size holds other lines: the window tells.
+                let wl = self.window.len();
+                if wl > 0 {
+                    let now = read_window(&self.file, self.offset, wl).map_err(rd)?;
+                    if now.as_deref() != Some(&self.window[..]) {
+                        events.push(TailEvent::ChecksumMismatch {
+                            file: self.id,
+                            offset: self.offset,
+                        });
+                        self.restart();
+                        continue;
+                    }
+                }
                 return Ok(true);
             }
 
@@ -360,6 +380,14 @@ pub struct FileTailer {
     start_at: StartAt,
     /// The path has not been looked at yet (a file there now "already existed").
     first_look: bool,
+    /// Generations rotated away before they were seen at the path, to read (oldest first)
+    /// before the file at the path.
+    queue: VecDeque<Generation>,
+    /// Files that are not such generations (see `generations`).
+    known: Known,
+    /// The files already in the directory at startup are still to be remembered as known:
+    /// those modified at or before this time (ns since the epoch; None = all).
+    pending_snapshot: Option<Option<i128>>,
 }
 
 impl FileTailer {
@@ -379,6 +407,9 @@ impl FileTailer {
             follow_symlink: false,
             start_at: StartAt::Beginning,
             first_look: true,
+            queue: VecDeque::new(),
+            known: Known::default(),
+            pending_snapshot: Some(None),
         }
     }
 
@@ -443,6 +474,10 @@ impl FileTailer {
         if self.current.is_none() {
             lost = self.open_first(events)?;
         }
+        if let Some(until) = self.pending_snapshot {
+            self.known.add_directory(&self.path, until)?;
+            self.pending_snapshot = None;
+        }
         let Some(cur) = self.current.as_mut() else {
             // Nothing to read. A startup event is reported against the saved checkpoint, which
             // is harmless to commit again.
@@ -470,6 +505,7 @@ impl FileTailer {
             &mut offsets,
             events,
         )?;
+        note_head(cur, &mut self.known)?;
         if !lines.is_empty() || !at_eof {
             return Ok(Some(Batch {
                 lines,
@@ -485,6 +521,9 @@ impl FileTailer {
             }
             Some(_) if cur.rotation_seen => return self.switch(events),
             Some(_) => cur.rotation_seen = true,
+            // A generation caught up on is left for the next one even while the path is
+            // missing.
+            None if !self.queue.is_empty() => return self.switch(events),
             None => {
                 if !cur.deleted_reported {
                     cur.deleted_reported = true;
@@ -500,11 +539,30 @@ impl FileTailer {
         }))
     }
 
-    /// Moves from the current (finished) file to the file at the path, at offset 0, and reads
-    /// from it.
+    /// Moves from the current (finished) file to the next one at offset 0, and reads from it:
+    /// the oldest generation rotated away before it was seen at the path, if any (see
+    /// `generations`), else the file at the path.
     fn switch(&mut self, events: &mut Vec<TailEvent>) -> io::Result<Option<Batch>> {
-        let Some((file, id)) = open_existing(&self.path, self.follow_symlink)? else {
-            return Ok(None); // Gone again; look next time.
+        let Some(old) = self.current.as_ref() else {
+            return Ok(None);
+        };
+        if self.queue.is_empty() {
+            // The file being left is known from now on (a later scan must not take it for a
+            // generation), and so is everything already queued or read.
+            if let Head::Line(head) =
+                head_of(&old.file).map_err(|e| ctx(&self.path, "reading", e))?
+            {
+                self.known.add_file(old.id, head);
+                self.known.add_read_head(head);
+            }
+            self.queue = self.known.generations(&self.path, &[old.id])?;
+        }
+        let (file, id, caught_up) = match self.queue.pop_front() {
+            Some(g) => (g.file, g.id, true),
+            None => match open_existing(&self.path, self.follow_symlink)? {
+                Some((file, id)) => (file, id, false),
+                None => return Ok(None), // Gone again; look next time.
+            },
         };
         let Some(old) = self.current.take() else {
             return Ok(None);
@@ -521,6 +579,11 @@ impl FileTailer {
             to: id,
         });
         let mut cur = Current::new(file, id, 0, Vec::new());
+        if caught_up {
+            // Not at the path: leave it for the next file as soon as it is read to its end.
+            cur.rotation_seen = true;
+            cur.deleted_reported = true;
+        }
         let mut lines = Vec::new();
         let mut offsets = Vec::new();
         let read = cur.read(
@@ -532,8 +595,10 @@ impl FileTailer {
             events,
         );
         let checkpoint = cur.checkpoint();
+        let noted = note_head(&mut cur, &mut self.known);
         self.current = Some(cur);
         read?;
+        noted?;
         Ok(Some(Batch {
             lines,
             offsets,
@@ -647,6 +712,10 @@ impl FileTailer {
         let Ok(window) = verify(&file, &found, saved)? else {
             return Ok(false);
         };
+        // Files modified after the saved one are generations rotated while stopped.
+        self.pending_snapshot = Some(Some(
+            mtime_of(&file).map_err(|e| ctx(&found, "stat of", e))?,
+        ));
         events.push(TailEvent::ResumedRotated {
             path: found,
             file: saved.file_id(),
@@ -660,4 +729,18 @@ impl FileTailer {
         self.saved = None;
         Ok(true)
     }
+}
+
+/// Remembers the first line of `cur` once it has been read, so that a copy of the file is
+/// not taken for a generation to catch up on.
+fn note_head(cur: &mut Current, known: &mut Known) -> io::Result<()> {
+    if cur.head.is_some() || cur.offset == 0 {
+        return Ok(());
+    }
+    if let Head::Line(head) = head_of(&cur.file)? {
+        cur.head = Some(head);
+        known.add_read_head(head);
+        known.add_file(cur.id, head);
+    }
+    Ok(())
 }
