@@ -208,7 +208,8 @@ pub enum TailEvent {
         path: PathBuf,
         /// Its identity (the saved one).
         file: FileId,
-        /// The saved offset reading resumes at.
+        /// The offset reading resumes at: the saved one, or 0 if the file was truncated while
+        /// stopped (a `Truncated` or `ChecksumMismatch` event comes with it).
         offset: u64,
     },
     /// At startup the path named another file (or nothing) and the saved file could not be

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -521,16 +522,21 @@ impl FileTailer {
             }
             Some(_) if cur.rotation_seen => return self.switch(events),
             Some(_) => cur.rotation_seen = true,
-            // A generation caught up on is left for the next one even while the path is
-            // missing.
-            None if !self.queue.is_empty() => return self.switch(events),
+            None if !cur.deleted_reported => {
+                cur.deleted_reported = true;
+                events.push(TailEvent::Deleted { file: cur.id });
+            }
+            // The path is missing and this file is finished: generations rotated away before
+            // the path went missing are read meanwhile.
             None => {
-                if !cur.deleted_reported {
-                    cur.deleted_reported = true;
-                    events.push(TailEvent::Deleted { file: cur.id });
+                if let Some(batch) = self.switch(events)? {
+                    return Ok(Some(batch));
                 }
             }
         }
+        let Some(cur) = self.current.as_ref() else {
+            return Ok(None);
+        };
         Ok((!events.is_empty()).then(|| Batch {
             lines: Vec::new(),
             offsets: Vec::new(),
@@ -555,7 +561,8 @@ impl FileTailer {
                 self.known.add_file(old.id, head);
                 self.known.add_read_head(head);
             }
-            self.queue = self.known.generations(&self.path, &[old.id])?;
+            let since = mtime_of(&old.file).map_err(|e| ctx(&self.path, "stat of", e))?;
+            self.queue = self.known.generations(&self.path, &[old.id], since)?;
         }
         let (file, id, caught_up) = match self.queue.pop_front() {
             Some(g) => (g.file, g.id, true),
@@ -618,7 +625,20 @@ impl FileTailer {
                 let cur = if first_look && self.start_at == StartAt::End {
                     self.skip_existing(file, id, events)?
                 } else {
-                    Current::new(file, id, 0, Vec::new())
+                    if !first_look {
+                        // The path was empty at the last look: files that were created and
+                        // rotated away since then come first.
+                        self.queue = self.known.generations(&self.path, &[id], i128::MIN)?;
+                    }
+                    match self.queue.pop_front() {
+                        Some(g) => {
+                            let mut cur = Current::new(g.file, g.id, 0, Vec::new());
+                            cur.rotation_seen = true;
+                            cur.deleted_reported = true;
+                            cur
+                        }
+                        None => Current::new(file, id, 0, Vec::new()),
+                    }
                 };
                 self.current = Some(cur);
             }
@@ -709,8 +729,32 @@ impl FileTailer {
         let Some((found, file)) = find_by_id(&self.path, saved.file_id())? else {
             return Ok(false);
         };
-        let Ok(window) = verify(&file, &found, saved)? else {
-            return Ok(false);
+        let (offset, window) = match verify(&file, &found, saved)? {
+            Ok(window) => (saved.offset, window),
+            // Truncated (copytruncate) and then renamed while stopped: it is still the saved
+            // file, read again from its start; unless the inode now belongs to a file not
+            // named like a generation.
+            Err(mismatch) => {
+                let base = self.path.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+                let named_like = found
+                    .file_name()
+                    .is_some_and(|n| n.as_bytes().starts_with(base));
+                if !named_like {
+                    return Ok(false);
+                }
+                events.push(match mismatch {
+                    Mismatch::Short(size) => TailEvent::Truncated {
+                        file: saved.file_id(),
+                        offset: saved.offset,
+                        size,
+                    },
+                    Mismatch::Checksum => TailEvent::ChecksumMismatch {
+                        file: saved.file_id(),
+                        offset: saved.offset,
+                    },
+                });
+                (0, Vec::new())
+            }
         };
         // Files modified after the saved one are generations rotated while stopped.
         self.pending_snapshot = Some(Some(
@@ -719,9 +763,9 @@ impl FileTailer {
         events.push(TailEvent::ResumedRotated {
             path: found,
             file: saved.file_id(),
-            offset: saved.offset,
+            offset,
         });
-        let mut cur = Current::new(file, saved.file_id(), saved.offset, window);
+        let mut cur = Current::new(file, saved.file_id(), offset, window);
         // Its path already names another file (or none): no need to report that again.
         cur.rotation_seen = true;
         cur.deleted_reported = true;
