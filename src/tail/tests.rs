@@ -829,32 +829,3 @@ fn change_waiter_without_directory_falls_back_then_watches() {
     append(&path, b"a\n");
     assert!(w.wait(Duration::from_secs(10)));
 }
-
-/// Throughput check, run with `cargo test --release --lib tail::tests::throughput -- --ignored
-/// --nocapture`. Prints MB/s; asserts nothing about time.
-#[test]
-#[ignore]
-fn throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("Master.csv");
-    let line = format!("{}\n", "x".repeat(199));
-    let chunk = line.repeat(5000);
-    let mut f = File::create(&path).unwrap();
-    for _ in 0..200 {
-        f.write_all(chunk.as_bytes()).unwrap();
-    }
-    let total = fs::metadata(&path).unwrap().len();
-    let start = std::time::Instant::now();
-    let mut t = FileTailer::new(path.clone(), None, opts());
-    let mut n = 0;
-    while let Some(b) = t.poll().unwrap() {
-        n += b.lines.len();
-    }
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(n, 1_000_000);
-    eprintln!(
-        "{} MB in {secs:.3} s: {:.0} MB/s",
-        total / 1_000_000,
-        total as f64 / 1e6 / secs
-    );
-}
