@@ -562,15 +562,34 @@ impl FileTailer {
                 self.known.add_read_head(head);
             }
             let since = mtime_of(&old.file).map_err(|e| ctx(&self.path, "stat of", e))?;
-            self.queue = self.known.generations(&self.path, &[old.id], since)?;
+            // The file at the path is opened BEFORE the directory is listed: a generation
+            // that was at the path until just now is then in the listing under its new name.
+            let at_path = open_existing(&self.path, self.follow_symlink)?;
+            let mut skip = vec![old.id];
+            skip.extend(at_path.as_ref().map(|(_, id)| *id));
+            self.queue = self.known.generations(&self.path, &skip, since)?;
+            if self.queue.is_empty() {
+                return match at_path {
+                    Some((file, id)) => self.switch_to(file, id, false, events),
+                    None => Ok(None), // Gone again; look next time.
+                };
+            }
         }
-        let (file, id, caught_up) = match self.queue.pop_front() {
-            Some(g) => (g.file, g.id, true),
-            None => match open_existing(&self.path, self.follow_symlink)? {
-                Some((file, id)) => (file, id, false),
-                None => return Ok(None), // Gone again; look next time.
-            },
-        };
+        match self.queue.pop_front() {
+            Some(g) => self.switch_to(g.file, g.id, true, events),
+            None => Ok(None),
+        }
+    }
+
+    /// Leaves the current file for `file` (a generation caught up on, or the file at the
+    /// path), at offset 0, and reads from it.
+    fn switch_to(
+        &mut self,
+        file: File,
+        id: FileId,
+        caught_up: bool,
+        events: &mut Vec<TailEvent>,
+    ) -> io::Result<Option<Batch>> {
         let Some(old) = self.current.take() else {
             return Ok(None);
         };
