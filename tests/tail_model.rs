@@ -127,6 +127,9 @@ struct Model {
     /// The tailer was restarted from a checkpoint in a deleted file and has not polled yet:
     /// it will start with whatever file is at the path at its first poll.
     lost_start: bool,
+    /// The model's key of the file the committed checkpoint is in (its FileId, unless the
+    /// inode number has been reused since).
+    saved_key: Option<FileId>,
 }
 
 impl Model {
@@ -151,6 +154,7 @@ impl Model {
             names: 0,
             reused: 0,
             lost_start: false,
+            saved_key: None,
         }
     }
 
@@ -187,6 +191,9 @@ impl Model {
             if *d == id {
                 *d = gone;
             }
+        }
+        if self.saved_key == Some(id) {
+            self.saved_key = Some(gone);
         }
     }
 
@@ -325,6 +332,10 @@ impl Model {
             self.deleted_open.push(id);
         } else {
             self.may_lose_rest_of(id);
+            if self.tailer.checkpoint().is_none() && self.saved_key == Some(id) {
+                // A restarted tailer that has not looked yet loses its saved file.
+                self.lost_start = true;
+            }
         }
         self.deleted.insert(id);
         fs::remove_file(&self.path).expect("delete");
@@ -345,10 +356,7 @@ impl Model {
         }
         // If the committed checkpoint names a deleted file, the new tailer cannot find it and
         // starts at the file at the path: what was between is lost.
-        if self
-            .saved
-            .is_some_and(|c| self.deleted.contains(&c.file_id()))
-        {
+        if self.saved_key.is_some_and(|k| self.deleted.contains(&k)) {
             let at_path = file_id(&self.path);
             let ids: Vec<FileId> = self
                 .files
@@ -373,6 +381,9 @@ impl Model {
             );
             self.committed_set.insert(text.clone());
             self.committed.push(text);
+        }
+        if self.saved != Some(batch.checkpoint) {
+            self.saved_key = Some(batch.checkpoint.file_id());
         }
         self.saved = Some(batch.checkpoint);
     }

@@ -260,6 +260,16 @@ impl Current {
                         continue;
                     }
                 }
+                // Likewise the partial line after the offset: if it now holds a "\n", it was
+                // written again; read it.
+                if self.seen_end > self.offset && self.skipping.is_none() {
+                    let len = (self.seen_end - self.offset) as usize;
+                    let now = read_window(&self.file, self.seen_end, len).map_err(rd)?;
+                    if now.is_none_or(|p| p.contains(&b'\n')) {
+                        self.seen_end = self.offset;
+                        continue;
+                    }
+                }
                 return Ok(true);
             }
 

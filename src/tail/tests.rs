@@ -829,3 +829,81 @@ fn change_waiter_without_directory_falls_back_then_watches() {
     append(&path, b"a\n");
     assert!(w.wait(Duration::from_secs(10)));
 }
+
+// Regressions found by the model test (tests/tail_model.rs).
+
+#[test]
+fn truncated_and_rewritten_to_the_very_size_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Master.csv");
+    append(&path, b"L1,aa\nL2,bb\n");
+    let mut t = FileTailer::new(path.clone(), None, opts());
+    assert_eq!(text(&drain(&mut t)), ["L1,aa", "L2,bb"]);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(0).unwrap();
+    append(&path, b"L3,cc\nL4,dd\n"); // The same 12 bytes long.
+    let got = drain(&mut t);
+    assert_eq!(text(&got), ["L3,cc", "L4,dd"]);
+    assert!(matches!(
+        events(&got)[..],
+        [TailEvent::ChecksumMismatch { .. }]
+    ));
+}
+
+#[test]
+fn partial_line_truncated_and_rewritten_to_the_size_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Master.csv");
+    append(&path, b"partial-line-");
+    let mut t = FileTailer::new(path.clone(), None, opts());
+    assert!(drain(&mut t).is_empty());
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(0).unwrap();
+    append(&path, b"a,complete\n\n\n"); // As long as the partial line was.
+    assert_eq!(text(&drain(&mut t)), ["a,complete"]);
+}
+
+#[test]
+fn two_rotations_between_polls_read_the_middle_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Master.csv");
+    write_lines(&path, &numbered("a", 0..2));
+    let mut t = FileTailer::new(path.clone(), None, opts());
+    assert_eq!(text(&drain(&mut t)), numbered("a", 0..2));
+    fs::rename(&path, dir.path().join("Master.csv.1")).unwrap();
+    write_lines(&path, &numbered("b", 0..2));
+    fs::rename(&path, dir.path().join("Master.csv.2")).unwrap();
+    write_lines(&path, &numbered("c", 0..2));
+    // A compressed older generation and a copy of a file already read are not generations.
+    fs::write(dir.path().join("Master.csv.3.gz"), b"\x1f\x8bgzip").unwrap();
+    fs::copy(
+        dir.path().join("Master.csv.1"),
+        dir.path().join("Master.csv.bak"),
+    )
+    .unwrap();
+    let got = drain(&mut t);
+    let mut expected = numbered("b", 0..2);
+    expected.extend(numbered("c", 0..2));
+    assert_eq!(text(&got), expected);
+    assert_cp_matches(&path, &last_cp(&got));
+}
+
+#[test]
+fn truncated_then_renamed_while_stopped_is_read_again_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Master.csv");
+    write_lines(&path, &numbered("a", 0..5));
+    let mut t = FileTailer::new(path.clone(), None, opts());
+    let cp = last_cp(&drain(&mut t));
+    drop(t);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(0).unwrap();
+    write_lines(&path, &numbered("b", 0..1));
+    fs::rename(&path, dir.path().join("Master.csv.1")).unwrap();
+    write_lines(&path, &numbered("c", 0..1));
+    let mut t = FileTailer::new(path.clone(), Some(cp), opts());
+    let got = drain(&mut t);
+    let mut expected = numbered("b", 0..1);
+    expected.extend(numbered("c", 0..1));
+    assert_eq!(text(&got), expected);
+}
