@@ -650,27 +650,30 @@ impl FileTailer {
         let at_path = open_existing(&self.path, self.follow_symlink)?;
         let first_look = std::mem::replace(&mut self.first_look, false);
         let Some(saved) = self.saved else {
-            if let Some((file, id)) = at_path {
-                let cur = if first_look && self.start_at == StartAt::End {
-                    self.skip_existing(file, id, events)?
-                } else {
-                    if !first_look {
-                        // The path was empty at the last look: files that were created and
-                        // rotated away since then come first.
-                        self.queue = self.known.generations(&self.path, &[id], i128::MIN)?;
-                    }
-                    match self.queue.pop_front() {
-                        Some(g) => {
-                            let mut cur = Current::new(g.file, g.id, 0, Vec::new());
-                            cur.rotation_seen = true;
-                            cur.deleted_reported = true;
-                            cur
-                        }
-                        None => Current::new(file, id, 0, Vec::new()),
-                    }
-                };
-                self.current = Some(cur);
+            if first_look {
+                if let Some((file, id)) = at_path {
+                    self.current = Some(if self.start_at == StartAt::End {
+                        self.skip_existing(file, id, events)?
+                    } else {
+                        Current::new(file, id, 0, Vec::new())
+                    });
+                }
+                return Ok(None);
             }
+            // Nothing was at the path at the last look: files that were created and rotated
+            // away since then come first (also while the path is missing).
+            let skip: Vec<FileId> = at_path.iter().map(|(_, id)| *id).collect();
+            self.queue = self.known.generations(&self.path, &skip, i128::MIN)?;
+            self.current = match (self.queue.pop_front(), at_path) {
+                (Some(g), _) => {
+                    let mut cur = Current::new(g.file, g.id, 0, Vec::new());
+                    cur.rotation_seen = true;
+                    cur.deleted_reported = true;
+                    Some(cur)
+                }
+                (None, Some((file, id))) => Some(Current::new(file, id, 0, Vec::new())),
+                (None, None) => None,
+            };
             return Ok(None);
         };
 
