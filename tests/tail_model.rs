@@ -16,7 +16,7 @@
 //! written, and no line is ever emitted that was not written.
 //!
 //! The default run has 256 cases; `model_long` (ignored; run with
-//! `cargo test --release --test tail_model -- --ignored --nocapture`) runs 5,000, or
+//! `cargo test --test tail_model -- --ignored --nocapture`) runs 5,000, or
 //! `PBXLINK_TAIL_MODEL_CASES`.
 
 use std::collections::{HashMap, HashSet};
@@ -532,7 +532,7 @@ fn model() {
     run_model(256);
 }
 
-/// The long variant: `cargo test --release --test tail_model -- --ignored --nocapture`.
+/// The long variant: `cargo test --test tail_model -- --ignored --nocapture`.
 #[test]
 #[ignore = "long variant (5,000 cases), run by hand or by .ci/run's long step"]
 fn model_long() {

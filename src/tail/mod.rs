@@ -17,7 +17,12 @@
 //! Rotation is handled both while running (rename + create: the still-open handle of the old file
 //! is read to its end first, then reading moves to offset 0 of the new file) and while stopped
 //! (the saved file is looked up by inode in the same directory, e.g. `Master.csv.1`, and finished
-//! before the new file is started).
+//! before the new file is started; if it was truncated before it was renamed, it is read again
+//! from its start). Generations that were rotated away before the tailer saw them at the path
+//! (several rotations between two polls, a rotation storm, several rotations while stopped, or
+//! the path missing meanwhile) are found in the directory and read, oldest first, before the
+//! file at the path (`generations.rs`: files named `<name>*`, modified after the file being
+//! left, not compressed, not a file or a copy of a file already read).
 //!
 //! Only a regular file is read: the path is opened with `O_NONBLOCK` (a FIFO cannot block the
 //! caller) and `O_NOFOLLOW` (a symbolic link is refused unless
@@ -52,12 +57,28 @@
 //!
 //! # Known limits
 //!
-//! - Lines written to a file between the tailer's last read and a copytruncate are only in the
-//!   copy: the tailer restarts the live file from 0 and does not look into the copy.
-//! - If the file was rotated more than once while stopped, only the file holding the saved inode
-//!   and the current file are read; intermediate generations are skipped.
-//! - A writer that keeps appending to a renamed file after the new file has been picked up (more
-//!   than one poll after the rename was seen) is not followed.
+//! Each of these is a window in which lines can be lost; `tests/tail_model.rs` counts the lines
+//! written into them and checks that nothing outside them is ever lost, doubled or reordered.
+//!
+//! - copytruncate: lines written to the file after the tailer's last read of it and before the
+//!   truncation are only in the copy. The live file is read again from 0 (`Truncated` or
+//!   `ChecksumMismatch`); the copy is not read (it is older than the file being read). The loss
+//!   is bounded by what was written since the last poll (at most one poll interval of calls).
+//!   A plain truncation (`truncate -s 0`) loses the same window.
+//! - A file deleted before the tailer read it to its end loses what was not read: while the
+//!   tailer holds the file open (it was being read), nothing is lost unless the tailer is
+//!   stopped before it finishes it; a file deleted before the tailer opened it is lost whole
+//!   (also a rotated generation deleted before it was caught up, e.g. `rotate 1` storms).
+//! - If the saved file is gone at startup (`RotatedFileNotFound`), what was written to it after
+//!   the saved offset and to generations rotated away while stopped is lost: reading starts at
+//!   offset 0 of the file at the path.
+//! - Generations are ordered by modification time: two generations written within one tick of
+//!   the file system's clock (a few ms on a kernel without fine-grained timestamps) may be read
+//!   in the wrong order, and a generation whose every write falls in the same tick as the last
+//!   write of the file before it is not caught up.
+//! - A writer that keeps appending to a renamed file after the tailer moved on (more than one
+//!   poll after the rename was seen, or once a caught-up generation was read to its end) is not
+//!   followed.
 
 mod generations;
 mod lines;
