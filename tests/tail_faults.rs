@@ -454,7 +454,7 @@ fn rotation_storm_through_the_tailer() {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
     let started = Arc::new(std::sync::Barrier::new(2));
-    // The reader: the daemon's loop (poll to idle, wait for a change or 100 ms).
+    // The reader: the daemon's loop (poll to idle, wait for a change or 100 ms), slowed down.
     let reader = {
         let path = path.clone();
         let done = Arc::clone(&done);
@@ -488,6 +488,9 @@ fn rotation_storm_through_the_tailer() {
                     quiet_after_done += 1;
                 }
                 waiter.wait(Duration::from_millis(100));
+                // A busy daemon (slow commits on a loaded machine): several rotations
+                // happen between two polls.
+                std::thread::sleep(Duration::from_millis(45));
             }
             (got, rotations)
         })
