@@ -182,15 +182,10 @@ fn entries(path: &Path) -> io::Result<Vec<Entry>> {
         _ => Path::new("."),
     };
     let base = path.file_name().unwrap_or(OsStr::new("")).as_bytes();
-    let listing = match fs::read_dir(dir) {
-        Ok(l) => l,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(io::Error::new(
-                e.kind(),
-                format!("listing {}: {e}", dir.display()),
-            ));
-        }
+    // A directory that cannot be listed (missing, or no read permission while the file
+    // itself is readable) has no generations to catch up: the file at the path is still read.
+    let Ok(listing) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in listing.take(SCAN_ENTRIES_MAX) {

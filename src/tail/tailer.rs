@@ -516,7 +516,7 @@ impl FileTailer {
             &mut offsets,
             events,
         )?;
-        note_head(cur, &mut self.known)?;
+        note_head(cur, &mut self.known);
         if !lines.is_empty() || !at_eof {
             return Ok(Some(Batch {
                 lines,
@@ -631,10 +631,9 @@ impl FileTailer {
             events,
         );
         let checkpoint = cur.checkpoint();
-        let noted = note_head(&mut cur, &mut self.known);
+        note_head(&mut cur, &mut self.known);
         self.current = Some(cur);
         read?;
-        noted?;
         Ok(Some(Batch {
             lines,
             offsets,
@@ -808,15 +807,16 @@ impl FileTailer {
 }
 
 /// Remembers the first line of `cur` once it has been read, so that a copy of the file is
-/// not taken for a generation to catch up on.
-fn note_head(cur: &mut Current, known: &mut Known) -> io::Result<()> {
+/// not taken for a generation to catch up on. Called after lines were read (and the offset
+/// moved): a read error here must not fail the poll, or those lines would be lost; the first
+/// line is then looked at again by the next poll.
+fn note_head(cur: &mut Current, known: &mut Known) {
     if cur.head.is_some() || cur.offset == 0 {
-        return Ok(());
+        return;
     }
-    if let Head::Line(head) = head_of(&cur.file)? {
+    if let Ok(Head::Line(head)) = head_of(&cur.file) {
         cur.head = Some(head);
         known.add_read_head(head);
         known.add_file(cur.id, head);
     }
-    Ok(())
 }
