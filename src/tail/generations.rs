@@ -2,9 +2,10 @@
 //! rotated more than once before the tailer looks, the files in between are found in the
 //! directory (by name prefix) and read in order before the file at the path.
 //!
-//! A file in the directory is such a generation if it was modified after the file being left
-//! (a generation rotated away after it was written later; a copytruncate copy of it or an
-//! older generation was not), and if it is not known: known files are those
+//! A file in the directory is such a generation if it was not modified before the file being
+//! left was last written (a generation rotated away after it is written later; a copytruncate
+//! copy of it made before its last write, or an older generation, is not; within one tick of
+//! the file system's clock this cannot be told), and if it is not known: known files are those
 //! that were in the directory when the tailer started (older generations, already read by a
 //! previous run), every file this tailer has read, and copies of them (a copytruncate copy
 //! starts with the same first line as the file it copies). Files are recognised by
@@ -135,8 +136,8 @@ impl Known {
         Ok(())
     }
 
-    /// The generations in `path`'s directory modified after `since` (ns since the epoch: the
-    /// last change of the file being left) that are not known and not in `skip`, oldest
+    /// The generations in `path`'s directory modified at or after `since` (ns since the epoch:
+    /// the last change of the file being left) that are not known and not in `skip`, oldest
     /// first, at most [`QUEUE_MAX`]. The entry named like the path itself is never one.
     pub fn generations(
         &self,
@@ -146,7 +147,7 @@ impl Known {
     ) -> io::Result<VecDeque<Generation>> {
         let mut found: Vec<Entry> = entries(path)?
             .into_iter()
-            .filter(|e| e.mtime > since && !skip.contains(&e.id) && !self.is_known(e.id, e.head))
+            .filter(|e| e.mtime >= since && !skip.contains(&e.id) && !self.is_known(e.id, e.head))
             .collect();
         found.sort_by_key(|e| (e.mtime, e.id.ino));
         let mut out = VecDeque::new();

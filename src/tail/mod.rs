@@ -21,8 +21,10 @@
 //! from its start). Generations that were rotated away before the tailer saw them at the path
 //! (several rotations between two polls, a rotation storm, several rotations while stopped, or
 //! the path missing meanwhile) are found in the directory and read, oldest first, before the
-//! file at the path (`generations.rs`: files named `<name>*`, modified after the file being
-//! left, not compressed, not a file or a copy of a file already read).
+//! file at the path (`generations.rs`: files named `<name>*`, not older than the file being
+//! left, not compressed, not a file or a copy of a file already read). A file that was rotated
+//! away (or deleted) is left once it has been unchanged for [`LEAVE_AFTER`], so that a writer
+//! that opened it just before the rename still lands its row in it and is read.
 //!
 //! Only a regular file is read: the path is opened with `O_NONBLOCK` (a FIFO cannot block the
 //! caller) and `O_NOFOLLOW` (a symbolic link is refused unless
@@ -73,12 +75,11 @@
 //!   the saved offset and to generations rotated away while stopped is lost: reading starts at
 //!   offset 0 of the file at the path.
 //! - Generations are ordered by modification time: two generations written within one tick of
-//!   the file system's clock (a few ms on a kernel without fine-grained timestamps) may be read
-//!   in the wrong order, and a generation whose every write falls in the same tick as the last
-//!   write of the file before it is not caught up.
-//! - A writer that keeps appending to a renamed file after the tailer moved on (more than one
-//!   poll after the rename was seen, or once a caught-up generation was read to its end) is not
-//!   followed.
+//!   the file system's clock (a few ms) may be read in the wrong order. After a restart, a
+//!   generation last written in the same tick as the saved file is taken for an older one and
+//!   not caught up.
+//! - A writer that appends to a renamed file more than [`LEAVE_AFTER`] after its previous write
+//!   (once the tailer moved on) is not followed.
 
 mod generations;
 mod lines;
@@ -94,7 +95,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use open::{OpenError, open_regular};
-pub use tailer::FileTailer;
+pub use tailer::{FileTailer, LEAVE_AFTER};
 pub use waiter::ChangeWaiter;
 
 /// Where reading starts in a file that is already at the path, with content, when it is

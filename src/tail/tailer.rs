@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::generations::{Generation, Head, Known, head_of, mtime_of};
 use super::lines::{push_window, split_lines};
@@ -15,6 +16,10 @@ use super::{Batch, Checkpoint, FileId, StartAt, TailEvent, TailOptions, WINDOW_M
 /// Lines passed over at a first start are counted only up to this many bytes (reading more
 /// would delay the first start for a count nobody needs exactly).
 const COUNT_SKIPPED_LINES_MAX: u64 = 32 * 1024 * 1024;
+
+/// How long a file that was rotated away must have been left unchanged before reading moves
+/// on from it (see [`FileTailer::leave_after`]).
+pub const LEAVE_AFTER: Duration = Duration::from_millis(500);
 
 /// Adds the path (and what was being done) to an I/O error, keeping its kind.
 fn ctx(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -176,6 +181,8 @@ struct Current {
     deleted_reported: bool,
     /// Checksum of its first line, once it has been read (see `generations`).
     head: Option<u32>,
+    /// Size and mtime (ns) when it was first seen at its end and unchanged since, and when.
+    unchanged: Option<(u64, i128, Instant)>,
 }
 
 impl Current {
@@ -190,7 +197,35 @@ impl Current {
             rotation_seen: false,
             deleted_reported: false,
             head: None,
+            unchanged: None,
         }
+    }
+
+    /// Whether nothing was written to the file for `quiet`: its modification time is that
+    /// old, or (clock stepped, or written just now) its size and modification time have not
+    /// changed over `quiet` of polls.
+    fn quiet_for(&mut self, quiet: Duration) -> io::Result<bool> {
+        if quiet.is_zero() {
+            return Ok(true);
+        }
+        let meta = self.file.metadata()?;
+        let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let age = now - mtime;
+        if age >= quiet.as_nanos() as i128 && age < 86_400 * 1_000_000_000 {
+            return Ok(true);
+        }
+        let same = self
+            .unchanged
+            .is_some_and(|(size, m, _)| size == meta.len() && m == mtime);
+        if !same {
+            self.unchanged = Some((meta.len(), mtime, Instant::now()));
+        }
+        Ok(self
+            .unchanged
+            .is_some_and(|(_, _, since)| since.elapsed() >= quiet))
     }
 
     fn checkpoint(&self) -> Checkpoint {
@@ -399,6 +434,8 @@ pub struct FileTailer {
     /// The files already in the directory at startup are still to be remembered as known:
     /// those modified at or before this time (ns since the epoch; None = all).
     pending_snapshot: Option<Option<i128>>,
+    /// How long a rotated-away file must be unchanged before it is left.
+    leave_after: Duration,
 }
 
 impl FileTailer {
@@ -421,7 +458,18 @@ impl FileTailer {
             queue: VecDeque::new(),
             known: Known::default(),
             pending_snapshot: Some(None),
+            leave_after: LEAVE_AFTER,
         }
+    }
+
+    /// How long a file that was rotated away (or deleted) must have been left unchanged, once
+    /// read to its end, before reading moves on to the next file; default [`LEAVE_AFTER`].
+    /// cdr_csv opens the file, writes a row and closes it: a writer that opened the file just
+    /// before the rename and was held up before its write still lands its row in the old
+    /// file, and is read.
+    pub fn leave_after(mut self, quiet: Duration) -> Self {
+        self.leave_after = quiet;
+        self
     }
 
     /// Follows a symbolic link at the path (the file it points to must still be a regular
@@ -530,7 +578,14 @@ impl FileTailer {
                 cur.rotation_seen = false;
                 cur.deleted_reported = false;
             }
-            Some(_) if cur.rotation_seen => return self.switch(events),
+            Some(_) if cur.rotation_seen => {
+                if cur
+                    .quiet_for(self.leave_after)
+                    .map_err(|e| ctx(&self.path, "stat of", e))?
+                {
+                    return self.switch(events);
+                }
+            }
             Some(_) => cur.rotation_seen = true,
             None if !cur.deleted_reported => {
                 cur.deleted_reported = true;
@@ -539,8 +594,13 @@ impl FileTailer {
             // The path is missing and this file is finished: generations rotated away before
             // the path went missing are read meanwhile.
             None => {
-                if let Some(batch) = self.switch(events)? {
-                    return Ok(Some(batch));
+                let quiet = cur
+                    .quiet_for(self.leave_after)
+                    .map_err(|e| ctx(&self.path, "stat of", e))?;
+                if quiet {
+                    if let Some(batch) = self.switch(events)? {
+                        return Ok(Some(batch));
+                    }
                 }
             }
         }
