@@ -17,7 +17,14 @@
 //! Rotation is handled both while running (rename + create: the still-open handle of the old file
 //! is read to its end first, then reading moves to offset 0 of the new file) and while stopped
 //! (the saved file is looked up by inode in the same directory, e.g. `Master.csv.1`, and finished
-//! before the new file is started).
+//! before the new file is started; if it was truncated before it was renamed, it is read again
+//! from its start). Generations that were rotated away before the tailer saw them at the path
+//! (several rotations between two polls, a rotation storm, several rotations while stopped, or
+//! the path missing meanwhile) are found in the directory and read, oldest first, before the
+//! file at the path (`generations.rs`: files named `<name>*`, not older than the file being
+//! left, not compressed, not a file or a copy of a file already read). A file that was rotated
+//! away (or deleted) is left once it has been unchanged for [`LEAVE_AFTER`], so that a writer
+//! that opened it just before the rename still lands its row in it and is read.
 //!
 //! Only a regular file is read: the path is opened with `O_NONBLOCK` (a FIFO cannot block the
 //! caller) and `O_NOFOLLOW` (a symbolic link is refused unless
@@ -52,13 +59,29 @@
 //!
 //! # Known limits
 //!
-//! - Lines written to a file between the tailer's last read and a copytruncate are only in the
-//!   copy: the tailer restarts the live file from 0 and does not look into the copy.
-//! - If the file was rotated more than once while stopped, only the file holding the saved inode
-//!   and the current file are read; intermediate generations are skipped.
-//! - A writer that keeps appending to a renamed file after the new file has been picked up (more
-//!   than one poll after the rename was seen) is not followed.
+//! Each of these is a window in which lines can be lost; `tests/tail_model.rs` counts the lines
+//! written into them and checks that nothing outside them is ever lost, doubled or reordered.
+//!
+//! - copytruncate: lines written to the file after the tailer's last read of it and before the
+//!   truncation are only in the copy. The live file is read again from 0 (`Truncated` or
+//!   `ChecksumMismatch`); the copy is not read (it is older than the file being read). The loss
+//!   is bounded by what was written since the last poll (at most one poll interval of calls).
+//!   A plain truncation (`truncate -s 0`) loses the same window.
+//! - A file deleted before the tailer read it to its end loses what was not read: while the
+//!   tailer holds the file open (it was being read), nothing is lost unless the tailer is
+//!   stopped before it finishes it; a file deleted before the tailer opened it is lost whole
+//!   (also a rotated generation deleted before it was caught up, e.g. `rotate 1` storms).
+//! - If the saved file is gone at startup (`RotatedFileNotFound`), what was written to it after
+//!   the saved offset and to generations rotated away while stopped is lost: reading starts at
+//!   offset 0 of the file at the path.
+//! - Generations are ordered by modification time: two generations written within one tick of
+//!   the file system's clock (a few ms) may be read in the wrong order. After a restart, a
+//!   generation last written in the same tick as the saved file is taken for an older one and
+//!   not caught up.
+//! - A writer that appends to a renamed file more than [`LEAVE_AFTER`] after its previous write
+//!   (once the tailer moved on) is not followed.
 
+mod generations;
 mod lines;
 mod open;
 mod tailer;
@@ -72,7 +95,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use open::{OpenError, open_regular};
-pub use tailer::FileTailer;
+pub use tailer::{FileTailer, LEAVE_AFTER};
 pub use waiter::ChangeWaiter;
 
 /// Where reading starts in a file that is already at the path, with content, when it is
@@ -207,7 +230,8 @@ pub enum TailEvent {
         path: PathBuf,
         /// Its identity (the saved one).
         file: FileId,
-        /// The saved offset reading resumes at.
+        /// The offset reading resumes at: the saved one, or 0 if the file was truncated while
+        /// stopped (a `Truncated` or `ChecksumMismatch` event comes with it).
         offset: u64,
     },
     /// At startup the path named another file (or nothing) and the saved file could not be

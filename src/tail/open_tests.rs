@@ -19,6 +19,15 @@ fn append(path: &Path, bytes: &[u8]) {
     f.write_all(bytes).expect("append");
 }
 
+/// A tailer that leaves a rotated file as soon as it is read to its end.
+fn new_tailer(
+    path: std::path::PathBuf,
+    saved: Option<Checkpoint>,
+    opts: TailOptions,
+) -> FileTailer {
+    FileTailer::new(path, saved, opts).leave_after(Duration::ZERO)
+}
+
 /// Polls until the tailer has nothing more; returns every batch.
 fn drain(t: &mut FileTailer) -> Vec<Batch> {
     let mut out = Vec::new();
@@ -76,7 +85,7 @@ fn a_symbolic_link_is_refused_unless_following_is_asked_for() {
     let path = dir.path().join("Master.csv");
     std::os::unix::fs::symlink(&secrets, &path).expect("symlink");
 
-    let mut t = FileTailer::new(path.clone(), None, TailOptions::default());
+    let mut t = new_tailer(path.clone(), None, TailOptions::default());
     let err = t.poll().expect_err("a symbolic link must be refused");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     let text = err.to_string();
@@ -87,7 +96,7 @@ fn a_symbolic_link_is_refused_unless_following_is_asked_for() {
     assert!(t.poll().is_err());
     assert_eq!(t.checkpoint(), None);
 
-    let mut t = FileTailer::new(path.clone(), None, TailOptions::default()).follow_symlinks(true);
+    let mut t = new_tailer(path.clone(), None, TailOptions::default()).follow_symlinks(true);
     let got = drain(&mut t);
     assert_eq!(lines(&got), ["root:$6$SECRETHASH:19000:0:99999:7:::"]);
 }
@@ -97,7 +106,7 @@ fn a_link_that_replaces_the_file_later_is_refused_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("Master.csv");
     append(&path, b"one\n");
-    let mut t = FileTailer::new(path.clone(), None, TailOptions::default());
+    let mut t = new_tailer(path.clone(), None, TailOptions::default());
     assert_eq!(lines(&drain(&mut t)), ["one"]);
     let secrets = dir.path().join("secrets.toml");
     fs::write(&secrets, "secret_key = \"SECRETKEY\"\n").expect("write");
@@ -124,7 +133,7 @@ fn a_fifo_is_refused_without_blocking() {
     let (tx, rx) = mpsc::channel();
     let p = path.clone();
     std::thread::spawn(move || {
-        let mut t = FileTailer::new(p, None, TailOptions::default());
+        let mut t = new_tailer(p, None, TailOptions::default());
         let _ = tx.send(t.poll().map(|b| b.is_some()).map_err(|e| e.to_string()));
     });
     let got = rx.recv_timeout(Duration::from_secs(5));
@@ -148,7 +157,7 @@ fn a_directory_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("Master.csv");
     fs::create_dir(&path).expect("mkdir");
-    let err = FileTailer::new(path, None, TailOptions::default())
+    let err = new_tailer(path, None, TailOptions::default())
         .poll()
         .expect_err("a directory is not a CDR file");
     assert!(err.to_string().contains("a directory"), "{err}");
@@ -162,7 +171,7 @@ fn start_at_end_passes_over_what_an_existing_file_holds() {
     let path = dir.path().join("Master.csv");
     // Three complete old lines and one being written.
     append(&path, b"old1\nold2\r\nold3\npart");
-    let mut t = FileTailer::new(path.clone(), None, TailOptions::default()).start_at(StartAt::End);
+    let mut t = new_tailer(path.clone(), None, TailOptions::default()).start_at(StartAt::End);
     let first = t.poll().expect("poll").expect("the skip is reported");
     assert!(first.lines.is_empty());
     assert_eq!(
@@ -192,7 +201,7 @@ fn start_at_end_passes_over_what_an_existing_file_holds() {
     // A restart from the committed checkpoint goes on from there, skipping nothing.
     let cp = got.last().expect("a batch").checkpoint;
     append(&path, b"after\n");
-    let mut t = FileTailer::new(path, Some(cp), TailOptions::default()).start_at(StartAt::End);
+    let mut t = new_tailer(path, Some(cp), TailOptions::default()).start_at(StartAt::End);
     let got = drain(&mut t);
     assert_eq!(lines(&got), ["after"]);
     assert!(events(&got).is_empty(), "{:?}", events(&got));
@@ -202,7 +211,7 @@ fn start_at_end_passes_over_what_an_existing_file_holds() {
 fn start_at_end_reads_a_file_that_appears_later_or_after_a_rotation_from_its_first_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("Master.csv");
-    let mut t = FileTailer::new(path.clone(), None, TailOptions::default()).start_at(StartAt::End);
+    let mut t = new_tailer(path.clone(), None, TailOptions::default()).start_at(StartAt::End);
     assert_eq!(t.poll().expect("poll"), None, "nothing there yet");
     // Asterisk creates the file with its first CDR.
     append(&path, b"first\nsecond\n");
@@ -228,7 +237,7 @@ fn start_at_end_of_an_empty_file_or_a_single_partial_line_skips_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("Master.csv");
     append(&path, b"");
-    let mut t = FileTailer::new(path.clone(), None, TailOptions::default()).start_at(StartAt::End);
+    let mut t = new_tailer(path.clone(), None, TailOptions::default()).start_at(StartAt::End);
     assert_eq!(t.poll().expect("poll"), None);
     append(&path, b"only");
     assert_eq!(t.poll().expect("poll"), None);
@@ -241,7 +250,7 @@ fn start_at_beginning_reads_the_existing_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("Master.csv");
     append(&path, b"old1\nold2\n");
-    let mut t = FileTailer::new(path, None, TailOptions::default()).start_at(StartAt::Beginning);
+    let mut t = new_tailer(path, None, TailOptions::default()).start_at(StartAt::Beginning);
     let got = drain(&mut t);
     assert_eq!(lines(&got), ["old1", "old2"]);
     assert_eq!(got[0].offsets, [0, 5]);
@@ -267,7 +276,7 @@ fn a_big_file_is_passed_over_without_counting_its_lines() {
     }
     drop(f);
     let size = fs::metadata(&path).expect("stat").len();
-    let mut t = FileTailer::new(path.clone(), None, TailOptions::default()).start_at(StartAt::End);
+    let mut t = new_tailer(path.clone(), None, TailOptions::default()).start_at(StartAt::End);
     let first = t.poll().expect("poll").expect("the skip");
     assert_eq!(
         first.events,

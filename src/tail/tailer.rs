@@ -1,10 +1,14 @@
 //! [`FileTailer`]: reading one path across rotations.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::generations::{Generation, Head, Known, head_of, mtime_of};
 use super::lines::{push_window, split_lines};
 use super::open::{metadata_at, open_regular};
 use super::{Batch, Checkpoint, FileId, StartAt, TailEvent, TailOptions, WINDOW_MAX};
@@ -12,6 +16,10 @@ use super::{Batch, Checkpoint, FileId, StartAt, TailEvent, TailOptions, WINDOW_M
 /// Lines passed over at a first start are counted only up to this many bytes (reading more
 /// would delay the first start for a count nobody needs exactly).
 const COUNT_SKIPPED_LINES_MAX: u64 = 32 * 1024 * 1024;
+
+/// How long a file that was rotated away must have been left unchanged before reading moves
+/// on from it (see [`FileTailer::leave_after`]).
+pub const LEAVE_AFTER: Duration = Duration::from_millis(500);
 
 /// Adds the path (and what was being done) to an I/O error, keeping its kind.
 fn ctx(path: &Path, what: &str, e: io::Error) -> io::Error {
@@ -171,6 +179,10 @@ struct Current {
     rotation_seen: bool,
     /// A `Deleted` event was reported for this file.
     deleted_reported: bool,
+    /// Checksum of its first line, once it has been read (see `generations`).
+    head: Option<u32>,
+    /// Size and mtime (ns) when it was first seen at its end and unchanged since, and when.
+    unchanged: Option<(u64, i128, Instant)>,
 }
 
 impl Current {
@@ -184,7 +196,36 @@ impl Current {
             skipping: None,
             rotation_seen: false,
             deleted_reported: false,
+            head: None,
+            unchanged: None,
         }
+    }
+
+    /// Whether nothing was written to the file for `quiet`: its modification time is that
+    /// old, or (clock stepped, or written just now) its size and modification time have not
+    /// changed over `quiet` of polls.
+    fn quiet_for(&mut self, quiet: Duration) -> io::Result<bool> {
+        if quiet.is_zero() {
+            return Ok(true);
+        }
+        let meta = self.file.metadata()?;
+        let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let age = now - mtime;
+        if age >= quiet.as_nanos() as i128 && age < 86_400 * 1_000_000_000 {
+            return Ok(true);
+        }
+        let same = self
+            .unchanged
+            .is_some_and(|(size, m, _)| size == meta.len() && m == mtime);
+        if !same {
+            self.unchanged = Some((meta.len(), mtime, Instant::now()));
+        }
+        Ok(self
+            .unchanged
+            .is_some_and(|(_, _, since)| since.elapsed() >= quiet))
     }
 
     fn checkpoint(&self) -> Checkpoint {
@@ -198,6 +239,7 @@ impl Current {
     }
 
     fn restart(&mut self) {
+        self.head = None;
         self.offset = 0;
         self.seen_end = 0;
         self.window.clear();
@@ -239,6 +281,30 @@ impl Current {
                 self.skipping = None;
             }
             if size == self.seen_end {
+                // Nothing new by size, but a file truncated and written again to exactly
+                // this size holds other lines: the window tells.
+                let wl = self.window.len();
+                if wl > 0 {
+                    let now = read_window(&self.file, self.offset, wl).map_err(rd)?;
+                    if now.as_deref() != Some(&self.window[..]) {
+                        events.push(TailEvent::ChecksumMismatch {
+                            file: self.id,
+                            offset: self.offset,
+                        });
+                        self.restart();
+                        continue;
+                    }
+                }
+                // Likewise the partial line after the offset: if it now holds a "\n", it was
+                // written again; read it.
+                if self.seen_end > self.offset && self.skipping.is_none() {
+                    let len = (self.seen_end - self.offset) as usize;
+                    let now = read_window(&self.file, self.seen_end, len).map_err(rd)?;
+                    if now.is_none_or(|p| p.contains(&b'\n')) {
+                        self.seen_end = self.offset;
+                        continue;
+                    }
+                }
                 return Ok(true);
             }
 
@@ -360,6 +426,16 @@ pub struct FileTailer {
     start_at: StartAt,
     /// The path has not been looked at yet (a file there now "already existed").
     first_look: bool,
+    /// Generations rotated away before they were seen at the path, to read (oldest first)
+    /// before the file at the path.
+    queue: VecDeque<Generation>,
+    /// Files that are not such generations (see `generations`).
+    known: Known,
+    /// The files already in the directory at startup are still to be remembered as known:
+    /// those modified at or before this time (ns since the epoch; None = all).
+    pending_snapshot: Option<Option<i128>>,
+    /// How long a rotated-away file must be unchanged before it is left.
+    leave_after: Duration,
 }
 
 impl FileTailer {
@@ -379,7 +455,21 @@ impl FileTailer {
             follow_symlink: false,
             start_at: StartAt::Beginning,
             first_look: true,
+            queue: VecDeque::new(),
+            known: Known::default(),
+            pending_snapshot: Some(None),
+            leave_after: LEAVE_AFTER,
         }
+    }
+
+    /// How long a file that was rotated away (or deleted) must have been left unchanged, once
+    /// read to its end, before reading moves on to the next file; default [`LEAVE_AFTER`].
+    /// cdr_csv opens the file, writes a row and closes it: a writer that opened the file just
+    /// before the rename and was held up before its write still lands its row in the old
+    /// file, and is read.
+    pub fn leave_after(mut self, quiet: Duration) -> Self {
+        self.leave_after = quiet;
+        self
     }
 
     /// Follows a symbolic link at the path (the file it points to must still be a regular
@@ -443,6 +533,10 @@ impl FileTailer {
         if self.current.is_none() {
             lost = self.open_first(events)?;
         }
+        if let Some(until) = self.pending_snapshot {
+            self.known.add_directory(&self.path, until)?;
+            self.pending_snapshot = None;
+        }
         let Some(cur) = self.current.as_mut() else {
             // Nothing to read. A startup event is reported against the saved checkpoint, which
             // is harmless to commit again.
@@ -470,6 +564,7 @@ impl FileTailer {
             &mut offsets,
             events,
         )?;
+        note_head(cur, &mut self.known);
         if !lines.is_empty() || !at_eof {
             return Ok(Some(Batch {
                 lines,
@@ -483,15 +578,35 @@ impl FileTailer {
                 cur.rotation_seen = false;
                 cur.deleted_reported = false;
             }
-            Some(_) if cur.rotation_seen => return self.switch(events),
+            Some(_) if cur.rotation_seen => {
+                if cur
+                    .quiet_for(self.leave_after)
+                    .map_err(|e| ctx(&self.path, "stat of", e))?
+                {
+                    return self.switch(events);
+                }
+            }
             Some(_) => cur.rotation_seen = true,
+            None if !cur.deleted_reported => {
+                cur.deleted_reported = true;
+                events.push(TailEvent::Deleted { file: cur.id });
+            }
+            // The path is missing and this file is finished: generations rotated away before
+            // the path went missing are read meanwhile.
             None => {
-                if !cur.deleted_reported {
-                    cur.deleted_reported = true;
-                    events.push(TailEvent::Deleted { file: cur.id });
+                let quiet = cur
+                    .quiet_for(self.leave_after)
+                    .map_err(|e| ctx(&self.path, "stat of", e))?;
+                if quiet {
+                    if let Some(batch) = self.switch(events)? {
+                        return Ok(Some(batch));
+                    }
                 }
             }
         }
+        let Some(cur) = self.current.as_ref() else {
+            return Ok(None);
+        };
         Ok((!events.is_empty()).then(|| Batch {
             lines: Vec::new(),
             offsets: Vec::new(),
@@ -500,12 +615,51 @@ impl FileTailer {
         }))
     }
 
-    /// Moves from the current (finished) file to the file at the path, at offset 0, and reads
-    /// from it.
+    /// Moves from the current (finished) file to the next one at offset 0, and reads from it:
+    /// the oldest generation rotated away before it was seen at the path, if any (see
+    /// `generations`), else the file at the path.
     fn switch(&mut self, events: &mut Vec<TailEvent>) -> io::Result<Option<Batch>> {
-        let Some((file, id)) = open_existing(&self.path, self.follow_symlink)? else {
-            return Ok(None); // Gone again; look next time.
+        let Some(old) = self.current.as_ref() else {
+            return Ok(None);
         };
+        if self.queue.is_empty() {
+            // The file being left is known from now on (a later scan must not take it for a
+            // generation), and so is everything already queued or read.
+            if let Head::Line(head) =
+                head_of(&old.file).map_err(|e| ctx(&self.path, "reading", e))?
+            {
+                self.known.add_file(old.id, head);
+                self.known.add_read_head(head);
+            }
+            let since = mtime_of(&old.file).map_err(|e| ctx(&self.path, "stat of", e))?;
+            // The file at the path is opened BEFORE the directory is listed: a generation
+            // that was at the path until just now is then in the listing under its new name.
+            let at_path = open_existing(&self.path, self.follow_symlink)?;
+            let mut skip = vec![old.id];
+            skip.extend(at_path.as_ref().map(|(_, id)| *id));
+            self.queue = self.known.generations(&self.path, &skip, since)?;
+            if self.queue.is_empty() {
+                return match at_path {
+                    Some((file, id)) => self.switch_to(file, id, false, events),
+                    None => Ok(None), // Gone again; look next time.
+                };
+            }
+        }
+        match self.queue.pop_front() {
+            Some(g) => self.switch_to(g.file, g.id, true, events),
+            None => Ok(None),
+        }
+    }
+
+    /// Leaves the current file for `file` (a generation caught up on, or the file at the
+    /// path), at offset 0, and reads from it.
+    fn switch_to(
+        &mut self,
+        file: File,
+        id: FileId,
+        caught_up: bool,
+        events: &mut Vec<TailEvent>,
+    ) -> io::Result<Option<Batch>> {
         let Some(old) = self.current.take() else {
             return Ok(None);
         };
@@ -521,6 +675,11 @@ impl FileTailer {
             to: id,
         });
         let mut cur = Current::new(file, id, 0, Vec::new());
+        if caught_up {
+            // Not at the path: leave it for the next file as soon as it is read to its end.
+            cur.rotation_seen = true;
+            cur.deleted_reported = true;
+        }
         let mut lines = Vec::new();
         let mut offsets = Vec::new();
         let read = cur.read(
@@ -532,6 +691,7 @@ impl FileTailer {
             events,
         );
         let checkpoint = cur.checkpoint();
+        note_head(&mut cur, &mut self.known);
         self.current = Some(cur);
         read?;
         Ok(Some(Batch {
@@ -549,14 +709,30 @@ impl FileTailer {
         let at_path = open_existing(&self.path, self.follow_symlink)?;
         let first_look = std::mem::replace(&mut self.first_look, false);
         let Some(saved) = self.saved else {
-            if let Some((file, id)) = at_path {
-                let cur = if first_look && self.start_at == StartAt::End {
-                    self.skip_existing(file, id, events)?
-                } else {
-                    Current::new(file, id, 0, Vec::new())
-                };
-                self.current = Some(cur);
+            if first_look {
+                if let Some((file, id)) = at_path {
+                    self.current = Some(if self.start_at == StartAt::End {
+                        self.skip_existing(file, id, events)?
+                    } else {
+                        Current::new(file, id, 0, Vec::new())
+                    });
+                }
+                return Ok(None);
             }
+            // Nothing was at the path at the last look: files that were created and rotated
+            // away since then come first (also while the path is missing).
+            let skip: Vec<FileId> = at_path.iter().map(|(_, id)| *id).collect();
+            self.queue = self.known.generations(&self.path, &skip, i128::MIN)?;
+            self.current = match (self.queue.pop_front(), at_path) {
+                (Some(g), _) => {
+                    let mut cur = Current::new(g.file, g.id, 0, Vec::new());
+                    cur.rotation_seen = true;
+                    cur.deleted_reported = true;
+                    Some(cur)
+                }
+                (None, Some((file, id))) => Some(Current::new(file, id, 0, Vec::new())),
+                (None, None) => None,
+            };
             return Ok(None);
         };
 
@@ -644,20 +820,63 @@ impl FileTailer {
         let Some((found, file)) = find_by_id(&self.path, saved.file_id())? else {
             return Ok(false);
         };
-        let Ok(window) = verify(&file, &found, saved)? else {
-            return Ok(false);
+        let (offset, window) = match verify(&file, &found, saved)? {
+            Ok(window) => (saved.offset, window),
+            // Truncated (copytruncate) and then renamed while stopped: it is still the saved
+            // file, read again from its start; unless the inode now belongs to a file not
+            // named like a generation.
+            Err(mismatch) => {
+                let base = self.path.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+                let named_like = found
+                    .file_name()
+                    .is_some_and(|n| n.as_bytes().starts_with(base));
+                if !named_like {
+                    return Ok(false);
+                }
+                events.push(match mismatch {
+                    Mismatch::Short(size) => TailEvent::Truncated {
+                        file: saved.file_id(),
+                        offset: saved.offset,
+                        size,
+                    },
+                    Mismatch::Checksum => TailEvent::ChecksumMismatch {
+                        file: saved.file_id(),
+                        offset: saved.offset,
+                    },
+                });
+                (0, Vec::new())
+            }
         };
+        // Files modified after the saved one are generations rotated while stopped.
+        self.pending_snapshot = Some(Some(
+            mtime_of(&file).map_err(|e| ctx(&found, "stat of", e))?,
+        ));
         events.push(TailEvent::ResumedRotated {
             path: found,
             file: saved.file_id(),
-            offset: saved.offset,
+            offset,
         });
-        let mut cur = Current::new(file, saved.file_id(), saved.offset, window);
+        let mut cur = Current::new(file, saved.file_id(), offset, window);
         // Its path already names another file (or none): no need to report that again.
         cur.rotation_seen = true;
         cur.deleted_reported = true;
         self.current = Some(cur);
         self.saved = None;
         Ok(true)
+    }
+}
+
+/// Remembers the first line of `cur` once it has been read, so that a copy of the file is
+/// not taken for a generation to catch up on. Called after lines were read (and the offset
+/// moved): a read error here must not fail the poll, or those lines would be lost; the first
+/// line is then looked at again by the next poll.
+fn note_head(cur: &mut Current, known: &mut Known) {
+    if cur.head.is_some() || cur.offset == 0 {
+        return;
+    }
+    if let Ok(Head::Line(head)) = head_of(&cur.file) {
+        cur.head = Some(head);
+        known.add_read_head(head);
+        known.add_file(cur.id, head);
     }
 }

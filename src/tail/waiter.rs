@@ -3,7 +3,9 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -11,7 +13,8 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 /// How long to wait before trying again to set up a watch that failed.
 const RETRY_WATCH: Duration = Duration::from_secs(30);
 
-/// What the notify callback tells the waiter.
+/// What the notify callback tells the waiter (through a channel of one: a wake-up pending
+/// is as good as a thousand, so a burst of file events costs no memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
     /// Something happened to the file (or its rotated siblings), or notify lost track.
@@ -31,8 +34,14 @@ enum Wake {
 pub struct ChangeWaiter {
     dir: PathBuf,
     name: OsString,
-    tx: Sender<Wake>,
-    rx: Receiver<Wake>,
+    tx: SyncSender<()>,
+    rx: Receiver<()>,
+    /// Set by the callback when the watched directory went away.
+    lost: Arc<AtomicBool>,
+    /// Times the kernel dropped events (inotify queue overflow), counted by the callback.
+    overflows: Arc<AtomicU64>,
+    /// `overflows` when it was last logged.
+    overflows_logged: u64,
     watcher: Option<RecommendedWatcher>,
     /// When to try again to set up the watch, if it is missing.
     retry_at: Instant,
@@ -53,12 +62,15 @@ impl ChangeWaiter {
             _ => PathBuf::from("."),
         };
         let name = path.file_name().map(OsString::from).unwrap_or_default();
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(1);
         let mut waiter = ChangeWaiter {
             dir,
             name,
             tx,
             rx,
+            lost: Arc::new(AtomicBool::new(false)),
+            overflows: Arc::new(AtomicU64::new(0)),
+            overflows_logged: 0,
             watcher: None,
             retry_at: Instant::now(),
             retry_every,
@@ -76,15 +88,28 @@ impl ChangeWaiter {
         let tx = self.tx.clone();
         let dir = self.dir.clone();
         let name = self.name.clone();
+        let lost = Arc::clone(&self.lost);
+        let overflows = Arc::clone(&self.overflows);
         let handler = move |res: notify::Result<Event>| {
             let wake = match res {
-                Ok(ev) => classify(&ev, &dir, &name),
+                Ok(ev) => {
+                    if ev.need_rescan() {
+                        overflows.fetch_add(1, Ordering::Relaxed);
+                    }
+                    classify(&ev, &dir, &name)
+                }
                 // Errors (e.g. a lost queue) mean events may have been missed: poll now.
-                Err(_) => Some(Wake::Changed),
+                Err(_) => {
+                    overflows.fetch_add(1, Ordering::Relaxed);
+                    Some(Wake::Changed)
+                }
             };
-            if let Some(w) = wake {
-                // The waiter may be gone; nothing to do then.
-                let _ = tx.send(w);
+            if wake == Some(Wake::WatchLost) {
+                lost.store(true, Ordering::Relaxed);
+            }
+            if wake.is_some() {
+                // Full: a wake-up is already pending. Disconnected: the waiter is gone.
+                let _ = tx.try_send(());
             }
         };
         let result = notify::recommended_watcher(handler).and_then(|mut w| {
@@ -115,16 +140,22 @@ impl ChangeWaiter {
         if self.watcher.is_none() && Instant::now() >= self.retry_at {
             self.try_watch();
         }
-        let first = match self.rx.recv_timeout(timeout) {
-            Ok(w) => w,
+        match self.rx.recv_timeout(timeout) {
+            Ok(()) => {}
             // The sender half lives in `self`, so the channel never disconnects.
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return false,
-        };
-        let mut lost = first == Wake::WatchLost;
-        while let Ok(w) = self.rx.try_recv() {
-            lost |= w == Wake::WatchLost;
         }
-        if lost {
+        let overflows = self.overflows.load(Ordering::Relaxed);
+        if overflows != self.overflows_logged {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                times = overflows - self.overflows_logged,
+                "file change notifications were lost (inotify queue overflow); the poll loop \
+                 reads the file regardless"
+            );
+            self.overflows_logged = overflows;
+        }
+        if self.lost.swap(false, Ordering::Relaxed) {
             tracing::warn!(dir = %self.dir.display(), "watched directory went away, polling only");
             self.watcher = None;
             self.retry_at = Instant::now();
