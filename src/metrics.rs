@@ -221,6 +221,16 @@ fn outbox_metrics(
             i64::try_from(n).unwrap_or(i64::MAX),
         );
     }
+    for reason in crate::outbox::store::ResentReason::ALL {
+        scrape.counter_with(
+            "outbox_resent",
+            "Call logs posted again because their first request may have reached the CRM \
+             (in flight at an unclean stop, or timed out without an answer); each is logged \
+             with its call id",
+            &[("reason", reason.as_str())],
+            r.resent(reason),
+        );
+    }
     scrape.gauge(
         "outbox_oldest_pending_age_seconds",
         "Age of the oldest pending row (0 when none)",
