@@ -46,7 +46,7 @@ pub struct LeadSquaredConfig {
     pub rate_limit_requests: u32,
     /// The period of the client-side rate limit.
     pub rate_limit_period_ms: u64,
-    /// First retry delay after a failure; doubles per consecutive failure (full jitter).
+    /// First retry delay after a failure; doubles per consecutive failure (equal jitter: random in the upper half).
     pub retry_initial_ms: u64,
     /// Cap of the retry delay.
     pub retry_max_ms: u64,
