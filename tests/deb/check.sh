@@ -123,11 +123,11 @@ man1=$root/usr/share/man/man1
 [ "$(owner /usr/share/man/man1/pbxlink.1.gz)" = "644 root:root" ] \
   || fail "/usr/share/man/man1/pbxlink.1.gz is $(owner /usr/share/man/man1/pbxlink.1.gz)"
 page=$(MANWIDTH=120 man -l "$man1/pbxlink.1.gz" 2>&1) || fail "man -l pbxlink.1.gz: $page"
-grep -q '^ *pbxlink - Connects an Asterisk' <<<"$page" || fail "pbxlink(1) has no NAME line: $page"
+grep -qE '^ *pbxlink +- +Connects +an +Asterisk' <<<"$page" || fail "pbxlink(1) has no NAME line: $page"
 for cmd in run check-config demo status dead-letter import; do
   grep -q "pbxlink-$cmd(1)" <<<"$page" || fail "pbxlink(1) does not list pbxlink-$cmd(1)"
   sub=$(MANWIDTH=120 man -l "$man1/pbxlink-$cmd.1.gz" 2>&1) || fail "man -l pbxlink-$cmd.1.gz: $sub"
-  grep -q "^ *pbxlink-$cmd - " <<<"$sub" || fail "pbxlink-$cmd(1) has no NAME line"
+  grep -qE "^ *pbxlink-$cmd +- +" <<<"$sub" || fail "pbxlink-$cmd(1) has no NAME line"
 done
 grep -q -- '--config' <(MANWIDTH=120 man -l "$man1/pbxlink-import.1.gz") || fail "pbxlink-import(1) lacks --config"
 bash_completion=$root/usr/share/bash-completion/completions/pbxlink
@@ -135,7 +135,7 @@ zsh_completion=$root/usr/share/zsh/vendor-completions/_pbxlink
 [ "$(owner /usr/share/bash-completion/completions/pbxlink)" = "644 root:root" ] || fail "bash completion mode"
 [ "$(owner /usr/share/zsh/vendor-completions/_pbxlink)" = "644 root:root" ] || fail "zsh completion mode"
 complete_words() { # the words bash completes after "pbxlink $*"
-  bash -c 'source "$1"; shift; COMP_WORDS=(pbxlink "$@" ""); COMP_CWORD=$#; _pbxlink pbxlink "" "${COMP_WORDS[COMP_CWORD-1]}"; printf "%s\n" "${COMPREPLY[@]}"' \
+  bash -c 'source "$1"; shift; COMP_WORDS=(pbxlink "$@" ""); COMP_CWORD=$(($# + 1)); _pbxlink pbxlink "" "${COMP_WORDS[COMP_CWORD-1]}"; printf "%s\n" "${COMPREPLY[@]}"' \
     _ "$bash_completion" "$@"
 }
 top=$(complete_words) || fail "the bash completion script does not run"
