@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use pbxlink::config::{Config, ConfigError};
 use pbxlink::outbox::Store;
@@ -60,6 +60,12 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write the man pages (pbxlink.1, pbxlink-<command>.1) into DIR (the package build runs it).
+    #[command(hide = true)]
+    Manpage { dir: PathBuf },
+    /// Print the completion script for SHELL (the package build runs it for bash and zsh).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +174,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter { action } => dead_letter(action),
+        Command::Manpage { dir } => {
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut public_cli(), "pbxlink", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Import { config, files } => {
             let config = load(&config)?;
             let store = std::sync::Arc::new(open_store(&config)?);
@@ -191,6 +206,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The CLI as users see it: the command without the hidden ones the package build runs
+/// (completion scripts would offer hidden commands too).
+fn public_cli() -> clap::Command {
+    let full = Cli::command();
+    let visible: Vec<clap::Command> = full
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .cloned()
+        .collect();
+    clap::Command::new("pbxlink")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(env!("CARGO_PKG_DESCRIPTION"))
+        .subcommands(visible)
 }
 
 fn check_config(path: &Path) -> ExitCode {

@@ -25,9 +25,6 @@ echo "package: $deb ($(stat -c %s "$deb") bytes)"
 # exactly) with the reason each is acceptable for this package. Any other E: or W: fails;
 # I:, P:, N: lines are printed only.
 allowed_warnings=(
-  # The documentation is README.md (shipped in /usr/share/doc/pbxlink) and `pbxlink --help`;
-  # there is no man page to ship.
-  'no-manual-page [usr/bin/pbxlink]'
   # cargo-deb writes the changelog of a package that is not uploaded to Debian: there is no
   # ITP bug to close.
   'initial-upload-closes-no-bugs [usr/share/doc/pbxlink/changelog.Debian.gz:1]'
@@ -120,6 +117,40 @@ done
 cmp -s "$root/usr/lib/systemd/system/pbxlink.service" "$unit" || fail "installed unit differs from $unit"
 [ -L "$root/etc/systemd/system/multi-user.target.wants/pbxlink.service" ] || fail "unit not enabled"
 ok "files and modes: pbxlink.toml 640 root:pbxlink, /var/lib/pbxlink 750, unit installed and enabled"
+
+# --- man pages and completions (generated from the CLI by packaging/build-deb.sh), monitoring
+man1=$root/usr/share/man/man1
+[ "$(owner /usr/share/man/man1/pbxlink.1.gz)" = "644 root:root" ] \
+  || fail "/usr/share/man/man1/pbxlink.1.gz is $(owner /usr/share/man/man1/pbxlink.1.gz)"
+page=$(MANWIDTH=120 man -l "$man1/pbxlink.1.gz" 2>&1) || fail "man -l pbxlink.1.gz: $page"
+grep -qE '^ *pbxlink +- +Connects +an +Asterisk' <<<"$page" || fail "pbxlink(1) has no NAME line: $page"
+for cmd in run check-config demo status dead-letter import; do
+  grep -q "pbxlink-$cmd(1)" <<<"$page" || fail "pbxlink(1) does not list pbxlink-$cmd(1)"
+  sub=$(MANWIDTH=120 man -l "$man1/pbxlink-$cmd.1.gz" 2>&1) || fail "man -l pbxlink-$cmd.1.gz: $sub"
+  grep -qE "^ *pbxlink-$cmd +- +" <<<"$sub" || fail "pbxlink-$cmd(1) has no NAME line"
+done
+grep -q -- '--config' <(MANWIDTH=120 man -l "$man1/pbxlink-import.1.gz") || fail "pbxlink-import(1) lacks --config"
+bash_completion=$root/usr/share/bash-completion/completions/pbxlink
+zsh_completion=$root/usr/share/zsh/vendor-completions/_pbxlink
+[ "$(owner /usr/share/bash-completion/completions/pbxlink)" = "644 root:root" ] || fail "bash completion mode"
+[ "$(owner /usr/share/zsh/vendor-completions/_pbxlink)" = "644 root:root" ] || fail "zsh completion mode"
+complete_words() { # the words bash completes after "pbxlink $*"
+  bash -c 'source "$1"; shift; COMP_WORDS=(pbxlink "$@" ""); COMP_CWORD=$(($# + 1)); _pbxlink pbxlink "" "${COMP_WORDS[COMP_CWORD-1]}"; printf "%s\n" "${COMPREPLY[@]}"' \
+    _ "$bash_completion" "$@"
+}
+top=$(complete_words) || fail "the bash completion script does not run"
+for cmd in run check-config demo status dead-letter import; do
+  grep -qx "$cmd" <<<"$top" || fail "bash completion of 'pbxlink ' lacks $cmd: $top"
+done
+! grep -qxE 'manpage|completions' <<<"$top" || fail "bash completion offers the hidden build commands"
+complete_words dead-letter | grep -qx retry-all || fail "bash completion of 'pbxlink dead-letter ' lacks retry-all"
+[ "$(head -n1 "$zsh_completion")" = "#compdef pbxlink" ] || fail "zsh completion does not start with #compdef pbxlink"
+if command -v zsh >/dev/null; then zsh -n "$zsh_completion" || fail "zsh -n $zsh_completion"; fi
+cmp -s "$root/usr/share/pbxlink/prometheus/pbxlink-rules.yml" packaging/prometheus/pbxlink-rules.yml \
+  || fail "installed Prometheus rules differ from packaging/prometheus/pbxlink-rules.yml"
+cmp -s "$root/usr/share/pbxlink/grafana/pbxlink-dashboard.json" packaging/grafana/pbxlink-dashboard.json \
+  || fail "installed Grafana dashboard differs from packaging/grafana/pbxlink-dashboard.json"
+ok "man pages pbxlink(1) and pbxlink-<command>(1) render; bash completion completes the commands; zsh completion; /usr/share/pbxlink/{prometheus,grafana}"
 
 help=$(in_root /usr/bin/pbxlink --help) || fail "pbxlink --help"
 for cmd in run check-config demo status dead-letter import; do
