@@ -310,6 +310,14 @@ async fn carrier_call(scenario: &Path, did: &str, hold_ms: u32, port: &str) -> (
     .expect("sipp task")
 }
 
+/// The popups of calls to `did`.
+fn popups_of(st: &StandIn, did: &str) -> Vec<Value> {
+    st.accepted_popups()
+        .into_iter()
+        .filter(|p| p["DisplayNumber"] == format!("+{did}"))
+        .collect()
+}
+
 fn logs_where(st: &StandIn, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
     st.accepted_call_logs()
         .into_iter()
