@@ -429,6 +429,15 @@ async fn answered_and_missed(run: &Run, scenario: &Path, source: &str) -> Vec<St
         }
     }
     assert_eq!(log, want, "{source}: the missed call's log, field by field");
+    // Agent 100 popped once, with the id the call log carries.
+    let popups = popups_of(&run.standin, DIRECT_DID);
+    assert_eq!(popups.len(), 1, "{source}: {popups:#?}");
+    assert_eq!(
+        popups[0]["CallSessionId"],
+        answered_id.as_str(),
+        "{popups:#?}"
+    );
+    assert_eq!(popups[0]["DestinationNumber"], AGENT_100, "{popups:#?}");
     vec![answered_id, missed_id]
 }
 
@@ -530,7 +539,7 @@ async fn queue_call(run: &Run, scenario: &Path, ids: &mut Vec<String>) {
             Duration::from_secs(20),
             "two popups for the queue call",
             |st| {
-                let p = st.accepted_popups();
+                let p = popups_of(st, QUEUE_DID);
                 (p.len() >= 2).then_some(p)
             },
         )
@@ -560,11 +569,13 @@ async fn queue_call(run: &Run, scenario: &Path, ids: &mut Vec<String>) {
     assert_eq!(log["SourceNumber"], LEAD, "{log}");
     assert_eq!(log["DestinationNumber"], AGENT_101, "{log}");
     assert_eq!(log["Tag"], "sales", "{log}");
-    assert_eq!(
-        run.standin.accepted_popups().len(),
-        2,
-        "one popup per agent"
-    );
+    let mine = run
+        .standin
+        .accepted_popups()
+        .into_iter()
+        .filter(|p| p["CallSessionId"] == call_id.as_str())
+        .count();
+    assert_eq!(mine, 2, "one popup per agent");
     ids.push(call_id);
 }
 
