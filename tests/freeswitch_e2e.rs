@@ -614,6 +614,9 @@ async fn click_to_call_and_disposition(run: &Run, ids: &mut Vec<String>) {
         "click to call answered\n{}",
         run.log_tail()
     );
+    // The carrier's UAS never hangs up: the call is ended after 4 s of talk.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    fsrig::rig_ok(&["cli", "hupall NORMAL_CLEARING"]);
     let out = run
         .wait_for(
             Duration::from_secs(60),
