@@ -465,6 +465,18 @@ async fn exactly_once(run: &Run, ids: &[String], source: &str) {
     );
 }
 
+/// `/metrics` holds each of `lines`.
+async fn metrics_show(run: &Run, lines: &[String]) {
+    let (status, metrics) = run.get(&format!("/metrics?token={TOKEN}")).await;
+    assert_eq!(status, 200);
+    for line in lines {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from\n{metrics}"
+        );
+    }
+}
+
 fn agent_status(agent: &str) -> String {
     fsrig::rig_ok(&[
         "cli",
@@ -518,6 +530,15 @@ async fn scenario() {
     queue_call(&run, &lead, &mut ids).await;
     click_to_call_and_disposition(&run, &mut ids).await;
     exactly_once(&run, &ids, "json_cdr").await;
+    metrics_show(
+        &run,
+        &[
+            "pbxlink_esl_connected 1".to_owned(),
+            "pbxlink_esl_calls_logged_total 0".to_owned(),
+            "pbxlink_popups_total{outcome=\"sent\"} 4".to_owned(),
+        ],
+    )
+    .await;
     run.daemon.stop();
 
     // 2. cdr_csv (the rig's pbxlink template) and 3. esl: answered and missed.
@@ -526,6 +547,16 @@ async fn scenario() {
         let mut run = Run::start(source, &standin).await;
         let ids = answered_and_missed(&run, &lead, source).await;
         exactly_once(&run, &ids, source).await;
+        // The logs came from the source named: the ESL tracker's figure says which.
+        let from_esl = if source == "esl" { 2 } else { 0 };
+        metrics_show(
+            &run,
+            &[
+                "pbxlink_esl_connected 1".to_owned(),
+                format!("pbxlink_esl_calls_logged_total {from_esl}"),
+            ],
+        )
+        .await;
         run.daemon.stop();
     }
 }
