@@ -138,7 +138,7 @@ impl Run {
              [[agents]]\nextension = \"100\"\nphone = \"{AGENT_100}\"\nuser_id = \"u-100\"\n\n\
              [[agents]]\nextension = \"101\"\nphone = \"{AGENT_101}\"\nuser_id = \"u-101\"\n\n\
              [[agents]]\nextension = \"103\"\nphone = \"{AGENT_103}\"\nuser_id = \"u-103\"\n\n\
-             [freeswitch]\ncall_log_source = \"{source}\"\njson_cdr_dir = {json:?}\ncdr_csv = {csv:?}\n\
+             [freeswitch]\ncall_log_source = \"{source}\"\njson_cdr_dir = {json:?}\n{csv_line}\
              cdr_columns = [{cols}]\n\n\
              [freeswitch.esl]\nhost = \"127.0.0.1\"\nport = {esl_port}\npassword = {esl_password:?}\n\n\
              [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nroute_fallback = \"600\"\n",
@@ -147,7 +147,12 @@ impl Run {
             pop = standin.agent_popup_url(),
             route = standin.call_route_url(),
             json = fsrig::json_cdr_dir(),
-            csv = fsrig::cdr_csv(),
+            // "both" reads the one file source whose key is set: json_cdr here.
+            csv_line = if source == "both" {
+                String::new()
+            } else {
+                format!("cdr_csv = {:?}\n", fsrig::cdr_csv())
+            },
             cols = PBXLINK_COLUMNS.map(|c| format!("{c:?}")).join(", "),
             esl_port = fsrig::esl_port(),
             esl_password = fsrig::esl_password(),
@@ -541,20 +546,22 @@ async fn scenario() {
     .await;
     run.daemon.stop();
 
-    // 2. cdr_csv (the rig's pbxlink template) and 3. esl: answered and missed.
-    for source in ["cdr_csv", "esl"] {
+    // 2. cdr_csv (the rig's pbxlink template), 3. esl and 4. both (esl + json_cdr,
+    // reconciled): answered and missed.
+    for source in ["cdr_csv", "esl", "both"] {
         let standin = new_standin().await;
         let mut run = Run::start(source, &standin).await;
         let ids = answered_and_missed(&run, &lead, source).await;
         exactly_once(&run, &ids, source).await;
         // The logs came from the source named: the ESL tracker's figure says which.
-        let from_esl = if source == "esl" { 2 } else { 0 };
+        let expect = match source {
+            "esl" => "pbxlink_esl_calls_logged_total 2",
+            "both" => "pbxlink_calls_reconciled_total{result=\"merged\"} 2",
+            _ => "pbxlink_esl_calls_logged_total 0",
+        };
         metrics_show(
             &run,
-            &[
-                "pbxlink_esl_connected 1".to_owned(),
-                format!("pbxlink_esl_calls_logged_total {from_esl}"),
-            ],
+            &["pbxlink_esl_connected 1".to_owned(), expect.to_owned()],
         )
         .await;
         run.daemon.stop();

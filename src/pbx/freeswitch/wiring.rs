@@ -185,6 +185,10 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
         ))
     });
     if let Some(reconciler) = &reconciler {
+        ctx.metrics
+            .register(Arc::new(crate::pbx::asterisk::wiring::ReconcileMetrics(
+                reconciler.stats(),
+            )));
         let (reconciler, shutdown) = (reconciler.clone(), ctx.shutdown.clone());
         parts.tasks.push(PbxTask {
             name: "call reconciler",
