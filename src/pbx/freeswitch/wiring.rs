@@ -929,3 +929,114 @@ impl FileImport for FsImport {
         Ok(source.import_file(path).context("import stopped")??)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[store]
+path = "/tmp/pbxlink-wiring-test.db"
+
+[leadsquared]
+call_log_url = "http://127.0.0.1:9/call"
+access_key = "ak"
+secret_key = "sk"
+default_country_code = "49"
+
+[[agents]]
+extension = "100"
+phone = "+4915100000100"
+callcenter_agent = "100@default"
+
+[[agents]]
+extension = "101"
+phone = "+4915100000101"
+
+[freeswitch]
+call_log_source = "cdr_csv"
+cdr_csv = "/var/log/freeswitch/cdr-csv/Master.csv"
+cdr_template = "snom"
+cdr_time_zone = "Europe/Berlin"
+inbound_contexts = ["from-carrier"]
+
+[freeswitch.originate]
+agent_endpoint = "sofia/internal/{extension}%127.0.0.1"
+number_format = "national"
+timeout_ms = 20500
+"#;
+
+    fn config() -> Config {
+        Config::parse(CONFIG).expect("the test config parses")
+    }
+
+    #[test]
+    fn freeswitch_section_maps_onto_the_file_source_settings() {
+        let config = config();
+        let fs = config.freeswitch.as_ref().expect("[freeswitch]");
+        let settings = cdr_settings(fs).expect("settings");
+        assert_eq!(settings.cdr_time_zone, chrono_tz::Europe::Berlin);
+        // The template's columns are passed as columns, so the parser reads exactly them.
+        assert_eq!(
+            settings.cdr_columns.as_deref(),
+            Some(fs.cdr_column_names().as_slice())
+        );
+        let layout = settings.csv_layout().expect("layout");
+        assert_eq!(layout.columns, fs.cdr_column_names());
+        assert_eq!(
+            fs.file_source().map(|s| source_name(&s)).as_deref(),
+            Some("freeswitch-cdr:/var/log/freeswitch/cdr-csv/Master.csv")
+        );
+        let rules = call_rules(&config, fs);
+        assert_eq!(rules.inbound_contexts, ["from-carrier"]);
+        assert_eq!(rules.outbound_contexts, ["default"]);
+    }
+
+    #[test]
+    fn originate_section_and_callcenter_names_map_onto_the_control() {
+        let config = config();
+        let fs = config.freeswitch.as_ref().expect("[freeswitch]");
+        let o = originate_settings(fs);
+        assert_eq!(o.agent_endpoint, "sofia/internal/{extension}%127.0.0.1");
+        assert_eq!(o.number_format, FsNumberFormat::National);
+        assert_eq!(
+            (o.context.as_str(), o.dialplan.as_str()),
+            ("default", "XML")
+        );
+        assert_eq!(o.timeout_ms, 20_500);
+        let names = callcenter_agents(&config);
+        assert_eq!(names.get("100@default").map(String::as_str), Some("100"));
+        assert_eq!(names.get("101").map(String::as_str), Some("101"));
+    }
+
+    #[test]
+    fn event_socket_errors_become_the_http_api_s_answers() {
+        use super::super::esl::EslError;
+        assert_eq!(
+            esl_error(EslError::NotConnected {
+                reason: "connecting".into()
+            }),
+            PbxError::NotConnected
+        );
+        assert_eq!(esl_error(EslError::Closed), PbxError::NotConnected);
+        match esl_error(EslError::CommandFailed {
+            command: "bgapi originate".into(),
+            message: "-ERR no such command".into(),
+        }) {
+            PbxError::Refused(text) => assert!(text.contains("no such command"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_cdr_status_line_says_whether_the_directory_is_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let line = json_cdr_line(dir.path());
+        assert!(line.ends_with(": readable"), "{line}");
+        let missing = dir.path().join("nope");
+        assert!(json_cdr_line(&missing).ends_with(": not there yet"));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("file");
+        assert!(json_cdr_line(&file).ends_with(": not a directory"));
+    }
+}
