@@ -138,6 +138,7 @@ impl Run {
              [[agents]]\nextension = \"100\"\nphone = \"{AGENT_100}\"\nuser_id = \"u-100\"\n\n\
              [[agents]]\nextension = \"101\"\nphone = \"{AGENT_101}\"\nuser_id = \"u-101\"\n\n\
              [[agents]]\nextension = \"103\"\nphone = \"{AGENT_103}\"\nuser_id = \"u-103\"\n\n\
+             [[agents]]\nextension = \"109\"\nphone = \"+4915100000109\"\n\n\
              [freeswitch]\ncall_log_source = \"{source}\"\njson_cdr_dir = {json:?}\n{csv_line}\
              cdr_columns = [{cols}]\n\n\
              [freeswitch.esl]\nhost = \"127.0.0.1\"\nport = {esl_port}\npassword = {esl_password:?}\n\n\
@@ -639,6 +640,17 @@ async fn click_to_call_and_disposition(run: &Run, ids: &mut Vec<String>) {
         )
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Agent 109 is configured in pbxlink but FreeSWITCH's directory has no user 109: a 502
+    // with FreeSWITCH's cause, at once.
+    let (status, body) = run
+        .get(&format!(
+            "/click-to-call?token={TOKEN}&agentNumber=%2B4915100000109&PhoneNumberWithCountryCode=%2B4930123457\
+             &leadId=lead-41&virtualNumber={DIRECT_DID}"
+        ))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("SUBSCRIBER_ABSENT"), "{body}");
+    eprintln!("[fs_e2e] json_cdr: click to call to an unknown user: 502 {body}");
     let lead_out = "+4930123457";
     let (status, body) = run
         .get(&format!(
