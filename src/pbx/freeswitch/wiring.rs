@@ -1039,4 +1039,32 @@ timeout_ms = 20500
         std::fs::write(&file, b"x").expect("file");
         assert!(json_cdr_line(&file).ends_with(": not a directory"));
     }
+
+    #[test]
+    fn import_of_a_real_json_cdr_directory_queues_one_call_for_its_legs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal)
+                .expect("store"),
+        );
+        let text = CONFIG.replace(
+            "call_log_source = \"cdr_csv\"",
+            "call_log_source = \"json_cdr\"\njson_cdr_dir = \"/nonexistent\"",
+        );
+        let text = text.replace("inbound_contexts = [\"from-carrier\"]", "");
+        let config = Config::parse(&text).expect("config");
+        // The rig's answered inbound call: three legs (caller, agent, the agent phone's loop).
+        let legs = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/freeswitch/answered_inbound/json_cdr");
+        let mut import = crate::pbx::import_source(
+            &config,
+            store.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            "import-test".into(),
+        )
+        .expect("importer");
+        assert_eq!(import.import_file(&legs).expect("import"), 1);
+        // Read again: the same call is not queued twice.
+        assert_eq!(import.import_file(&legs).expect("import"), 0);
+    }
 }
