@@ -471,6 +471,53 @@ async fn exactly_once(run: &Run, ids: &[String], source: &str) {
     );
 }
 
+/// FreeSWITCH restarts: pbxlink logs in again, and the next call pops and is logged.
+async fn after_restart(run: &Run, scenario: &Path) -> String {
+    fsrig::rig_ok(&["restart"]);
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = run.get(&format!("/metrics?token={TOKEN}")).await;
+        if metrics
+            .lines()
+            .any(|l| l == "pbxlink_esl_reconnects_total 1")
+            && metrics.lines().any(|l| l == "pbxlink_esl_connected 1")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no ESL reconnect after the restart\n{metrics}\n{}",
+            run.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("[fs_e2e] esl: FreeSWITCH restarted, pbxlink logged in again");
+    let (ok, out) = carrier_call(scenario, DIRECT_DID, 2000, "25114").await;
+    assert!(ok, "sipp call after the restart failed:\n{out}");
+    let popup = run
+        .wait_for(Duration::from_secs(20), "a popup after the restart", |st| {
+            popups_of(st, DIRECT_DID).get(1).cloned()
+        })
+        .await;
+    assert_eq!(popup["DestinationNumber"], AGENT_100, "{popup}");
+    let id = popup["CallSessionId"].as_str().expect("id").to_owned();
+    let log = run
+        .wait_for(
+            Duration::from_secs(40),
+            "the call log after the restart",
+            |st| {
+                logs_where(st, |l| l["CallSessionId"] == id.as_str())
+                    .into_iter()
+                    .next()
+            },
+        )
+        .await;
+    assert_eq!(log["Status"], "Answered", "{log}");
+    assert_eq!(log["DestinationNumber"], AGENT_100, "{log}");
+    eprintln!("[fs_e2e] esl: after the restart: popup and call log {log}");
+    id
+}
+
 /// `/metrics` holds each of `lines`.
 async fn metrics_show(run: &Run, lines: &[String]) {
     let (status, metrics) = run.get(&format!("/metrics?token={TOKEN}")).await;
@@ -552,11 +599,14 @@ async fn scenario() {
     for source in ["cdr_csv", "esl", "both"] {
         let standin = new_standin().await;
         let mut run = Run::start(source, &standin).await;
-        let ids = answered_and_missed(&run, &lead, source).await;
+        let mut ids = answered_and_missed(&run, &lead, source).await;
+        if source == "esl" {
+            ids.push(after_restart(&run, &lead).await);
+        }
         exactly_once(&run, &ids, source).await;
         // The logs came from the source named: the ESL tracker's figure says which.
         let expect = match source {
-            "esl" => "pbxlink_esl_calls_logged_total 2",
+            "esl" => "pbxlink_esl_calls_logged_total 3",
             "both" => "pbxlink_calls_reconciled_total{result=\"merged\"} 2",
             _ => "pbxlink_esl_calls_logged_total 0",
         };
