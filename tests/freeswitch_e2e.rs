@@ -2,15 +2,20 @@
 //! `[freeswitch.esl]`, the LeadSquared stand-in for the CRM, real calls placed on the real
 //! FreeSWITCH 1.10.12 rig (`tests/freeswitch/rig.sh`) with sipp as the carrier.
 //!
-//! For each call-log source (`json_cdr`, `cdr_csv` with the rig's `pbxlink` template, `esl`)
-//! a fresh daemon and store:
+//! For each call-log source (`json_cdr`, `cdr_csv` with the rig's `pbxlink` template, `esl`,
+//! `both` = esl + json_cdr reconciled) a fresh daemon and store:
 //! - an answered inbound call (DID 4930100 → agent 100) and a missed one (DID 4930103 →
 //!   agent 103, who never answers) reach the stand-in as exactly one call log each, checked
 //!   field by field;
 //! - with `json_cdr` also: a ring-all queue call (DID 4930200, agents 100 and 101) pops both
 //!   agents once each with the call log's `CallSessionId`; click to call over HTTP gives an
 //!   Outbound call log carrying the `LeadId`; a disposition makes the mod_callcenter agent
-//!   `Available` (read back with `callcenter_config agent get status`).
+//!   `Available` (read back with `callcenter_config agent get status`); click to call to a
+//!   user FreeSWITCH's directory lacks is a 502 naming `SUBSCRIBER_ABSENT`;
+//! - with `esl` also: FreeSWITCH restarts, pbxlink logs in again, the next call pops and is
+//!   logged;
+//! - `/metrics` shows where the logs came from (`pbxlink_esl_calls_logged_total`,
+//!   `pbxlink_calls_reconciled_total{result="merged"}`).
 //!
 //! Root only (the rig is a chroot); otherwise a loud SKIPPED banner. Holds the rig lock
 //! (`/var/tmp/pbxlink-freeswitch.lock`) for its whole run.
