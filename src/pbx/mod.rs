@@ -35,6 +35,9 @@ pub fn build_parts(ctx: &parts::PbxContext<'_>) -> anyhow::Result<parts::PbxPart
     if ctx.config.asterisk.is_some() {
         asterisk::wiring::build(ctx, &mut parts)?;
     }
+    if ctx.config.freeswitch.is_some() {
+        freeswitch::wiring::build(ctx, &mut parts)?;
+    }
     Ok(parts)
 }
 
@@ -46,9 +49,21 @@ pub fn import_source(
     wake_delivery: std::sync::Arc<tokio::sync::Notify>,
     name: String,
 ) -> anyhow::Result<Box<dyn parts::FileImport>> {
-    // Asterisk's CDR file is the only importable record so far; without `[asterisk]` its
-    // error names the key to set.
-    asterisk::wiring::import_source(config, store, wake_delivery, name)
+    // FreeSWITCH takes json_cdr files and, without `[asterisk]`, CSV files; Asterisk's error
+    // names the key to set when neither is configured.
+    if config.freeswitch.is_none() {
+        return asterisk::wiring::import_source(config, store, wake_delivery, name);
+    }
+    let asterisk = match config.asterisk {
+        Some(_) => Some(asterisk::wiring::import_source(
+            config,
+            store.clone(),
+            wake_delivery.clone(),
+            name.clone(),
+        )?),
+        None => None,
+    };
+    freeswitch::wiring::import_source(config, store, wake_delivery, name, asterisk)
 }
 
 /// A settled call and the staged records it was built from.

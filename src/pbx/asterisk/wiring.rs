@@ -207,7 +207,7 @@ impl FileImport for AsteriskCdrSource {
 }
 
 /// The "both" reconciler's figures: calls posted merged, or from one source alone.
-struct ReconcileMetrics(Arc<ReconcileStats>);
+pub(crate) struct ReconcileMetrics(pub(crate) Arc<ReconcileStats>);
 
 impl MetricsSource for ReconcileMetrics {
     fn write(&self, scrape: &mut Scrape) {

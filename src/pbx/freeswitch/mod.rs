@@ -9,3 +9,4 @@ pub mod control;
 pub mod esl;
 pub mod json_cdr;
 pub mod tracker;
+pub mod wiring;

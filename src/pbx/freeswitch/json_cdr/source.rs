@@ -161,6 +161,13 @@ impl JsonCdrDirSource {
         self
     }
 
+    /// Pushes finished calls into `sink` (the reconciler of `call_log_source = "both"`)
+    /// instead of straight into the outbox.
+    pub fn with_sink(mut self, sink: Arc<dyn crate::call::sink::CallSink>) -> Self {
+        self.pipeline = self.pipeline.with_sink(sink);
+        self
+    }
+
     /// The staging pipeline (to restore staged legs, flush, or count pending legs).
     pub fn pipeline(&mut self) -> &mut FileSource<StagedLegParser, FsAssembler> {
         &mut self.pipeline
