@@ -79,9 +79,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 pub type SharedDirectory = Arc<RwLock<Directory>>;
 
 /// The classification rules of `[freeswitch]` (the recording URL template is Asterisk's,
-/// when `[asterisk]` sets one: `[freeswitch]` has none of its own yet).
-pub fn call_rules(config: &Config, fs: &FreeSwitchConfig) -> CallRules {
-    CallRules {
+/// when `[asterisk]` sets one: `[freeswitch]` has none of its own yet), and the signed
+/// links of `[recordings]` when configured.
+pub fn call_rules(config: &Config, fs: &FreeSwitchConfig) -> anyhow::Result<CallRules> {
+    Ok(CallRules {
         inbound_contexts: fs.inbound_contexts.clone(),
         outbound_contexts: fs.outbound_contexts.clone(),
         voicemail_apps: Vec::new(),
@@ -91,7 +92,9 @@ pub fn call_rules(config: &Config, fs: &FreeSwitchConfig) -> CallRules {
             .asterisk
             .as_ref()
             .and_then(|a| a.recording_url_template.clone()),
-    }
+        recordings: crate::recordings::RecordingLinks::from_config(config)
+            .context("[recordings]")?,
+    })
 }
 
 /// `[freeswitch]` as the file sources' settings.
@@ -170,7 +173,7 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
             tracing::info!("FreeSWITCH: agents and virtual numbers reloaded");
         }));
     }
-    let rules = call_rules(ctx.config, fs);
+    let rules = call_rules(ctx.config, fs)?;
     let file_source = (fs.call_log_source != FreeSwitchCallLogSource::Esl)
         .then(|| fs.file_source())
         .flatten();
@@ -868,7 +871,7 @@ pub fn import_source(
         Directory::from_config(config).context("[[agents]] / [[virtual_numbers]]")?,
     ));
     Ok(Box::new(FsImport {
-        rules: call_rules(config, &fs),
+        rules: call_rules(config, &fs)?,
         settings: cdr_settings(&fs)?,
         directory,
         store,
@@ -987,7 +990,7 @@ timeout_ms = 20500
             fs.file_source().map(|s| source_name(&s)).as_deref(),
             Some("freeswitch-cdr:/var/log/freeswitch/cdr-csv/Master.csv")
         );
-        let rules = call_rules(&config, fs);
+        let rules = call_rules(&config, fs).expect("rules");
         assert_eq!(rules.inbound_contexts, ["from-carrier"]);
         assert_eq!(rules.outbound_contexts, ["default"]);
     }
