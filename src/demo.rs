@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use crate::config::Config;
 use crate::crm::leadsquared::standin::{Expectations, StandIn};
 use crate::daemon::Daemon;
-use crate::pbx::asterisk::ami::simulator::AmiSimulator;
+use crate::simulation::ami::AmiSimulator;
 
 /// Calls the simulator places; the demo ends when the stand-in has accepted this many.
 const EXPECTED_CALL_LOGS: usize = 5;

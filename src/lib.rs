@@ -19,4 +19,5 @@ pub mod phone;
 pub mod pipeline;
 pub mod recordings;
 pub mod service;
+pub mod simulation;
 pub mod tail;

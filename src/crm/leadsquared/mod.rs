@@ -5,7 +5,8 @@ pub mod lead;
 pub mod payload;
 pub mod popup;
 pub mod route;
-pub mod standin;
+/// The CRM stand-in the demo and the tests use (it lives in [`crate::simulation`]).
+pub use crate::simulation::crm_standin as standin;
 
 pub use client::LeadSquaredClient;
 pub use payload::PayloadFormat;

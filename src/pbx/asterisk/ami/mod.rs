@@ -36,7 +36,8 @@ pub mod dispatch;
 pub mod frame;
 pub mod handle;
 pub mod message;
-pub mod simulator;
+/// The AMI simulator the demo and the tests use (it lives in [`crate::simulation`]).
+pub use crate::simulation::ami as simulator;
 
 #[cfg(test)]
 mod tests;

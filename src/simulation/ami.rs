@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
-use super::{Frame, FrameLimits, Framer, Message};
+use crate::pbx::asterisk::ami::{Frame, FrameLimits, Framer, Message};
 
 /// A running simulator; dropping every handle does not stop it (it ends with the runtime).
 #[derive(Debug, Clone)]
