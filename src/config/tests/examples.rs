@@ -82,6 +82,7 @@ fn examples() -> Vec<(String, String, &'static str)> {
         include_str!("../../../tests/fixtures/config/readme_block_0.golden"),
         include_str!("../../../tests/fixtures/config/readme_block_1.golden"),
         include_str!("../../../tests/fixtures/config/readme_block_2.golden"),
+        include_str!("../../../tests/fixtures/config/readme_block_3.golden"),
     ];
     let blocks: Vec<&str> = include_str!("../../../README.md")
         .split("```toml\n")
