@@ -184,27 +184,20 @@ fn open_store(path: &Path) -> Arc<Store> {
     Arc::new(Store::open(path, pbxlink::config::Synchronous::Normal).expect("store"))
 }
 
-/// Every call log in a store's outbox: call id → (outbox source, call).
+/// Every call log in a store's outbox: call id → (source, call). Read through the store,
+/// which keeps each payload compressed.
 fn call_logs(db: &Path) -> BTreeMap<String, (String, CallRecord)> {
-    let conn = rusqlite::Connection::open(db).expect("read the store");
-    let mut stmt = conn
-        .prepare("SELECT call_id, source, body FROM outbox WHERE kind = 'call_log'")
-        .expect("query");
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .expect("rows");
-    rows.map(|r| {
-        let (id, source, body) = r.expect("row");
-        let call: CallRecord = serde_json::from_str(&body).expect("a call log");
-        (id, (source, call))
-    })
-    .collect()
+    let store = open_store(db);
+    let mut logs = BTreeMap::new();
+    for state in ["pending", "delivered", "dead"] {
+        for body in store.bodies(state).expect("read the store") {
+            // Other kinds of rows (disposition updates) are not call records.
+            if let Ok(call) = serde_json::from_str::<CallRecord>(&body) {
+                logs.insert(call.call_id.clone(), (call.source.clone(), call));
+            }
+        }
+    }
+    logs
 }
 
 /// (active channels, calls processed) from `core show channels count`.
