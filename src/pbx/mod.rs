@@ -19,6 +19,7 @@
 pub mod asterisk;
 pub mod connection;
 pub mod freeswitch;
+pub mod grouping;
 pub mod parts;
 pub mod read_buffer;
 

@@ -27,12 +27,11 @@
 //! includes the wait in the queue. Direction, outcome, numbers, voicemail and the recording
 //! URL are then decided by the shared [`crate::call::rules`].
 
-use std::collections::HashMap;
-
 use super::cdr::{CdrRow, Disposition};
 use crate::call::{
     AgentSegment, CallFacts, CallRecord, CallRules, DialResult, Directory, RecordingRef,
 };
+use crate::pbx::grouping::{self, KeyedUnionFind};
 use crate::pbx::{AssembledCall, CallAssembler};
 
 /// A staged row waiting for its call to settle.
@@ -89,16 +88,16 @@ impl AsteriskAssembler {
 
     /// Splits pending rows into groups (indices into `pending`), oldest group first.
     fn groups(&self) -> Vec<Vec<usize>> {
-        let mut uf = UnionFind::default();
+        let mut uf = KeyedUnionFind::default();
         let mut row_node = Vec::with_capacity(self.pending.len());
         for p in &self.pending {
             let row = &p.row;
             let node = match &row.linkedid {
-                Some(linkedid) => uf.node(format!("L:{linkedid}")),
+                Some(linkedid) => uf.node(&format!("L:{linkedid}")),
                 None => {
-                    let a = uf.node(channel_key(&row.channel));
+                    let a = uf.node(&channel_key(&row.channel));
                     if !row.dstchannel.is_empty() {
-                        let b = uf.node(channel_key(&row.dstchannel));
+                        let b = uf.node(&channel_key(&row.dstchannel));
                         uf.union(a, b);
                     }
                     a
@@ -106,44 +105,17 @@ impl AsteriskAssembler {
             };
             row_node.push(node);
         }
-        let mut by_root: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut order = Vec::new();
-        for (i, node) in row_node.into_iter().enumerate() {
-            let root = uf.find(node);
-            by_root
-                .entry(root)
-                .or_insert_with(|| {
-                    order.push(root);
-                    Vec::new()
-                })
-                .push(i);
-        }
-        order
-            .into_iter()
-            .filter_map(|root| by_root.remove(&root))
-            .collect()
+        uf.groups(row_node)
     }
 
     fn take_groups(&mut self, keep: impl Fn(&[&Pending]) -> bool) -> Vec<AssembledCall> {
-        let groups = self.groups();
-        let mut taken = vec![false; self.pending.len()];
-        let mut calls = Vec::new();
-        for group in groups {
-            let members: Vec<&Pending> = group.iter().map(|&i| &self.pending[i]).collect();
-            if keep(&members) {
-                continue;
-            }
-            for &i in &group {
-                taken[i] = true;
-            }
-            calls.push(self.assemble(&members));
-        }
-        let mut i = 0;
-        self.pending.retain(|_| {
-            let keep = !taken[i];
-            i += 1;
-            keep
-        });
+        let taken = grouping::select(&self.pending, self.groups(), keep);
+        let calls = taken
+            .iter()
+            .map(|(_, members)| self.assemble(members))
+            .collect();
+        let taken: Vec<usize> = taken.into_iter().flat_map(|(group, _)| group).collect();
+        grouping::remove_taken(&mut self.pending, taken);
         calls
     }
 
@@ -214,38 +186,6 @@ impl CallAssembler for AsteriskAssembler {
 
     fn pending_records(&self) -> usize {
         self.pending.len()
-    }
-}
-
-#[derive(Default)]
-struct UnionFind {
-    ids: HashMap<String, usize>,
-    parent: Vec<usize>,
-}
-
-impl UnionFind {
-    fn node(&mut self, key: String) -> usize {
-        let next = self.parent.len();
-        let id = *self.ids.entry(key).or_insert(next);
-        if id == next {
-            self.parent.push(next);
-        }
-        id
-    }
-
-    fn find(&mut self, mut x: usize) -> usize {
-        while self.parent[x] != x {
-            self.parent[x] = self.parent[self.parent[x]];
-            x = self.parent[x];
-        }
-        x
-    }
-
-    fn union(&mut self, a: usize, b: usize) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra != rb {
-            self.parent[rb.max(ra)] = rb.min(ra);
-        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::AsteriskCdrSource;
-use super::ami::{AmiClient, AmiStats, ConnectionState};
+use super::ami::{AmiClient, AmiStats};
 use super::assemble::AsteriskAssembler;
 use super::control::AsteriskControl;
 use super::live::{LiveAsterisk, LiveStats};
@@ -103,14 +103,9 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
             ast.free_agent,
         )));
         let state = ami.state();
-        parts.status.push(Box::new(move || {
-            match &*state.borrow() {
-                ConnectionState::Connected { .. } => "AMI connected",
-                ConnectionState::Connecting { .. } => "AMI connecting",
-                ConnectionState::Disconnected { .. } => "AMI DISCONNECTED",
-            }
-            .to_owned()
-        }));
+        parts
+            .status
+            .push(Box::new(move || state.borrow().status_line("AMI")));
         parts
             .stops
             .push(Box::pin(async move { ami.shutdown().await }));

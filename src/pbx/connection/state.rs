@@ -28,6 +28,16 @@ pub enum ConnectionState {
 }
 
 impl ConnectionState {
+    /// The connection's part of the `STATUS=` line: `"{name} connected"`, `"{name}
+    /// connecting"` or `"{name} DISCONNECTED"` (e.g. `name` = `AMI`, `ESL`).
+    pub fn status_line(&self, name: &str) -> String {
+        match self {
+            ConnectionState::Connected { .. } => format!("{name} connected"),
+            ConnectionState::Connecting { .. } => format!("{name} connecting"),
+            ConnectionState::Disconnected { .. } => format!("{name} DISCONNECTED"),
+        }
+    }
+
     /// True when logged in.
     pub fn is_connected(&self) -> bool {
         matches!(self, ConnectionState::Connected { .. })

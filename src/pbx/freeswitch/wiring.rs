@@ -37,7 +37,7 @@ use crate::logtext::Escaped;
 use crate::metrics::{MetricsSource, Scrape};
 use crate::outbox::Store;
 use crate::pbx::asterisk::live::{LiveStats, store_call_logs};
-use crate::pbx::connection::{ConnectionState, SupervisorSettings};
+use crate::pbx::connection::SupervisorSettings;
 use crate::pbx::parts::{FileImport, FileSourceRun, PbxContext, PbxParts, PbxTask};
 use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError, PbxFuture};
 use crate::pipeline::{FileSource, counters};
@@ -259,14 +259,9 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
             ctx.config,
         )));
         let state = client.state();
-        parts.status.push(Box::new(move || {
-            match &*state.borrow() {
-                ConnectionState::Connected { .. } => "ESL connected",
-                ConnectionState::Connecting { .. } => "ESL connecting",
-                ConnectionState::Disconnected { .. } => "ESL DISCONNECTED",
-            }
-            .to_owned()
-        }));
+        parts
+            .status
+            .push(Box::new(move || state.borrow().status_line("ESL")));
         parts
             .stops
             .push(Box::pin(async move { client.shutdown().await }));

@@ -5,6 +5,7 @@ use super::*;
 use crate::call::{Direction, Outcome};
 use crate::config::Config;
 use crate::pbx::asterisk::cdr::{CdrParser, ColumnLayout};
+use std::collections::HashMap;
 
 const CSV: &str = include_str!("../../../../tests/fixtures/asterisk22_cdr_csv.csv");
 const CUSTOM: &str = include_str!("../../../../tests/fixtures/asterisk22_cdr_custom.csv");

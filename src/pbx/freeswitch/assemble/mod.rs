@@ -31,6 +31,7 @@ pub use facts::{LegRole, call_facts, is_mirror, role, root_leg};
 
 use crate::call::{CallFacts, CallRecord};
 use crate::pbx::freeswitch::cdr::FsLeg;
+use crate::pbx::grouping::{self, KeyedUnionFind};
 use crate::pbx::{AssembledCall, CallAssembler};
 
 /// Turns a call's facts into the call log the CRM is told about, or says why it is not
@@ -131,7 +132,7 @@ impl FsAssembler {
 
     /// Groups of pending legs (indices into `pending`), in order of their first leg.
     fn groups(&self) -> Vec<Vec<usize>> {
-        let mut uf = UnionFind::default();
+        let mut uf = KeyedUnionFind::default();
         let mut node_of = Vec::with_capacity(self.pending.len());
         for p in &self.pending {
             let leg = &p.leg;
@@ -164,44 +165,17 @@ impl FsAssembler {
                 }
             }
         }
-        let mut by_root: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut order = Vec::new();
-        for (i, node) in node_of.into_iter().enumerate() {
-            let root = uf.find(node);
-            by_root
-                .entry(root)
-                .or_insert_with(|| {
-                    order.push(root);
-                    Vec::new()
-                })
-                .push(i);
-        }
-        order
-            .into_iter()
-            .filter_map(|root| by_root.remove(&root))
-            .collect()
+        uf.groups(node_of)
     }
 
     fn take_groups(&mut self, keep: impl Fn(&[&Pending]) -> bool) -> Vec<AssembledFacts> {
-        let groups = self.groups();
-        let mut taken = vec![false; self.pending.len()];
-        let mut out = Vec::new();
-        for group in groups {
-            let members: Vec<&Pending> = group.iter().map(|&i| &self.pending[i]).collect();
-            if keep(&members) {
-                continue;
-            }
-            for &i in &group {
-                taken[i] = true;
-            }
-            out.push(self.assemble(&members));
-        }
-        let mut i = 0;
-        self.pending.retain(|_| {
-            let keep = !taken[i];
-            i += 1;
-            keep
-        });
+        let taken = grouping::select(&self.pending, self.groups(), keep);
+        let out = taken
+            .iter()
+            .map(|(_, members)| self.assemble(members))
+            .collect();
+        let taken: Vec<usize> = taken.into_iter().flat_map(|(group, _)| group).collect();
+        grouping::remove_taken(&mut self.pending, taken);
         self.by_uuid = self
             .pending
             .iter()
@@ -300,39 +274,6 @@ impl CallAssembler for FsAssembler {
 
     fn pending_records(&self) -> usize {
         self.pending.len()
-    }
-}
-
-#[derive(Default)]
-struct UnionFind {
-    ids: HashMap<String, usize>,
-    parent: Vec<usize>,
-}
-
-impl UnionFind {
-    fn node(&mut self, key: &str) -> usize {
-        if let Some(&id) = self.ids.get(key) {
-            return id;
-        }
-        let id = self.parent.len();
-        self.ids.insert(key.to_owned(), id);
-        self.parent.push(id);
-        id
-    }
-
-    fn find(&mut self, mut x: usize) -> usize {
-        while self.parent[x] != x {
-            self.parent[x] = self.parent[self.parent[x]];
-            x = self.parent[x];
-        }
-        x
-    }
-
-    fn union(&mut self, a: usize, b: usize) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra != rb {
-            self.parent[rb.max(ra)] = rb.min(ra);
-        }
     }
 }
 
