@@ -27,6 +27,40 @@ pub enum DialResult {
     Congestion,
 }
 
+/// How an agent came to have the lead on the line (for `CallNotes` and the transfer rules).
+///
+/// A PBX source fills it in from what it knows: Asterisk CDR rows and AMI `BlindTransfer` /
+/// `AttendedTransfer` events, FreeSWITCH `transfer_history`, `xfer_uuids` and mod_callcenter
+/// events. `from` is the extension of the agent who had the lead before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SegmentArrival {
+    /// The call reached this agent directly (the first agent who answered; ring-all and
+    /// queue ring legs of agents who did not answer are not segments at all).
+    #[default]
+    Direct,
+    /// Follow-me or call forwarding before anyone answered: `from` rang first, this agent
+    /// answered. Not a transfer: the call still has one segment.
+    Forwarded {
+        /// The extension the call was meant for.
+        from: String,
+    },
+    /// `from` sent the lead here without talking to this agent first.
+    BlindTransfer {
+        /// The agent who transferred the lead.
+        from: String,
+        /// When the transfer happened (`from`'s part of the call ended).
+        at: DateTime<Utc>,
+    },
+    /// `from` talked to this agent first (a consultation call), then handed the lead over.
+    AttendedTransfer {
+        /// The agent who transferred the lead.
+        from: String,
+        /// When the lead was handed over.
+        at: DateTime<Utc>,
+    },
+}
+
 /// One agent who answered the call, and that agent's part of it.
 ///
 /// A call that was not transferred has at most one; a transferred call has one per agent
@@ -43,6 +77,21 @@ pub struct AgentSegment {
     /// Seconds this agent talked with the lead (billsec of the agent's leg; not hold, not a
     /// consultation call).
     pub talk_seconds: u64,
+    /// How this agent came to have the lead (absent in records written before transfers
+    /// were told apart: then [`SegmentArrival::Direct`]).
+    #[serde(default)]
+    pub arrival: SegmentArrival,
+}
+
+/// The `CallSessionId` of segment `index` (0-based) of call `call_id`: the first segment
+/// keeps the call's own id (which its popups already carried), later ones get `-2`, `-3` ...
+/// Stable across restarts because it depends only on the call id and the segment's place.
+pub fn segment_call_id(call_id: &str, index: usize) -> String {
+    if index == 0 {
+        call_id.to_owned()
+    } else {
+        format!("{call_id}-{}", index + 1)
+    }
 }
 
 /// Where the PBX wrote the call's recording, and the values a recording URL template may use.

@@ -14,7 +14,10 @@ pub mod sink;
 
 pub use clock::monotonic_ms;
 pub use directory::{AgentInfo, Directory, VirtualNumberInfo};
-pub use facts::{AgentSegment, CallFacts, DialResult, RecordingRef, RingingFacts};
+pub use facts::{
+    AgentSegment, CallFacts, DialResult, RecordingRef, RingingFacts, SegmentArrival,
+    segment_call_id,
+};
 pub use popup::PopupRequest;
 pub use rules::{CallRules, SkipReason};
 

@@ -90,12 +90,14 @@ fn inbound_answered_names_the_first_agent_and_keeps_every_segment() {
             answered_at: at(5),
             ended_at: Some(at(20)),
             talk_seconds: 15,
+            arrival: crate::call::SegmentArrival::Direct,
         },
         AgentSegment {
             extension: "100".into(),
             answered_at: at(20),
             ended_at: Some(at(50)),
             talk_seconds: 30,
+            arrival: crate::call::SegmentArrival::Direct,
         },
     ];
     let call = rules().record(&directory(), &f).expect("posted");
@@ -137,6 +139,7 @@ fn inbound_missed_names_the_rung_agent_and_voicemail_wins_over_missed() {
         answered_at: at(3),
         ended_at: None,
         talk_seconds: 9,
+        arrival: crate::call::SegmentArrival::Direct,
     }];
     assert_eq!(
         rules().record(&d, &f).map(|c| c.outcome),

@@ -370,6 +370,7 @@ fn answered_segments(directory: &Directory, rows: &[&CdrRow]) -> Vec<AgentSegmen
                 answered_at: row.answer.unwrap_or(row.start),
                 ended_at: Some(row.end),
                 talk_seconds: row.billsec,
+                arrival: crate::call::SegmentArrival::Direct,
             });
             if !want_agent {
                 break;

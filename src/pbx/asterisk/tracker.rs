@@ -567,6 +567,7 @@ impl CallTracker {
                     answered_at: a.at,
                     ended_at: Some(ended),
                     talk_seconds: seconds_between(a.at, ended),
+                    arrival: crate::call::SegmentArrival::Direct,
                 }
             })
             .collect();

@@ -187,6 +187,7 @@ pub fn call_facts(source: &str, legs: &[&FsLeg]) -> Result<CallFacts, String> {
                         answered_at: at,
                         ended_at: Some(leg.end),
                         talk_seconds: leg.billsec,
+                        arrival: crate::call::SegmentArrival::Direct,
                     });
                 }
             }

@@ -85,6 +85,7 @@ fn segment(extension: &str, answered_us: i64, ended_us: i64, talk: u64) -> Agent
         answered_at: us(answered_us),
         ended_at: Some(us(ended_us)),
         talk_seconds: talk,
+        arrival: crate::call::SegmentArrival::Direct,
     }
 }
 

@@ -188,6 +188,7 @@ pub fn call_facts(key: &str, call: &Call, tracker: &FsCallTracker) -> Option<Cal
                         answered_at: time(answered),
                         ended_at: ended.map(time),
                         talk_seconds: talk,
+                        arrival: crate::call::SegmentArrival::Direct,
                     });
                 }
             }
@@ -216,6 +217,7 @@ pub fn call_facts(key: &str, call: &Call, tracker: &FsCallTracker) -> Option<Cal
                 answered_at: time(*a),
                 ended_at: None,
                 talk_seconds: u64::try_from((end_us - *a) / 1_000_000).unwrap_or(0),
+                arrival: crate::call::SegmentArrival::Direct,
             });
             push_unique(&mut f.rung_agents, ext);
         }

@@ -97,6 +97,7 @@ fn answered_inbound_facts() {
         answered_at: t(1_796_167_709_138_752),
         ended_at: Some(t(1_796_167_712_178_743)),
         talk_seconds: 3,
+        arrival: crate::call::SegmentArrival::Direct,
     }];
     want.rung_agents = vec!["100".into()];
     want.attempts = vec![DialResult::Answered];
@@ -202,6 +203,7 @@ fn queue_ring_all_facts_and_both_popups() {
         answered_at: t(1_796_167_720_738_702),
         ended_at: Some(t(1_796_167_725_738_715)),
         talk_seconds: 5,
+        arrival: crate::call::SegmentArrival::Direct,
     }];
     want.rung_agents = vec!["100".into(), "101".into()];
     // Agent 100's leg (created first) lost the race; 101's answered.
