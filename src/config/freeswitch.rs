@@ -61,6 +61,11 @@ pub struct FreeSwitchConfig {
     pub free_agent: FreeSwitchFreeAgent,
     /// With `call_log_source = "both"`: how long a call seen live waits for its file record.
     pub reconcile_wait_ms: u64,
+    /// URL of a recording, for sites that serve recordings from their own web server (wins
+    /// over `[recordings]`): `{file}` (the leg's `record_path`/`record_name`, the template's
+    /// recording column), `{uniqueid}` (the recording leg's uuid), `{linkedid}` (the call's
+    /// id), `{year}`, `{month}`, `{day}` are replaced. Unset: `[asterisk]`'s, when set.
+    pub recording_url_template: Option<String>,
     /// With no saved position (the first start), where reading starts in a file source that
     /// already exists (the cdr_csv file, the json_cdr directory's files): `end` or `beginning`.
     pub start_at: StartAt,
@@ -88,6 +93,7 @@ impl Default for FreeSwitchConfig {
             outbound_contexts: vec!["default".into()],
             free_agent: FreeSwitchFreeAgent::Available,
             reconcile_wait_ms: 60_000,
+            recording_url_template: None,
             start_at: StartAt::End,
             esl: None,
             originate: FreeSwitchOriginateConfig::default(),
@@ -121,7 +127,7 @@ pub enum FreeSwitchFreeAgent {
 
 /// `[freeswitch] cdr_template`: a CSV template of mod_cdr_csv's stock `cdr_csv.conf.xml`
 /// (FreeSWITCH 1.10.12; `sql` writes SQL and `opencdrrate` lacks the caller, so neither is
-/// offered).
+/// offered), or pbxlink's recommended `pbxlink` template.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CdrCsvTemplate {
@@ -133,6 +139,10 @@ pub enum CdrCsvTemplate {
     Linksys,
     /// Asterisk's Master.csv layout in FreeSWITCH variables.
     Asterisk,
+    /// pbxlink's recommended template (docs/freeswitch-cdr.md): every leg's uuid, the legs
+    /// it is bridged to or was originated by, mod_callcenter's member session, epochs and
+    /// the recording. Write it into `cdr_csv.conf.xml` as `<template name="pbxlink">`.
+    Pbxlink,
 }
 
 const EXAMPLE_COLUMNS: &[&str] = &[
@@ -153,7 +163,57 @@ const EXAMPLE_COLUMNS: &[&str] = &[
     "write_codec",
 ];
 
+/// The `${variables}` of the `pbxlink` template, in order (the template's text is
+/// `crate::pbx::freeswitch::cdr::templates::PBXLINK`; a test keeps the two equal).
+const PBXLINK_COLUMNS: &[&str] = &[
+    "uuid",
+    "bleg_uuid",
+    "originating_leg_uuid",
+    "cc_member_session_uuid",
+    "direction",
+    "context",
+    "caller_id_name",
+    "caller_id_number",
+    "destination_number",
+    "start_epoch",
+    "answer_epoch",
+    "end_epoch",
+    "start_uepoch",
+    "answer_uepoch",
+    "end_uepoch",
+    "duration",
+    "billsec",
+    "hangup_cause",
+    "sip_hangup_disposition",
+    "cc_queue",
+    "cc_agent",
+    "pbxlink_lead_id",
+    "record_path",
+    "record_name",
+    "accountcode",
+    "call_uuid",
+    "sip_call_id",
+    "cc_side",
+    "user_name",
+    "sip_from_user",
+    "dialed_user",
+    "sip_req_user",
+    "origination_caller_id_number",
+    "last_app",
+    "pbxlink_lead_number",
+    "pbxlink_did",
+];
+
 impl CdrCsvTemplate {
+    /// Every template `cdr_template` accepts.
+    pub const ALL: [CdrCsvTemplate; 5] = [
+        CdrCsvTemplate::Example,
+        CdrCsvTemplate::Snom,
+        CdrCsvTemplate::Linksys,
+        CdrCsvTemplate::Asterisk,
+        CdrCsvTemplate::Pbxlink,
+    ];
+
     /// The name the config file (and cdr_csv.conf.xml) uses for it.
     pub fn name(self) -> &'static str {
         match self {
@@ -161,6 +221,7 @@ impl CdrCsvTemplate {
             CdrCsvTemplate::Snom => "snom",
             CdrCsvTemplate::Linksys => "linksys",
             CdrCsvTemplate::Asterisk => "asterisk",
+            CdrCsvTemplate::Pbxlink => "pbxlink",
         }
     }
 
@@ -202,6 +263,7 @@ impl CdrCsvTemplate {
                 "uuid",
                 "userfield",
             ],
+            CdrCsvTemplate::Pbxlink => PBXLINK_COLUMNS.to_vec(),
         }
     }
 }
@@ -467,6 +529,7 @@ impl ReloadKeys for FreeSwitchConfig {
             outbound_contexts,
             free_agent,
             reconcile_wait_ms,
+            recording_url_template,
             start_at,
             esl,
             originate,
@@ -497,6 +560,11 @@ impl ReloadKeys for FreeSwitchConfig {
             "freeswitch.reconcile_wait_ms",
             reconcile_wait_ms,
             &n.reconcile_wait_ms,
+        );
+        changes.restart(
+            "freeswitch.recording_url_template",
+            recording_url_template,
+            &n.recording_url_template,
         );
         changes.restart("freeswitch.start_at", start_at, &n.start_at);
         changes.optional("freeswitch.esl", esl, &n.esl);

@@ -242,12 +242,7 @@ fn unknown_or_misspelt_freeswitch_keys_and_values_are_errors_naming_them() {
 
 #[test]
 fn every_stock_cdr_csv_template_carries_what_a_call_log_needs() {
-    for template in [
-        CdrCsvTemplate::Example,
-        CdrCsvTemplate::Snom,
-        CdrCsvTemplate::Linksys,
-        CdrCsvTemplate::Asterisk,
-    ] {
+    for template in CdrCsvTemplate::ALL {
         let columns = template.columns().into_iter().map(String::from).collect();
         let checked = CdrColumns::new(columns, &FREESWITCH_CDR_COLUMNS);
         assert_eq!(checked.error(), None, "{}", template.name());
@@ -268,6 +263,25 @@ fn every_stock_cdr_csv_template_carries_what_a_call_log_needs() {
         "uuid",
         "${{uuid}} as the template writes it"
     );
+}
+
+#[test]
+fn the_recommended_pbxlink_template_is_accepted_with_the_columns_of_its_text() {
+    let c = freeswitch(
+        "[freeswitch]\ncall_log_source = \"cdr_csv\"\ncdr_csv = \"/c\"\ncdr_template = \"pbxlink\"\n",
+    );
+    assert_eq!(c.problems(), vec![]);
+    let fs = c.freeswitch.expect("fs");
+    assert_eq!(fs.cdr_template, Some(CdrCsvTemplate::Pbxlink));
+    // The columns the config hands the reader are those of the template text that
+    // docs/freeswitch-cdr.md tells users to paste into cdr_csv.conf.xml.
+    let documented = crate::pbx::freeswitch::cdr::templates::layout("pbxlink")
+        .expect("the pbxlink template")
+        .columns;
+    assert_eq!(fs.cdr_column_names(), documented);
+    let docs = include_str!("../../../docs/freeswitch-cdr.md");
+    assert!(docs.contains("cdr_template = \"pbxlink\""));
+    assert!(docs.contains(crate::pbx::freeswitch::cdr::templates::PBXLINK));
 }
 
 #[test]

@@ -78,9 +78,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// source's classifier, the call tracker and the control; a SIGHUP replaces it.
 pub type SharedDirectory = Arc<RwLock<Directory>>;
 
-/// The classification rules of `[freeswitch]` (the recording URL template is Asterisk's,
-/// when `[asterisk]` sets one: `[freeswitch]` has none of its own yet), and the signed
-/// links of `[recordings]` when configured.
+/// The classification rules of `[freeswitch]`: its `recording_url_template` (else
+/// `[asterisk]`'s, when one is set there), and the signed links of `[recordings]` when
+/// configured.
 pub fn call_rules(config: &Config, fs: &FreeSwitchConfig) -> anyhow::Result<CallRules> {
     Ok(CallRules {
         inbound_contexts: fs.inbound_contexts.clone(),
@@ -88,10 +88,12 @@ pub fn call_rules(config: &Config, fs: &FreeSwitchConfig) -> anyhow::Result<Call
         voicemail_apps: Vec::new(),
         outbound_display_number: None,
         outbound_dial_prefix: String::new(),
-        recording_url_template: config
-            .asterisk
-            .as_ref()
-            .and_then(|a| a.recording_url_template.clone()),
+        recording_url_template: fs.recording_url_template.clone().or_else(|| {
+            config
+                .asterisk
+                .as_ref()
+                .and_then(|a| a.recording_url_template.clone())
+        }),
         recordings: crate::recordings::RecordingLinks::from_config(config)
             .context("[recordings]")?,
     })
@@ -1036,6 +1038,93 @@ timeout_ms = 20500
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").expect("file");
         assert!(json_cdr_line(&file).ends_with(": not a directory"));
+    }
+
+    #[test]
+    fn freeswitch_recording_url_template_names_the_recording_of_a_real_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal)
+                .expect("store"),
+        );
+        let text = CONFIG
+            .replace(
+                "call_log_source = \"cdr_csv\"",
+                "call_log_source = \"json_cdr\"\njson_cdr_dir = \"/nonexistent\"\n\
+                 recording_url_template = \"https://rec.example/{year}/{month}/{day}?f={file}&leg={uniqueid}&call={linkedid}\"",
+            )
+            .replace("inbound_contexts = [\"from-carrier\"]", "");
+        let config = Config::parse(&text).expect("config");
+        let fs = config.freeswitch.as_ref().expect("[freeswitch]");
+        assert_eq!(
+            call_rules(&config, fs)
+                .expect("rules")
+                .recording_url_template
+                .as_deref(),
+            fs.recording_url_template.as_deref()
+        );
+        // The rig's answered inbound call, recorded by the dialplan (record_path on its legs).
+        let legs = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/freeswitch/answered_inbound/json_cdr");
+        let mut import = crate::pbx::import_source(
+            &config,
+            store.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            "import-test".into(),
+        )
+        .expect("importer");
+        assert_eq!(import.import_file(&legs).expect("import"), 1);
+        let bodies = store.bodies("pending").expect("bodies");
+        let call: CallRecord = serde_json::from_str(&bodies[0]).expect("a call record");
+        let day = call.start.format("%Y/%m/%d").to_string();
+        assert_eq!(
+            call.recording_url.as_deref(),
+            Some(
+                format!(
+                    "https://rec.example/{day}?f=/usr/local/freeswitch/recordings/2026-12-01/\
+                     bcc77915-8cf9-4441-8633-7c068ba183cd.wav&leg=bcc77915-8cf9-4441-8633-7c068ba183cd\
+                     &call={}",
+                    call.call_id
+                )
+                .as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn without_its_own_template_freeswitch_takes_asterisk_s_and_its_own_wins() {
+        let asterisk = "[asterisk]\ncdr_csv = \"/var/log/asterisk/cdr-csv/Master.csv\"\n\
+                        recording_url_template = \"https://ast.example/{file}\"\n";
+        let both = Config::parse(&format!("{CONFIG}\n{asterisk}")).expect("config");
+        let fs = both.freeswitch.as_ref().expect("[freeswitch]");
+        assert_eq!(
+            call_rules(&both, fs)
+                .expect("rules")
+                .recording_url_template
+                .as_deref(),
+            Some("https://ast.example/{file}")
+        );
+        let own = CONFIG.replace(
+            "cdr_template = \"snom\"",
+            "cdr_template = \"snom\"\nrecording_url_template = \"https://fs.example/{file}\"",
+        );
+        let both = Config::parse(&format!("{own}\n{asterisk}")).expect("config");
+        let fs = both.freeswitch.as_ref().expect("[freeswitch]");
+        assert_eq!(
+            call_rules(&both, fs)
+                .expect("rules")
+                .recording_url_template
+                .as_deref(),
+            Some("https://fs.example/{file}")
+        );
+        let alone = Config::parse(CONFIG).expect("config");
+        let fs = alone.freeswitch.as_ref().expect("[freeswitch]");
+        assert_eq!(
+            call_rules(&alone, fs)
+                .expect("rules")
+                .recording_url_template,
+            None
+        );
     }
 
     #[test]
