@@ -260,8 +260,8 @@ impl Daemon {
                     .with_health(health.clone()),
             );
             api = Some(state.clone());
-            let router =
-                crate::http::router(state)?.merge(crate::http::recordings::router(config)?);
+            let router = crate::http::router(state)?
+                .merge(crate::http::recordings::router(config, &metrics)?);
             let transport = crate::http::Transport::from_config(http).await?;
             metrics.register(transport.stats.clone());
             let listener = tokio::net::TcpListener::bind(http.listen)

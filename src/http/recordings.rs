@@ -35,23 +35,72 @@ use tower_http::services::ServeFile;
 use super::auth::AccessPolicy;
 use crate::config::{Config, HttpConfig};
 use crate::logtext::{Escaped, excerpt};
+use crate::metrics::{Metrics, MetricsSource, Scrape};
 use crate::recordings::{RecordingLinks, Refusal};
 
 /// The path prefix of recording links.
 pub const PREFIX: &str = "/recordings/";
 
-/// Counters of the recordings endpoint.
+/// Counters of the recordings endpoint, on `/metrics` as `pbxlink_recordings_*` (the
+/// daemon registers them; see [`router`]).
 #[derive(Debug, Default)]
 pub struct RecordingStats {
     /// Files served (200 or 206, GET or HEAD).
     pub served: AtomicU64,
+    /// Bytes of recordings sent: the length of each 200/206 body answering a GET.
+    pub bytes_served: AtomicU64,
     /// Conditional requests answered 304.
     pub not_modified: AtomicU64,
     /// Links refused (unsigned, tampered, expired, outside the directory, not a regular
     /// file, missing): all answered 404.
     pub refused: AtomicU64,
+    /// [`RecordingStats::refused`] by reason, indexed by [`Refusal::index`]; the reason is
+    /// in the metrics and the log only, never in the answer.
+    pub refused_by_reason: [AtomicU64; Refusal::ALL.len()],
     /// Requests refused by `allow_from` or the per-address rate limit.
     pub throttled: AtomicU64,
+}
+
+impl RecordingStats {
+    /// Links refused for `reason` so far.
+    pub fn refused_for(&self, reason: Refusal) -> u64 {
+        self.refused_by_reason[reason.index()].load(Ordering::Relaxed)
+    }
+}
+
+impl MetricsSource for RecordingStats {
+    fn write(&self, scrape: &mut Scrape) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        scrape.counter(
+            "recordings_served",
+            "Recordings served through signed links (200 or 206, GET or HEAD)",
+            get(&self.served),
+        );
+        scrape.counter(
+            "recordings_served_bytes",
+            "Bytes of recordings sent (the body of each 200/206 answer to a GET)",
+            get(&self.bytes_served),
+        );
+        scrape.counter(
+            "recordings_not_modified",
+            "Conditional recording requests answered 304",
+            get(&self.not_modified),
+        );
+        for reason in Refusal::ALL {
+            scrape.counter_with(
+                "recordings_refused",
+                "Recording links refused, by reason (the caller gets the same 404 for every \
+                 reason; not_found includes a recording not written yet)",
+                &[("reason", reason.label())],
+                self.refused_for(reason),
+            );
+        }
+        scrape.counter(
+            "recordings_throttled",
+            "Recording requests refused by allow_from or the per-address rate limit",
+            get(&self.throttled),
+        );
+    }
 }
 
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
@@ -64,11 +113,15 @@ pub struct RecordingService {
     stats: Arc<RecordingStats>,
 }
 
-/// The routes serving `[recordings]`; an empty router when the table is absent. Merge it
-/// outside the token guard: recording links carry their own signature.
-pub fn router(config: &Config) -> anyhow::Result<Router> {
+/// The routes serving `[recordings]`, their counters registered with `metrics`; an empty
+/// router when the table is absent. Merge it outside the token guard: recording links
+/// carry their own signature.
+pub fn router(config: &Config, metrics: &Metrics) -> anyhow::Result<Router> {
     Ok(match RecordingService::from_config(config)? {
-        Some(service) => Arc::new(service).router(),
+        Some(service) => {
+            metrics.register(service.stats());
+            Arc::new(service).router()
+        }
         None => Router::new(),
     })
 }
@@ -109,6 +162,7 @@ impl RecordingService {
 
     fn refuse(&self, peer: SocketAddr, signed: &str, why: Refusal) -> Response {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        self.stats.refused_by_reason[why.index()].fetch_add(1, Ordering::Relaxed);
         let link = excerpt(signed.as_bytes(), 96);
         if why == Refusal::NotFound {
             tracing::info!(peer = %peer, link = %Escaped(&link), "recording link: the file is not there (yet)");
@@ -166,6 +220,7 @@ async fn serve(
     if !if_range_holds(request.headers(), &etag, &meta) {
         request.headers_mut().remove(header::RANGE);
     }
+    let is_get = request.method() == axum::http::Method::GET;
     let mime = content_type(&named.file);
     // The same open file: /proc/self/fd/N reopens its inode, not a path that could change.
     let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
@@ -179,6 +234,18 @@ async fn serve(
             let status = response.status();
             if status.is_success() {
                 service.stats.served.fetch_add(1, Ordering::Relaxed);
+                // ServeFile sets the length of exactly the bytes it sends (the range's).
+                let sent = response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let (true, Some(sent)) = (is_get, sent) {
+                    service
+                        .stats
+                        .bytes_served
+                        .fetch_add(sent, Ordering::Relaxed);
+                }
             }
             let headers = response.headers_mut();
             if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -430,10 +497,88 @@ mod tests {
                 "{path}: {body:?}"
             );
         }
-        assert!(s.service.stats.refused.load(Ordering::Relaxed) >= 8);
+        // "/recordings/" matches no route; the eight others are refused, each for its reason.
+        let stats = s.service.stats();
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 8);
+        for (reason, n) in [
+            (Refusal::Malformed, 1),
+            (Refusal::BadSignature, 1),
+            (Refusal::Expired, 1),
+            (Refusal::OutsideDir, 2),
+            (Refusal::Symlink, 1),
+            (Refusal::NotRegular, 1),
+            (Refusal::NotFound, 1),
+            (Refusal::Unreadable, 0),
+        ] {
+            assert_eq!(stats.refused_for(reason), n, "{reason:?}");
+        }
         let (status, headers, body) = s.get(&good, &[]).await;
         assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"gsm"[..]));
         assert_eq!(headers[header::CONTENT_TYPE], "audio/x-gsm");
+        assert_eq!(stats.served.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.bytes_served.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn metrics_show_served_bytes_and_refusals_by_reason() {
+        let mut s = site();
+        std::fs::write(s.dir.path().join("a.wav"), audio()).expect("write");
+        let link = s.link("a.wav");
+        let metrics = Metrics::new(None);
+        metrics.register(s.service.stats());
+        let before = metrics.render().await;
+        for reason in Refusal::ALL {
+            let line = format!(
+                "pbxlink_recordings_refused_total{{reason=\"{}\"}} 0",
+                reason.label()
+            );
+            assert!(before.contains(&line), "{line} in\n{before}");
+        }
+        assert!(
+            before.contains("pbxlink_recordings_served_total 0"),
+            "{before}"
+        );
+        // A whole GET (1000 bytes), a range (10), a HEAD (nothing sent), a 304 (nothing).
+        assert_eq!(s.get(&link, &[]).await.0, StatusCode::OK);
+        let (status, headers, _) = s.get(&link, &[("range", "bytes=10-19")]).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(s.send("HEAD", &link, &[]).await.0, StatusCode::OK);
+        let etag = headers[header::ETAG].to_str().expect("ascii").to_owned();
+        assert_eq!(
+            s.get(&link, &[("if-none-match", &etag)]).await.0,
+            StatusCode::NOT_MODIFIED
+        );
+        let signer = Signer::new(vec![9; 32]).expect("key");
+        let far = Utc::now().timestamp() + 3600;
+        for path in [
+            format!("/recordings/{}", signer.sign("../x.wav", far)),
+            format!("/recordings/{}", signer.sign("not-yet.wav", far)),
+            format!("/recordings/{}", signer.sign("a.wav", far - 7200)),
+            format!(
+                "/recordings/{}",
+                Signer::new(vec![7; 32]).expect("key").sign("a.wav", far)
+            ),
+        ] {
+            let (status, _, body) = s.get(&path, &[]).await;
+            assert_eq!(
+                (status, body.as_slice()),
+                (StatusCode::NOT_FOUND, &b"not found\n"[..])
+            );
+        }
+        let after = metrics.render().await;
+        for line in [
+            "pbxlink_recordings_served_total 3",
+            "pbxlink_recordings_served_bytes_total 1010",
+            "pbxlink_recordings_not_modified_total 1",
+            "pbxlink_recordings_refused_total{reason=\"outside_dir\"} 1",
+            "pbxlink_recordings_refused_total{reason=\"not_found\"} 1",
+            "pbxlink_recordings_refused_total{reason=\"expired\"} 1",
+            "pbxlink_recordings_refused_total{reason=\"bad_signature\"} 1",
+            "pbxlink_recordings_refused_total{reason=\"not_regular\"} 0",
+            "pbxlink_recordings_throttled_total 0",
+        ] {
+            assert!(after.contains(line), "{line} in\n{after}");
+        }
     }
 
     #[tokio::test]

@@ -84,6 +84,43 @@ pub enum Refusal {
     Unreadable,
 }
 
+impl Refusal {
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [Refusal; 8] = [
+        Refusal::Malformed,
+        Refusal::BadSignature,
+        Refusal::Expired,
+        Refusal::OutsideDir,
+        Refusal::Symlink,
+        Refusal::NotFound,
+        Refusal::NotRegular,
+        Refusal::Unreadable,
+    ];
+
+    /// The `reason` label on `/metrics` (`pbxlink_recordings_refused_total{reason=...}`);
+    /// never told to the caller.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Expired => "expired",
+            Refusal::OutsideDir => "outside_dir",
+            Refusal::Symlink => "symlink",
+            Refusal::NotFound => "not_found",
+            Refusal::NotRegular => "not_regular",
+            Refusal::Unreadable => "unreadable",
+        }
+    }
+
+    /// Its place in [`Refusal::ALL`].
+    pub fn index(self) -> usize {
+        Refusal::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or(Refusal::ALL.len() - 1)
+    }
+}
+
 /// The key is too short to sign with.
 #[derive(Debug, thiserror::Error)]
 #[error("the recordings key has {0} bytes; at least {MIN_KEY_BYTES} are needed")]
