@@ -464,14 +464,20 @@ fn parse_exposition(text: &str) -> Exposition {
     out
 }
 
-/// Starts `pbxlink run` with every part that has metrics (CDR file, AMI, popups, HTTP API),
-/// delivers one call and lets an AMI event arrive, and returns its `/metrics` text.
+/// Starts `pbxlink run` with every part that has metrics (CDR file, AMI, popups, HTTP API,
+/// and a FreeSWITCH event socket pointed at a closed port: its connection series are
+/// exported while it retries), delivers one call and lets an AMI event arrive, and returns
+/// its `/metrics` text.
 async fn live_metrics() -> String {
     let w = World::new(vec![]).await;
     let ami = AmiSimulator::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("AMI simulator");
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    // Nothing listens there: the daemon keeps trying to reach FreeSWITCH.
+    let closed_esl = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let text = std::fs::read_to_string(&w.config).expect("config");
@@ -487,8 +493,11 @@ async fn live_metrics() -> String {
         &w.config,
         format!(
             "{text}[asterisk.ami]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"pbxlink\"\nsecret = \"s\"\n\
-             [http]\nlisten = \"{listen}\"\ntoken = \"{API_TOKEN}\"\n",
-            ami.addr().port()
+             [http]\nlisten = \"{listen}\"\ntoken = \"{API_TOKEN}\"\n\
+             [freeswitch]\ncall_log_source = \"esl\"\n\
+             [freeswitch.esl]\nhost = \"127.0.0.1\"\nport = {}\npassword = \"ClueCon\"\n",
+            ami.addr().port(),
+            closed_esl.port()
         ),
     )
     .expect("config");
@@ -510,8 +519,11 @@ async fn live_metrics() -> String {
         if let Ok(answer) = answer {
             assert!(answer.status().is_success(), "{url}: {}", answer.status());
             let text = answer.text().await.expect("metrics body");
-            // Until the AMI event is counted the exposition is not complete.
-            if text.contains("pbxlink_ami_received_events_total{") {
+            // Until the AMI event is counted and the event socket has failed once, the
+            // exposition is not complete.
+            if text.contains("pbxlink_ami_received_events_total{")
+                && !text.contains("pbxlink_esl_connect_failures_total 0")
+            {
                 drop(daemon);
                 return text;
             }
@@ -614,11 +626,22 @@ async fn every_series_the_rules_and_the_dashboard_use_is_on_a_running_daemons_me
         "pbxlink_outbox_oldest_pending_age_seconds",
         "pbxlink_outbox_rows",
         "pbxlink_ami_connected",
+        "pbxlink_esl_connected",
         "pbxlink_popups_total",
         "node_filesystem_avail_bytes",
     ] {
         assert!(rules.contains(series), "no rule watches {series}");
     }
+    // The event socket at a closed port: disconnected, and counted as failing.
+    let esl = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    assert_eq!(esl("pbxlink_esl_connected"), Some(0), "{text}");
+    assert!(
+        esl("pbxlink_esl_connect_failures_total").is_some_and(|n| n > 0),
+        "{text}"
+    );
 }
 
 #[test]
