@@ -11,6 +11,7 @@ pub mod crm;
 pub mod daemon;
 pub mod demo;
 pub mod http;
+pub mod import;
 pub mod logtext;
 pub mod metrics;
 pub mod outbox;

@@ -51,12 +51,16 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
-    /// Feed old CDR files through the pipeline (calls already queued or delivered are skipped).
+    /// Feed old CDR files through the pipeline (calls already queued or delivered are skipped);
+    /// shows progress (a bar on a terminal) and sums up what was found.
     Import {
         /// The configuration file.
         #[arg(long, short, default_value = "/etc/pbxlink/pbxlink.toml")]
         config: PathBuf,
-        /// CDR files in the configured format.
+        /// Seconds between progress lines when stderr is not a terminal (a terminal gets a bar).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        progress_every: u64,
+        /// CDR files in the configured format (FreeSWITCH: json_cdr directories or files too).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -183,29 +187,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut public_cli(), "pbxlink", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { config, files } => {
-            let config = load(&config)?;
-            let store = std::sync::Arc::new(open_store(&config)?);
-            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-            let mut total = 0;
-            for file in &files {
-                let name = format!("import:{}", file.display());
-                let mut source =
-                    pbxlink::pbx::import_source(&config, store.clone(), wake.clone(), name)?;
-                // A FIFO, a device or a refused symbolic link is an error naming the file,
-                // never a hang (the file is opened as the daemon opens it).
-                let queued = source.import_file(file)?;
-                println!("{}: {queued} new call(s) queued", file.display());
-                total += queued;
-            }
-            let status = store.status()?;
-            println!(
-                "{total} new call(s) queued; {} pending in the outbox. The running daemon delivers them.",
-                status.pending
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Import {
+            config,
+            progress_every,
+            files,
+        } => import(&config, progress_every, &files),
     }
+}
+
+/// `pbxlink import`: every file through the configured PBX's importer, its progress on
+/// stderr, the summary on stdout.
+fn import(path: &Path, progress_every: u64, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    use pbxlink::import::{ImportProgress, ImportSummary, RateLimit, ReportStyle, Reporter};
+    let config = load(path)?;
+    let store = std::sync::Arc::new(open_store(&config)?);
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let progress = std::sync::Arc::new(ImportProgress::default());
+    let style = ReportStyle::for_stderr(std::time::Duration::from_secs(progress_every));
+    let started = std::time::Instant::now();
+    for file in files {
+        let name = format!("import:{}", file.display());
+        let mut source = pbxlink::pbx::import_source(&config, store.clone(), wake.clone(), name)?;
+        source.report_to(progress.clone());
+        let before = progress.snapshot();
+        let reporter = Reporter::start(progress.clone(), file, style);
+        // A FIFO, a device or a refused symbolic link is an error naming the file, never a
+        // hang (the file is opened as the daemon opens it).
+        let imported = source.import_file(file);
+        reporter.finish();
+        let queued = imported?;
+        let here = progress.snapshot().since(&before);
+        println!(
+            "{}: {queued} new call(s) queued, {} already delivered or queued, {} skipped, {} corrupt line(s)",
+            file.display(),
+            here.duplicates,
+            here.skipped,
+            here.corrupt
+        );
+    }
+    let status = store.status()?;
+    let summary = ImportSummary {
+        figures: progress.snapshot(),
+        pending: status.pending,
+        rate: RateLimit {
+            requests: config.leadsquared.rate_limit_requests,
+            period: std::time::Duration::from_millis(config.leadsquared.rate_limit_period_ms),
+        },
+        elapsed: started.elapsed(),
+    };
+    println!("{summary}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The CLI as users see it: the command without the hidden ones the package build runs

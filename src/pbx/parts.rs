@@ -94,4 +94,7 @@ pub struct PbxParts {
 pub trait FileImport {
     /// Reads the whole of `path` into the outbox; returns how many new calls were queued.
     fn import_file(&mut self, path: &Path) -> anyhow::Result<usize>;
+    /// Every later [`FileImport::import_file`] counts into `progress`: how far into its
+    /// input it is, rows, corrupt lines, and calls new, already in the outbox or skipped.
+    fn report_to(&mut self, progress: std::sync::Arc<crate::import::ImportProgress>);
 }

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::call::sink::{CallBatch, CallSink, FinishedCall, OutboxSink, SourceKind};
+use crate::import::{ImportProgress, ProgressUnit};
 use crate::logtext::{EXCERPT_BYTES, Escaped, excerpt};
 use crate::outbox::store::{FileOffset, Store, StoreError, now_ms};
 use crate::pbx::{AssembledCall, CallAssembler};
@@ -85,6 +86,8 @@ pub struct FileSource<P: LineParser, A: CallAssembler<Record = P::Record>> {
     start_at: StartAt,
     /// The daemon's configuration file, for the `pbxlink import` command a skip log names.
     config_path: Option<PathBuf>,
+    /// Where `pbxlink import` counts what it read and queued (None when tailing).
+    progress: Option<Arc<ImportProgress>>,
 }
 
 impl<P, A> FileSource<P, A>
@@ -114,6 +117,7 @@ where
             follow_symlink: false,
             start_at: StartAt::Beginning,
             config_path: None,
+            progress: None,
         }
     }
 
@@ -131,6 +135,18 @@ where
     pub fn with_config_path(mut self, path: &Path) -> Self {
         self.config_path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
         self
+    }
+
+    /// Counts the rows, corrupt lines and calls of every read from now on into `progress`
+    /// (`pbxlink import`'s progress bar and summary); [`FileSource::import_file`] also
+    /// reports how far into the file it is.
+    pub fn set_progress(&mut self, progress: Option<Arc<ImportProgress>>) {
+        self.progress = progress;
+    }
+
+    /// Where this source counts for `pbxlink import`, if anywhere.
+    pub fn progress(&self) -> Option<&Arc<ImportProgress>> {
+        self.progress.as_ref()
     }
 
     fn tailer(&self, saved: Option<Checkpoint>) -> FileTailer {
@@ -345,6 +361,9 @@ where
         let ids = self
             .store
             .commit_ingest(&self.name, offset, &staged, &counters)?;
+        if let Some(progress) = &self.progress {
+            progress.add_lines(records.len() as u64, errors as u64);
+        }
         let now = now_ms();
         for ((id, record), (_, raw)) in ids.into_iter().zip(records).zip(staged) {
             self.assembler.add(id, record, raw, now);
@@ -389,6 +408,13 @@ where
         }
         batch.counters.push((counters::CALLS_SKIPPED, skipped));
         let outcome = self.sink.push(SourceKind::File, batch)?;
+        if let Some(progress) = &self.progress {
+            progress.add_calls(
+                outcome.queued as u64,
+                outcome.duplicates as u64,
+                skipped as u64,
+            );
+        }
         self.store
             .add_counters(&[(counters::CALLS_ENQUEUED, outcome.queued as i64)])?;
         if outcome.duplicates > 0 {
@@ -404,9 +430,23 @@ where
     pub fn import_file(&mut self, path: &Path) -> std::io::Result<Result<usize, StoreError>> {
         let mut tailer = FileTailer::new(path.to_owned(), None, self.tail_options)
             .follow_symlinks(self.follow_symlink);
+        if let Some(progress) = &self.progress {
+            let size = std::fs::metadata(path).map_or(0, |m| m.len());
+            progress.start_input(ProgressUnit::Bytes, size);
+        }
         let mut queued = 0;
         while let Some(batch) = tailer.poll()? {
             let counters = self.event_counters(&batch.events);
+            if let Some(progress) = &self.progress {
+                // A line too long to be a record is one more corrupt line.
+                let too_long = batch
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, TailEvent::LineTooLong { .. }))
+                    .count();
+                progress.add_lines(0, too_long as u64);
+            }
+            let read_to = batch.checkpoint.offset;
             // Lines of blanks (a crash's filler) carry nothing.
             let (lines, offsets): (Vec<Vec<u8>>, Vec<u64>) = batch
                 .lines
@@ -416,6 +456,9 @@ where
                 .unzip();
             if let Err(e) = self.ingest_lines(&lines, &offsets, None, &counters) {
                 return Ok(Err(e));
+            }
+            if let Some(progress) = &self.progress {
+                progress.set_position(read_to);
             }
             match self.flush_settled(i64::MIN) {
                 Ok(n) => queued += n,

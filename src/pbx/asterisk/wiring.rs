@@ -199,6 +199,10 @@ impl FileImport for AsteriskCdrSource {
         // hang (the file is opened as the daemon opens it).
         Ok(AsteriskCdrSource::import_file(self, path).context("import stopped")??)
     }
+
+    fn report_to(&mut self, progress: Arc<crate::import::ImportProgress>) {
+        self.set_progress(Some(progress));
+    }
 }
 
 /// The "both" reconciler's figures: calls posted merged, or from one source alone.

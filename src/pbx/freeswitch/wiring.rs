@@ -875,6 +875,7 @@ pub fn import_source(
         wake_delivery,
         name,
         asterisk,
+        progress: None,
     }))
 }
 
@@ -887,6 +888,7 @@ struct FsImport {
     wake_delivery: Arc<tokio::sync::Notify>,
     name: String,
     asterisk: Option<Box<dyn FileImport>>,
+    progress: Option<Arc<crate::import::ImportProgress>>,
 }
 
 impl FileImport for FsImport {
@@ -911,6 +913,7 @@ impl FileImport for FsImport {
                 assembler,
                 self.wake_delivery.clone(),
             );
+            source.set_progress(self.progress.clone());
             return source
                 .import(path)
                 .with_context(|| format!("importing {}", Escaped(&path.to_string_lossy())));
@@ -926,7 +929,15 @@ impl FileImport for FsImport {
             self.wake_delivery.clone(),
             assembler,
         )?;
+        source.set_progress(self.progress.clone());
         Ok(source.import_file(path).context("import stopped")??)
+    }
+
+    fn report_to(&mut self, progress: Arc<crate::import::ImportProgress>) {
+        if let Some(asterisk) = self.asterisk.as_mut() {
+            asterisk.report_to(progress.clone());
+        }
+        self.progress = Some(progress);
     }
 }
 

@@ -411,6 +411,11 @@ impl JsonCdrDirSource {
         Ok(())
     }
 
+    /// `pbxlink import` counts files, legs, files that are no leg and calls into `progress`.
+    pub fn set_progress(&mut self, progress: Option<Arc<crate::import::ImportProgress>>) {
+        self.pipeline.set_progress(progress);
+    }
+
     /// Reads json_cdr files once (backfill): `path` is a file or a directory (with its
     /// subdirectories one level down), taken whatever the store remembers, and every call
     /// is enqueued at the end. Returns the calls queued.
@@ -420,6 +425,9 @@ impl JsonCdrDirSource {
         } else {
             vec![entry_for(path, path.to_string_lossy().into_owned())]
         };
+        if let Some(progress) = self.pipeline.progress() {
+            progress.start_input(crate::import::ProgressUnit::Files, entries.len() as u64);
+        }
         let now = Utc::now();
         let mut queued = 0;
         for (i, entry) in entries.iter().enumerate() {
@@ -431,7 +439,12 @@ impl JsonCdrDirSource {
                 ino: meta.ino(),
                 size: meta.len(),
             };
-            self.take_file(entry, meta, identity, now)?;
+            let taken = self.take_file(entry, meta, identity, now)?;
+            if let Some(progress) = self.pipeline.progress() {
+                // A file that is no leg (or too large) is the directory's corrupt line.
+                progress.add_lines(0, u64::from(matches!(taken, Taken::Rejected)));
+                progress.set_position(i as u64 + 1);
+            }
             if i % FILES_PER_SCAN == FILES_PER_SCAN - 1 {
                 queued += self.pipeline.flush_settled(i64::MIN)?;
             }
