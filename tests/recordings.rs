@@ -260,6 +260,39 @@ async fn the_posted_resource_url_plays_and_bad_links_are_404() {
     assert_eq!(status(&site.url(&signer.sign("2026", future))).await, 404);
     // The rest of the API still wants its token.
     assert_eq!(status(&format!("http://{}/metrics", site.addr)).await, 401);
+    // /metrics counts what was served and why links were refused (the callers all got the
+    // same 404): 5 answers with the file (GET, range, curl HEAD, curl range, the re-signed
+    // link), their bytes but the HEAD's, one 304.
+    let metrics = client
+        .get(format!("http://{}/metrics", site.addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    let whole = audio().len();
+    for line in [
+        "pbxlink_recordings_served_total 5".to_owned(),
+        format!(
+            "pbxlink_recordings_served_bytes_total {}",
+            2 * whole + 1000 + 100
+        ),
+        "pbxlink_recordings_not_modified_total 1".to_owned(),
+        "pbxlink_recordings_refused_total{reason=\"bad_signature\"} 1".to_owned(),
+        "pbxlink_recordings_refused_total{reason=\"malformed\"} 2".to_owned(), // in-1.wav, 2026/12/02/in-1.wav
+        "pbxlink_recordings_refused_total{reason=\"expired\"} 1".to_owned(),
+        "pbxlink_recordings_refused_total{reason=\"outside_dir\"} 3".to_owned(),
+        "pbxlink_recordings_refused_total{reason=\"symlink\"} 1".to_owned(),
+        "pbxlink_recordings_refused_total{reason=\"not_regular\"} 1".to_owned(),
+        "pbxlink_recordings_refused_total{reason=\"not_found\"} 0".to_owned(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not on /metrics:\n{metrics}"
+        );
+    }
     assert!(
         site.daemon.log_contains("recording link refused"),
         "{}",

@@ -156,7 +156,9 @@ impl RecordingService {
     /// `GET`/`HEAD /recordings/{signed}`.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
-            .route("/recordings/{signed}", get(serve))
+            // Any path below /recordings/ (a link is one segment; anything else is refused
+            // as malformed, with the same 404).
+            .route("/recordings/{*signed}", get(serve))
             .with_state(self)
     }
 
@@ -472,6 +474,7 @@ mod tests {
         let bad = [
             "/recordings/".to_owned(),
             "/recordings/ok.gsm".to_owned(),
+            "/recordings/2026/12/ok.gsm".to_owned(),
             String::from_utf8(tampered).expect("ascii"),
             format!(
                 "/recordings/{}",
@@ -497,11 +500,11 @@ mod tests {
                 "{path}: {body:?}"
             );
         }
-        // "/recordings/" matches no route; the eight others are refused, each for its reason.
+        // "/recordings/" matches no route; the nine others are refused, each for its reason.
         let stats = s.service.stats();
-        assert_eq!(stats.refused.load(Ordering::Relaxed), 8);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 9);
         for (reason, n) in [
-            (Refusal::Malformed, 1),
+            (Refusal::Malformed, 2),
             (Refusal::BadSignature, 1),
             (Refusal::Expired, 1),
             (Refusal::OutsideDir, 2),
