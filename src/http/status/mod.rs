@@ -67,10 +67,10 @@ section{background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:10px 
 table{border-collapse:collapse;width:100%;font-size:.9rem}\
 th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #eef1f4;vertical-align:top;overflow-wrap:anywhere}\
 th{font-weight:600;color:#4a5866;width:38%}table.wide th{width:auto}\
-td.n{text-align:right;font-variant-numeric:tabular-nums}tr.total td{font-weight:600}\
+td.call,td.n{white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums}tr.total td{font-weight:600}\
 .scroll{overflow-x:auto}.alarm{color:#b00020;font-weight:600}.note{color:#4a5866}\
 code{background:#eef1f4;padding:0 3px;border-radius:3px}\
-button{font:inherit;padding:4px 10px;border:1px solid #8796a5;border-radius:4px;background:#fff;cursor:pointer}\
+button{white-space:nowrap;font:inherit;padding:4px 10px;border:1px solid #8796a5;border-radius:4px;background:#fff;cursor:pointer}\
 form.inline{display:inline}a{color:#0b5cad}footer{color:#4a5866;font-size:.85rem;margin:10px 0}\
 main.login{max-width:360px;margin:10vh auto;background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:16px}\
 main.login input{width:100%;box-sizing:border-box;font:inherit;padding:6px;margin:6px 0 12px}";

@@ -408,10 +408,10 @@ async fn retry_needs_the_session_and_its_csrf_token() {
 #[tokio::test]
 async fn the_page_shows_the_stores_figures_and_escapes_what_came_from_outside() {
     let p = page().await;
-    let body = |dir: &str, status: &str| serde_json::json!({"Direction": dir, "Status": status});
+    let body = |dir: &str, status: &str| serde_json::json!({"direction": dir, "outcome": status});
     add_call(&p.store, "a1", body("Inbound", "Answered"), None);
     add_call(&p.store, "a2", body("Inbound", "Answered"), None);
-    add_call(&p.store, "a3", body("Outbound", "NotAnswered"), None);
+    add_call(&p.store, "a3", body("Outbound", "NoAnswer"), None);
     let hostile = "<script>alert(1)</script>";
     let dead = add_call(
         &p.store,
@@ -454,7 +454,7 @@ listen = "127.0.0.1:0"
         "<td id=\"calls-day-total\">4</td>",
         "<td id=\"calls-hour-total\">4</td>",
         "data-direction=\"Inbound\" data-status=\"Answered\"><td>Inbound</td><td>Answered</td><td class=\"n\">2</td><td class=\"n\">2</td>",
-        "data-direction=\"Outbound\" data-status=\"NotAnswered\"",
+        "data-direction=\"Outbound\" data-status=\"NoAnswer\"",
         "<td id=\"pbx-0\">AMI connected</td>",
         "/etc/pbxlink/pbxlink.toml",
         "could not be created",

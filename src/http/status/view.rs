@@ -108,7 +108,7 @@ impl Figure {
 pub struct CallRow {
     /// `Inbound`, `Outbound`.
     pub direction: String,
-    /// `Answered`, `Missed` ... as the CRM is told.
+    /// `Answered`, `NoAnswer`, `Busy` ... (the call model's outcome).
     pub status: String,
     /// Calls in the last hour.
     pub hour: u64,

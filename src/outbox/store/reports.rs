@@ -292,7 +292,8 @@ pub const CALL_TALLY_MAX_ROWS: usize = 20_000;
 /// Characters of a CRM answer or error the status page shows at most.
 pub const REPORT_TEXT_MAX: usize = 300;
 
-/// Calls counted by direction and status (as the Call Log body names them) over a window.
+/// Calls counted by direction and outcome (as the stored call model names them:
+/// `Inbound`/`Outbound`, `Answered`/`NoAnswer`/`Busy` ...) over a window.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CallTally {
     /// `(direction, status, calls)`, sorted by direction then status.
@@ -369,8 +370,8 @@ fn bounded(text: &str, max: usize) -> String {
 }
 
 impl Store {
-    /// The call logs enqueued since `now - 1 day`, counted by the `Direction` and `Status`
-    /// of their body, for the last hour and the last day; reads at most `max_rows` rows
+    /// The call logs enqueued since `now - 1 day`, counted by the `direction` and `outcome`
+    /// of their stored call model, for the last hour and the last day; reads at most `max_rows` rows
     /// (newest first). A body that cannot be read counts under "unknown".
     pub fn recent_calls(&self, now: i64, max_rows: usize) -> Result<RecentCalls, StoreError> {
         const HOUR: i64 = 3_600_000;
@@ -392,14 +393,20 @@ impl Store {
         let mut day = std::collections::BTreeMap::<(String, String), u64>::new();
         for (created_at, body) in rows.into_iter().take(max_rows) {
             let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let field = |name: &str| {
-                value[name]
-                    .as_str()
+            // The stored body is the call model (`direction`, `outcome`); the CRM's
+            // words (`Direction`, `Status`) are read when a body carries those instead.
+            let field = |names: [&str; 2]| {
+                names
+                    .iter()
+                    .find_map(|name| value[*name].as_str())
                     .filter(|s| !s.is_empty())
                     .map(|s| bounded(s, 40))
                     .unwrap_or_else(|| "unknown".into())
             };
-            let key = (field("Direction"), field("Status"));
+            let key = (
+                field(["direction", "Direction"]),
+                field(["outcome", "Status"]),
+            );
             if created_at >= now - HOUR {
                 *hour.entry(key.clone()).or_default() += 1;
             }
