@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{World, call_id, inbound_call};
+use headless_chrome::protocol::cdp::Emulation;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::{Browser, LaunchOptions, Tab};
 use pbxlink::pbx::asterisk::ami::simulator::AmiSimulator;
@@ -175,7 +176,7 @@ async fn chromium_logs_in_sees_the_stores_figures_and_retries_a_dead_letter() {
             // Root (CI) cannot use Chromium's sandbox.
             sandbox: false,
             path: Some(chromium.clone()),
-            window_size: Some((1280, 1600)),
+            window_size: Some((1280, 1900)),
             user_data_dir: Some(profile.path().to_owned()),
             idle_browser_timeout: Duration::from_secs(120),
             ..LaunchOptions::default()
@@ -267,6 +268,47 @@ async fn chromium_logs_in_sees_the_stores_figures_and_retries_a_dead_letter() {
         call_id(REFUSED),
         screenshot.display()
     );
+
+    // On a phone's width (390 CSS px) the page keeps to the screen: one column, no sideways
+    // scrolling of the page itself (wide tables scroll inside their own box).
+    let widths = browser(|| {
+        tab.call_method(Emulation::SetDeviceMetricsOverride {
+            width: 390,
+            height: 844,
+            device_scale_factor: 2.0,
+            mobile: true,
+            scale: None,
+            screen_width: None,
+            screen_height: None,
+            position_x: None,
+            position_y: None,
+            dont_set_visible_size: None,
+            screen_orientation: None,
+            viewport: None,
+            display_feature: None,
+            device_posture: None,
+        })?;
+        tab.reload(true, None)?;
+        tab.wait_for_element("#outbox-dead")?;
+        tab.evaluate(
+            "[document.documentElement.scrollWidth, window.innerWidth].join(' ')",
+            false,
+        )
+    })
+    .expect("the page at a phone's width");
+    let widths = widths.value.and_then(|v| v.as_str().map(str::to_owned));
+    let (scroll, inner) = widths
+        .as_deref()
+        .and_then(|w| w.split_once(' '))
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .unwrap_or_else(|| panic!("widths: {widths:?}"));
+    eprintln!("[status page] at a phone's width: page {scroll} px in a {inner} px screen");
+    assert!(
+        scroll <= inner,
+        "at a phone's width the page is {scroll} px wide in a {inner} px screen"
+    );
+    browser(|| tab.call_method(Emulation::ClearDeviceMetricsOverride(None)))
+        .expect("desktop again");
 
     // The CRM takes the call now; Chromium presses "Retry" and the stand-in gets it.
     w.standin.set_reject_call_ids(vec![]);
