@@ -465,28 +465,31 @@ struct PageForm {
     id: Option<String>,
 }
 
-/// The session and a matching CSRF token, or the answer refusing the form.
-fn checked(
+/// The answer refusing a posted form, unless it comes with a session and that session's
+/// CSRF token (then None).
+fn refusal(
     page: &StatusPage,
     headers: &HeaderMap,
     form: &PageForm,
     peer: SocketAddr,
-) -> Result<Session, Response> {
+) -> Option<Response> {
     let Some(session) = page.session(headers) else {
-        return Err(login_page(
+        return Some(login_page(
             StatusCode::UNAUTHORIZED,
             Some("Your session ended: log in again."),
         ));
     };
     if !page.sessions.csrf_ok(&session, &form.csrf) {
         tracing::warn!(peer = %peer, "status page: a form with a missing or wrong CSRF token refused");
-        return Err((
-            StatusCode::FORBIDDEN,
-            "the form's token does not match your session: reload the page and try again\n",
-        )
-            .into_response());
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "the form's token does not match your session: reload the page and try again\n",
+            )
+                .into_response(),
+        );
     }
-    Ok(session)
+    None
 }
 
 /// `POST /status/retry` (`id`, `csrf`): puts one dead letter back in the queue.
@@ -496,7 +499,7 @@ async fn retry(
     headers: HeaderMap,
     Form(form): Form<PageForm>,
 ) -> Response {
-    if let Err(refused) = checked(&page, &headers, &form, peer) {
+    if let Some(refused) = refusal(&page, &headers, &form, peer) {
         return refused;
     }
     let Some(id) = form
@@ -538,7 +541,7 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<PageForm>,
 ) -> Response {
-    if let Err(refused) = checked(&page, &headers, &form, peer) {
+    if let Some(refused) = refusal(&page, &headers, &form, peer) {
         return refused;
     }
     let mut response = see_other("/");
