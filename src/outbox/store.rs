@@ -33,7 +33,7 @@ pub use ingest::{FileOffset, StagedRow};
 pub use queue::{EnqueueOutcome, NewOutboxRow, OutboxRow, ResentCall, ResentReason};
 pub use reports::{
     CALL_TALLY_MAX_ROWS, CallTally, DeadLetter, DeadLetterDetail, EndpointReport, FileSourceReport,
-    RecentCalls, StatusReport, format_status,
+    REPORT_TEXT_MAX, RecentCalls, StatusReport, format_status,
 };
 
 /// Row kind for call logs.

@@ -474,3 +474,65 @@ listen = "127.0.0.1:0"
     assert!(html.contains(&format!("id=\"retry-{dead}\"")), "{html}");
     assert!(!html.contains(TOKEN), "the token never appears on the page");
 }
+
+#[tokio::test]
+async fn the_call_tally_splits_hour_and_day_and_says_when_it_is_a_lower_bound() {
+    let p = page().await;
+    let body = |dir: &str, outcome: &str| serde_json::json!({"direction": dir, "outcome": outcome});
+    add_call(&p.store, "t1", body("Inbound", "Answered"), None);
+    add_call(&p.store, "t2", body("Outbound", "Busy"), None);
+    add_call(
+        &p.store,
+        "t3",
+        serde_json::json!({"direction": "x".repeat(500)}),
+        None,
+    );
+    let now = crate::outbox::store::now_ms();
+    let calls = p.store.recent_calls(now, 100).expect("tally");
+    assert_eq!(
+        (calls.hour.total, calls.day.total, calls.truncated),
+        (3, 3, false)
+    );
+    assert!(
+        calls
+            .day
+            .counts
+            .contains(&("Inbound".into(), "Answered".into(), 1)),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .day
+            .counts
+            .iter()
+            .any(|(d, s, n)| d.chars().count() == 41 && s == "unknown" && *n == 1),
+        "a hostile value is bounded, a missing one is unknown: {calls:?}"
+    );
+    // Two hours later they are out of the hour but still in the day; a day later, gone.
+    let later = p
+        .store
+        .recent_calls(now + 2 * 3_600_000, 100)
+        .expect("tally");
+    assert_eq!((later.hour.total, later.day.total), (0, 3));
+    let next_day = p
+        .store
+        .recent_calls(now + 25 * 3_600_000, 100)
+        .expect("tally");
+    assert_eq!(next_day.day.total, 0);
+    // Bounded: at most max_rows are read, and the tally says so.
+    let bounded = p.store.recent_calls(now, 2).expect("tally");
+    assert_eq!((bounded.day.total, bounded.truncated), (2, true));
+    // Dead letters: newest first, bounded in number and text.
+    for i in 0..3 {
+        add_call(
+            &p.store,
+            &format!("d{i}"),
+            serde_json::json!({}),
+            Some(&"e".repeat(5_000)),
+        );
+    }
+    let dead = p.store.dead_letter_details(2).expect("dead");
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].call_id, "d2");
+    assert!(dead[0].reason.chars().count() <= crate::outbox::store::REPORT_TEXT_MAX + 1);
+}
