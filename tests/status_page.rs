@@ -169,6 +169,20 @@ async fn chromium_logs_in_sees_the_stores_figures_and_retries_a_dead_letter() {
     })
     .await;
 
+    // A reload that changes a key read only at start: the page names it.
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    assert!(text.contains("settle_ms = 300\n"), "{text}");
+    std::fs::write(
+        &w.config,
+        text.replace("settle_ms = 300\n", "settle_ms = 400\n"),
+    )
+    .expect("config");
+    daemon.signal("HUP");
+    w.wait_for(LIMIT, "the reload logged", || {
+        daemon.log_contains("configuration reloaded")
+    })
+    .await;
+
     let profile = tempfile::tempdir().expect("profile dir");
     let browser_handle = browser(|| {
         Browser::new(LaunchOptions {
@@ -249,6 +263,10 @@ async fn chromium_logs_in_sees_the_stores_figures_and_retries_a_dead_letter() {
     assert!(
         html.contains(&w.cdr.display().to_string()),
         "the CDR file: {html}"
+    );
+    assert!(
+        html.contains("id=\"restart-banner\"") && html.contains("<code>asterisk.settle_ms</code>"),
+        "the restart-needed key after the reload: {html}"
     );
     assert_eq!(
         by_id(&html, "version"),
