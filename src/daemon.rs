@@ -53,8 +53,8 @@ pub struct Daemon {
     client: LeadSquaredClient,
     /// When each file reader last went round its loop (unix ms).
     source_heartbeats: Vec<Arc<AtomicI64>>,
-    /// The PBX's parts of the `STATUS=` line.
-    pbx_status: Vec<StatusPart>,
+    /// The PBX's parts of the `STATUS=` line (shared with the status page).
+    pbx_status: Arc<Vec<StatusPart>>,
     /// What a SIGHUP applies to the PBX's parts.
     pbx_reloads: Vec<ReloadHook>,
     /// Closes the PBX's connections at shutdown.
@@ -67,6 +67,8 @@ pub struct Daemon {
     api: Option<Arc<ApiState>>,
     /// The liveness of every supervised task.
     health: Arc<Health>,
+    /// The status page, when `[http]` is set (it shows the keys a reload could not apply).
+    status_page: Option<Arc<crate::http::status::StatusPage>>,
 }
 
 /// Runs `task` on its own tokio task and watches it: when it returns (or panics) while
@@ -199,6 +201,8 @@ impl Daemon {
             shutdown: shutdown_rx.clone(),
             metrics: &metrics,
         })?;
+        let pbx_status = Arc::new(pbx.status);
+        let mut popup_stats = None;
         let mut sources = Vec::new();
         let mut source_heartbeats = Vec::new();
         for source in pbx.file_sources {
@@ -232,6 +236,7 @@ impl Daemon {
                         sender = sender.with_lead_lookup(LeadApi::new(config, deadline)?, deadline);
                     }
                     metrics.register(sender.stats());
+                    popup_stats = Some(sender.stats());
                     let heartbeat = health.register("popup sender");
                     let sender = sender.with_heartbeat(heartbeat.clone());
                     tasks.push(supervise(
@@ -253,6 +258,7 @@ impl Daemon {
         }
 
         let mut api = None;
+        let mut status_page = None;
         if let Some(http) = &config.http {
             let state = Arc::new(
                 ApiState::new(config, pbx.control.clone(), store.clone())?
@@ -260,8 +266,18 @@ impl Daemon {
                     .with_health(health.clone()),
             );
             api = Some(state.clone());
+            let mut page = crate::http::status::StatusPage::new(config, store.clone())?
+                .with_config_path(config_path)
+                .with_metrics(metrics.clone())
+                .with_pbx_status(pbx_status.clone());
+            if let Some(popups) = &popup_stats {
+                page = page.with_popups(popups.clone());
+            }
+            let page = Arc::new(page);
+            status_page = Some(page.clone());
             let router = crate::http::router(state)?
-                .merge(crate::http::recordings::router(config, &metrics)?);
+                .merge(crate::http::recordings::router(config, &metrics)?)
+                .merge(page.router());
             let transport = crate::http::Transport::from_config(http).await?;
             metrics.register(transport.stats.clone());
             let listener = tokio::net::TcpListener::bind(http.listen)
@@ -327,13 +343,14 @@ impl Daemon {
             config: config.clone(),
             client,
             source_heartbeats,
-            pbx_status: pbx.status,
+            pbx_status,
             pbx_reloads: pbx.reloads,
             pbx_stops: pbx.stops,
             config_tx,
             metrics,
             api,
             health,
+            status_page,
         })
     }
 
@@ -359,6 +376,9 @@ impl Daemon {
             }
         }
         let restart = reload::restart_needed(&self.config, &new);
+        if let Some(page) = &self.status_page {
+            page.config_reloaded(&new);
+        }
         self.config = new;
         Ok(restart)
     }
@@ -394,7 +414,7 @@ impl Daemon {
             Ok(Err(e)) => format!("outbox unreadable: {e}"),
             Err(e) => format!("outbox unreadable: {e}"),
         };
-        for part in &self.pbx_status {
+        for part in self.pbx_status.iter() {
             line.push_str("; ");
             line.push_str(&part());
         }

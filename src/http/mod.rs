@@ -11,6 +11,7 @@ pub mod expiring;
 pub mod params;
 pub mod recordings;
 pub mod server;
+pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;

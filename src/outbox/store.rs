@@ -31,7 +31,10 @@ use crate::config::Synchronous;
 
 pub use ingest::{FileOffset, StagedRow};
 pub use queue::{EnqueueOutcome, NewOutboxRow, OutboxRow, ResentCall, ResentReason};
-pub use reports::{DeadLetter, StatusReport, format_status};
+pub use reports::{
+    CALL_TALLY_MAX_ROWS, CallTally, DeadLetter, DeadLetterDetail, EndpointReport, FileSourceReport,
+    REPORT_TEXT_MAX, RecentCalls, StatusReport, format_status,
+};
 
 /// Row kind for call logs.
 pub const KIND_CALL_LOG: &str = "call_log";

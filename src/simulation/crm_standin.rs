@@ -194,6 +194,12 @@ impl StandIn {
         self.lock().behaviour = behaviour;
     }
 
+    /// Changes which CallSessionIds are answered 400 from now on (a CRM that accepts a call
+    /// it refused before, e.g. once the lead exists).
+    pub fn set_reject_call_ids(&self, ids: Vec<String>) {
+        self.lock().expectations.reject_call_ids = ids;
+    }
+
     /// Every request so far.
     pub fn received(&self) -> Vec<Received> {
         self.lock().received.clone()

@@ -38,6 +38,49 @@ pub struct PopupStats {
     pub max_latency_ms: AtomicU64,
     /// Lead lookups that gave no single lead (none, several, failed or late).
     pub lookup_misses: AtomicU64,
+    /// The last [`RECENT_POPUPS`] popups sent or dropped, newest last (the status page).
+    recent: std::sync::Mutex<std::collections::VecDeque<RecentPopup>>,
+}
+
+/// Popups [`PopupStats::recent`] remembers.
+pub const RECENT_POPUPS: usize = 20;
+
+/// One popup as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentPopup {
+    /// When it was sent or dropped (unix ms).
+    pub at_ms: i64,
+    /// The call's id (bounded).
+    pub call_id: String,
+    /// The agent's extension (bounded).
+    pub agent: String,
+    /// PBX event to request leaving, in ms (None: dropped before it was sent).
+    pub latency_ms: Option<u64>,
+    /// `sent` or why it was dropped (`too old`, `refused`).
+    pub outcome: &'static str,
+}
+
+impl PopupStats {
+    /// The last popups, newest first.
+    pub fn recent(&self) -> Vec<RecentPopup> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().cloned().collect()
+    }
+
+    fn remember(&self, popup: &PopupRequest, latency_ms: Option<u64>, outcome: &'static str) {
+        let bounded = |s: &str| s.chars().take(80).collect::<String>();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= RECENT_POPUPS {
+            recent.pop_front();
+        }
+        recent.push_back(RecentPopup {
+            at_ms: crate::outbox::store::now_ms(),
+            call_id: bounded(&popup.call_id),
+            agent: bounded(&popup.agent_extension),
+            latency_ms,
+            outcome,
+        });
+    }
 }
 
 /// Sends popups from a queue.
@@ -156,6 +199,7 @@ impl PopupSender {
             let age = monotonic_ms() - popup.event_at_ms;
             if age > self.ttl_ms {
                 self.stats.dropped.fetch_add(1, Relaxed);
+                self.stats.remember(&popup, None, "dropped: too old");
                 tracing::warn!(call_id = %popup.call_id, agent = %popup.agent_extension, age_ms = age, "agent popup dropped: older than popup_ttl_ms");
                 return;
             }
@@ -165,6 +209,7 @@ impl PopupSender {
                 SendOutcome::Delivered { .. } => {
                     self.stats.sent.fetch_add(1, Relaxed);
                     self.stats.max_latency_ms.fetch_max(latency, Relaxed);
+                    self.stats.remember(&popup, Some(latency), "sent");
                     tracing::info!(call_id = %popup.call_id, agent = %popup.agent_extension, latency_ms = latency, "agent popup sent");
                     return;
                 }
@@ -188,6 +233,8 @@ impl PopupSender {
                     let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
                     if wait > left {
                         self.stats.dropped.fetch_add(1, Relaxed);
+                        self.stats
+                            .remember(&popup, None, "dropped: CRM asks to wait past the TTL");
                         tracing::warn!(call_id = %popup.call_id, agent = %popup.agent_extension, "agent popup dropped: the CRM asks to wait {wait:?}, past popup_ttl_ms: {reason}");
                         return;
                     }
@@ -196,6 +243,8 @@ impl PopupSender {
                 }
                 SendOutcome::Reject { reason, .. } | SendOutcome::Pause { reason, .. } => {
                     self.stats.dropped.fetch_add(1, Relaxed);
+                    self.stats
+                        .remember(&popup, Some(latency), "refused by the CRM");
                     tracing::error!(call_id = %popup.call_id, agent = %popup.agent_extension, "agent popup refused: {reason}");
                     return;
                 }

@@ -285,3 +285,213 @@ pub fn format_status(report: &StatusReport, now: chrono::DateTime<chrono::Utc>) 
     }
     out
 }
+
+/// Rows the status page's call tally reads at most (newest first): a day of a very busy
+/// site; beyond it the tally says it is a lower bound.
+pub const CALL_TALLY_MAX_ROWS: usize = 20_000;
+/// Characters of a CRM answer or error the status page shows at most.
+pub const REPORT_TEXT_MAX: usize = 300;
+
+/// Calls counted by direction and outcome (as the stored call model names them:
+/// `Inbound`/`Outbound`, `Answered`/`NoAnswer`/`Busy` ...) over a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CallTally {
+    /// `(direction, status, calls)`, sorted by direction then status.
+    pub counts: Vec<(String, String, u64)>,
+    /// Calls in the window.
+    pub total: u64,
+}
+
+/// The calls of the last hour and of the last day, for the status page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecentCalls {
+    /// Calls enqueued within the last hour.
+    pub hour: CallTally,
+    /// Calls enqueued within the last day.
+    pub day: CallTally,
+    /// True when more rows than [`CALL_TALLY_MAX_ROWS`] fell in the day: the figures are a
+    /// lower bound.
+    pub truncated: bool,
+}
+
+/// A dead letter with what the CRM answered, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterDetail {
+    /// Row id (what "retry" names).
+    pub id: i64,
+    /// `call_log` or `disposition_update`.
+    pub kind: String,
+    /// Call id.
+    pub call_id: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// HTTP status of the last answer.
+    pub last_status: Option<u16>,
+    /// Why it died, at most [`REPORT_TEXT_MAX`] characters.
+    pub reason: String,
+    /// The CRM's answer body, at most [`REPORT_TEXT_MAX`] characters (empty: none kept).
+    pub answer: String,
+    /// When it died (its last update, unix ms).
+    pub died_at: i64,
+}
+
+/// Where the reading of one source file stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSourceReport {
+    /// The source's name in the store (the file's path or the source's name).
+    pub source: String,
+    /// Bytes consumed.
+    pub offset: u64,
+    /// When the offset was last committed (unix ms).
+    pub updated_at: i64,
+}
+
+/// One CRM endpoint's delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointReport {
+    /// `call_log`, `disposition_update`.
+    pub endpoint: String,
+    /// The last error (the reason of a pause while paused), bounded.
+    pub last_error: Option<String>,
+    /// When it happened (unix ms).
+    pub last_error_at: Option<i64>,
+    /// The last successful delivery (unix ms).
+    pub last_success_at: Option<i64>,
+    /// Delivery paused until (unix ms).
+    pub paused_until: Option<i64>,
+}
+
+/// At most `max` characters of `text`, with "…" when cut.
+fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+impl Store {
+    /// The call logs enqueued since `now - 1 day`, counted by the `direction` and `outcome`
+    /// of their stored call model, for the last hour and the last day; reads at most `max_rows` rows
+    /// (newest first). A body that cannot be read counts under "unknown".
+    pub fn recent_calls(&self, now: i64, max_rows: usize) -> Result<RecentCalls, StoreError> {
+        const HOUR: i64 = 3_600_000;
+        const DAY: i64 = 24 * HOUR;
+        let rows = self.with_conn("tally recent calls", |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, created_at, body FROM outbox
+                 WHERE kind = ?1 AND created_at >= ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let limit = i64::try_from(max_rows.saturating_add(1)).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![super::KIND_CALL_LOG, now - DAY, limit], |r| {
+                let id: i64 = r.get(0)?;
+                Ok((r.get::<_, i64>(1)?, body_or_empty(r.get_ref(2)?, id)))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })?;
+        let truncated = rows.len() > max_rows;
+        let mut hour = std::collections::BTreeMap::<(String, String), u64>::new();
+        let mut day = std::collections::BTreeMap::<(String, String), u64>::new();
+        for (created_at, body) in rows.into_iter().take(max_rows) {
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            // The stored body is the call model (`direction`, `outcome`); the CRM's
+            // words (`Direction`, `Status`) are read when a body carries those instead.
+            let field = |names: [&str; 2]| {
+                names
+                    .iter()
+                    .find_map(|name| value[*name].as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| bounded(s, 40))
+                    .unwrap_or_else(|| "unknown".into())
+            };
+            let key = (
+                field(["direction", "Direction"]),
+                field(["outcome", "Status"]),
+            );
+            if created_at >= now - HOUR {
+                *hour.entry(key.clone()).or_default() += 1;
+            }
+            *day.entry(key).or_default() += 1;
+        }
+        let tally = |map: std::collections::BTreeMap<(String, String), u64>| CallTally {
+            total: map.values().sum(),
+            counts: map.into_iter().map(|((d, s), n)| (d, s, n)).collect(),
+        };
+        Ok(RecentCalls {
+            hour: tally(hour),
+            day: tally(day),
+            truncated,
+        })
+    }
+
+    /// The newest `limit` dead letters with the CRM's answer, newest first.
+    pub fn dead_letter_details(&self, limit: usize) -> Result<Vec<DeadLetterDetail>, StoreError> {
+        self.with_conn("list dead letters with answers", |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, kind, call_id, attempts, last_status, last_error, response, updated_at
+                 FROM outbox WHERE state = 'dead' ORDER BY id DESC LIMIT ?1",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map([limit], |r| {
+                let id: i64 = r.get(0)?;
+                let answer = super::payload::unpack(r.get_ref(6)?)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                Ok(DeadLetterDetail {
+                    id,
+                    kind: r.get(1)?,
+                    call_id: bounded(&r.get::<_, String>(2)?, 120),
+                    attempts: r.get(3)?,
+                    last_status: r.get(4)?,
+                    reason: bounded(
+                        &r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        REPORT_TEXT_MAX,
+                    ),
+                    answer: bounded(&answer, REPORT_TEXT_MAX),
+                    died_at: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Where each source file's reading stands (at most `limit` sources, by name).
+    pub fn file_sources(&self, limit: usize) -> Result<Vec<FileSourceReport>, StoreError> {
+        self.with_conn("list file offsets", |c| {
+            let mut stmt = c.prepare(
+                "SELECT source, offset, updated_at FROM file_offsets ORDER BY source LIMIT ?1",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map([limit], |r| {
+                Ok(FileSourceReport {
+                    source: bounded(&r.get::<_, String>(0)?, 300),
+                    offset: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    updated_at: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Each CRM endpoint's delivery state, by name.
+    pub fn endpoint_states(&self) -> Result<Vec<EndpointReport>, StoreError> {
+        self.with_conn("read endpoint states", |c| {
+            let mut stmt = c.prepare(
+                "SELECT endpoint, last_error, last_error_at, last_success_at, paused_until
+                 FROM endpoint_state ORDER BY endpoint LIMIT 16",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(EndpointReport {
+                    endpoint: bounded(&r.get::<_, String>(0)?, 60),
+                    last_error: r
+                        .get::<_, Option<String>>(1)?
+                        .map(|e| bounded(&e, REPORT_TEXT_MAX)),
+                    last_error_at: r.get(2)?,
+                    last_success_at: r.get(3)?,
+                    paused_until: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
