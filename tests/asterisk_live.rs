@@ -21,16 +21,16 @@
 //! `/var/tmp/pbxlink-asterisk.lock` for its whole run (one Asterisk for all such tests).
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use pbxlink::crm::leadsquared::standin::{Behaviour, Expectations, StandIn};
 use serde_json::{Value, json};
 
+mod daemon_watch;
 mod rig;
+use daemon_watch::DaemonWatch;
 use rig::{CUSTOM_COLUMNS, RigGuard, RigLock, rig_ok, rig_root, rig_tz, root_or_skip};
 
 const TOKEN: &str = "live-test-token";
@@ -77,81 +77,6 @@ fn live_asterisk_popups_click_to_call_disposition_route_restart() {
         .build()
         .expect("runtime");
     runtime.block_on(scenario());
-}
-
-struct Live {
-    http: reqwest::Client,
-    base: String,
-    standin: StandIn,
-    log: PathBuf,
-}
-
-impl Live {
-    async fn get(&self, path_and_query: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}{path_and_query}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap_or_default())
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Waits until `cond` holds for what the stand-in received.
-    async fn wait_for<T>(
-        &self,
-        limit: Duration,
-        what: &str,
-        cond: impl Fn(&StandIn) -> Option<T>,
-    ) -> T {
-        let started = Instant::now();
-        loop {
-            if let Some(v) = cond(&self.standin) {
-                return v;
-            }
-            if started.elapsed() > limit {
-                panic!(
-                    "{what}: not within {limit:?}\nstand-in received: {:#?}\n--- pbxlink log\n{}",
-                    self.standin
-                        .received()
-                        .iter()
-                        .map(|r| (r.endpoint, r.status, r.body.clone(), r.problem.clone()))
-                        .collect::<Vec<_>>(),
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_ready(&self, limit: Duration) {
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/readyz?token={TOKEN}", self.base))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                started.elapsed() < limit,
-                "pbxlink not ready within {limit:?}\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 fn popups_of(st: &StandIn, call_id: Option<&str>) -> Vec<Value> {
@@ -271,38 +196,12 @@ async fn scenario() {
         cols = CUSTOM_COLUMNS.map(|c| format!("{c:?}")).join(", "),
         tz = rig_tz(),
     );
-    let config = dir.path().join("pbxlink.toml");
-    std::fs::write(&config, &toml).expect("config");
-    let log = dir.path().join("pbxlink.log");
-    let check = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .expect("check-config");
-    assert!(
-        check.status.success(),
-        "check-config: {}{}\n{toml}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info,pbxlink=debug")
-        .stdout(File::create(&log).expect("log"))
-        .stderr(File::options().append(true).open(&log).expect("log"))
-        .spawn()
-        .expect("pbxlink run");
+    let (child, log) = daemon_watch::start_daemon(dir.path(), &toml);
     let mut guard = Guard {
         daemon: Some(child),
         _rig: RigGuard,
     };
-    let live = Live {
-        http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
-        standin: standin.clone(),
-        log,
-    };
+    let live = DaemonWatch::new(port, TOKEN, &standin, log);
     live.wait_ready(Duration::from_secs(20)).await;
     eprintln!("[live] pbxlink ready (AMI logged in, store writable)");
 
@@ -494,7 +393,7 @@ async fn scenario() {
     // `pbxlink status` shows the same figures.
     let out = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
         .args(["status", "--config"])
-        .arg(&config)
+        .arg(dir.path().join("pbxlink.toml"))
         .output()
         .expect("pbxlink status");
     let text = String::from_utf8_lossy(&out.stdout);

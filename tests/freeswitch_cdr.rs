@@ -186,12 +186,6 @@ fn master_csv_through_the_pipeline_across_rotation() {
 
 // ----- the real FreeSWITCH -----
 
-fn json_files() -> BTreeSet<PathBuf> {
-    std::fs::read_dir(fsrig::json_cdr_dir())
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default()
-}
-
 /// Every Master.csv row, the rotated files' (`Master.csv.<date>`) first.
 fn csv_lines() -> Vec<Vec<u8>> {
     let master = fsrig::cdr_csv();
@@ -220,30 +214,7 @@ fn csv_lines() -> Vec<Vec<u8>> {
 }
 
 fn carrier_call(did: &str, hold_ms: u32, port: &str) {
-    let hold = hold_ms.to_string();
-    let (ok, out) = fsrig::sipp(
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            did,
-            "127.0.0.1:25080",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            port,
-            "-m",
-            "1",
-            "-l",
-            "1",
-            "-d",
-            &hold,
-            "-timeout",
-            "40s",
-            "-nostdin",
-        ],
-        45,
-    );
+    let (ok, out) = fsrig::carrier_call(did, hold_ms, port);
     assert!(ok, "sipp call to {did} failed:\n{out}");
 }
 
@@ -254,7 +225,7 @@ fn wait_for_cdrs() -> (Vec<PathBuf>, Vec<Vec<u8>>) {
     let mut last = (0, 0);
     let mut stable_since = Instant::now();
     loop {
-        let files = json_files().len();
+        let files = fsrig::json_files().len();
         let rows = csv_lines().len();
         if (files, rows) != last {
             last = (files, rows);
@@ -268,7 +239,7 @@ fn wait_for_cdrs() -> (Vec<PathBuf>, Vec<Vec<u8>>) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    (json_files().into_iter().collect(), csv_lines())
+    (fsrig::json_files().into_iter().collect(), csv_lines())
 }
 
 fn facts_of(legs: Vec<FsLeg>) -> Vec<CallFacts> {
@@ -322,10 +293,7 @@ fn real_freeswitch_json_cdr_and_cdr_csv_give_the_same_calls() {
     ) {
         return;
     }
-    let _lock = fsrig::RigLock::acquire("freeswitch_cdr");
-    fsrig::rig_ok(&["install"]);
-    let _guard = fsrig::RigGuard;
-    fsrig::rig_ok(&["start"]);
+    let _rig = fsrig::install_and_start("freeswitch_cdr");
 
     let tmp = tempfile::tempdir().expect("tmp");
     let csv_store = open_store(tmp.path(), "csv.db");

@@ -18,7 +18,7 @@ mod fsrig;
 
 use std::time::{Duration, Instant};
 
-use fsrig::{Esl, RigGuard, RigLock};
+use fsrig::Esl;
 use pbxlink::call::{CallFacts, DialResult};
 use pbxlink::pbx::freeswitch::control::{
     self, FreeAgent, FsClickToCall, FsOriginateSettings, OriginatePlan,
@@ -28,8 +28,6 @@ use pbxlink::pbx::freeswitch::esl::{
 };
 use pbxlink::pbx::freeswitch::tracker::{FsCallTracker, FsTrackerOutput, FsTrackerSettings};
 use pbxlink::phone::E164;
-
-const SUBSCRIBE: &str = "event plain BACKGROUND_JOB CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_HANGUP_COMPLETE CUSTOM callcenter::info";
 
 /// Reads the session's bytes with pbxlink's framer, from a mark on, keeping every frame.
 struct Reader {
@@ -142,17 +140,14 @@ fn real_freeswitch_takes_pbxlinks_click_to_call_and_disposition() {
     ) {
         return;
     }
-    let _lock = RigLock::acquire("freeswitch_control");
-    fsrig::rig_ok(&["install"]);
-    let _guard = RigGuard;
-    fsrig::rig_ok(&["start"]);
+    let _rig = fsrig::install_and_start("freeswitch_control");
     let esl = Esl::connect(fsrig::esl_port(), &fsrig::esl_password());
     let mut reader = Reader::new(&esl);
     send(&esl, &Command::api("status").expect("api status"));
     reader.wait(&esl, "api/response", |f| {
         matches!(f, Frame::ApiResponse { .. }).then_some(())
     });
-    esl.send(SUBSCRIBE);
+    esl.send(fsrig::SUBSCRIBE);
     reader.wait(&esl, "the subscription's reply", |f| match f {
         Frame::CommandReply(r) if r.is_ok() => Some(()),
         _ => None,
@@ -203,24 +198,7 @@ fn real_freeswitch_takes_pbxlinks_click_to_call_and_disposition() {
     assert!(e.meaning().is_some(), "{e}");
 
     // Click to call to agent 101; the lead is the carrier's UAS (sipp on 25099).
-    let uas = std::thread::spawn(|| {
-        fsrig::sipp(
-            &[
-                "-sn",
-                "uas",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                "25099",
-                "-m",
-                "1",
-                "-timeout",
-                "60s",
-                "-nostdin",
-            ],
-            65,
-        )
-    });
+    let uas = std::thread::spawn(|| fsrig::carrier_uas(1, 60));
     std::thread::sleep(Duration::from_millis(500));
     let call_id = control::new_uuid();
     let plan =

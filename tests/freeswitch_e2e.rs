@@ -20,17 +20,17 @@
 //! Root only (the rig is a chroot); otherwise a loud SKIPPED banner. Holds the rig lock
 //! (`/var/tmp/pbxlink-freeswitch.lock`) for its whole run.
 
+mod daemon_watch;
 mod fsrig;
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fsrig::{RigGuard, RigLock};
+use daemon_watch::{DaemonGuard, DaemonWatch};
 use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
+use pbxlink::pbx::freeswitch::cdr::{CsvLayout, templates};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "fs-e2e-token";
@@ -43,46 +43,6 @@ const DIRECT_DID: &str = "4930100";
 const MISSED_DID: &str = "4930103";
 const QUEUE_DID: &str = "4930200";
 
-/// The rig's `pbxlink` mod_cdr_csv template, column by column (tests/freeswitch/conf).
-const PBXLINK_COLUMNS: [&str; 36] = [
-    "uuid",
-    "bleg_uuid",
-    "originating_leg_uuid",
-    "cc_member_session_uuid",
-    "direction",
-    "context",
-    "caller_id_name",
-    "caller_id_number",
-    "destination_number",
-    "start_epoch",
-    "answer_epoch",
-    "end_epoch",
-    "start_uepoch",
-    "answer_uepoch",
-    "end_uepoch",
-    "duration",
-    "billsec",
-    "hangup_cause",
-    "sip_hangup_disposition",
-    "cc_queue",
-    "cc_agent",
-    "pbxlink_lead_id",
-    "record_path",
-    "record_name",
-    "accountcode",
-    "call_uuid",
-    "sip_call_id",
-    "cc_side",
-    "user_name",
-    "sip_from_user",
-    "dialed_user",
-    "sip_req_user",
-    "origination_caller_id_number",
-    "last_app",
-    "pbxlink_lead_number",
-    "pbxlink_did",
-];
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -90,38 +50,19 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Kills the daemon when dropped (also when the test panics).
-struct DaemonGuard(Option<Child>);
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl DaemonGuard {
-    /// SIGTERM, then waits for it to exit.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// One daemon run against the stand-in.
 struct Run {
-    http: reqwest::Client,
-    base: String,
-    standin: StandIn,
-    log: PathBuf,
+    watch: DaemonWatch,
     _dir: tempfile::TempDir,
     daemon: DaemonGuard,
+}
+
+impl std::ops::Deref for Run {
+    type Target = DaemonWatch;
+
+    fn deref(&self) -> &DaemonWatch {
+        &self.watch
+    }
 }
 
 impl Run {
@@ -159,37 +100,19 @@ impl Run {
             } else {
                 format!("cdr_csv = {:?}\n", fsrig::cdr_csv())
             },
-            cols = PBXLINK_COLUMNS.map(|c| format!("{c:?}")).join(", "),
+            // The rig's `pbxlink` mod_cdr_csv template (tests/freeswitch/conf), column by column.
+            cols = CsvLayout::from_template_text(templates::PBXLINK)
+                .columns
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             esl_port = fsrig::esl_port(),
             esl_password = fsrig::esl_password(),
         );
-        let config = dir.path().join("pbxlink.toml");
-        std::fs::write(&config, &toml).expect("config");
-        let check = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
-            .args(["check-config", "--config"])
-            .arg(&config)
-            .output()
-            .expect("check-config");
-        assert!(
-            check.status.success(),
-            "check-config: {}{}\n{toml}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let log = dir.path().join("pbxlink.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info,pbxlink=debug")
-            .stdout(File::create(&log).expect("log"))
-            .stderr(File::options().append(true).open(&log).expect("log"))
-            .spawn()
-            .expect("pbxlink run");
+        let (child, log) = daemon_watch::start_daemon(dir.path(), &toml);
         let run = Run {
-            http: reqwest::Client::new(),
-            base: format!("http://127.0.0.1:{port}"),
-            standin: standin.clone(),
-            log,
+            watch: DaemonWatch::new(port, TOKEN, standin, log),
             _dir: dir,
             daemon: DaemonGuard(Some(child)),
         };
@@ -197,128 +120,15 @@ impl Run {
         eprintln!("[fs_e2e] {source}: pbxlink ready (ESL logged in)");
         run
     }
-
-    async fn get(&self, path_and_query: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}{path_and_query}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap_or_default())
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    async fn wait_for<T>(
-        &self,
-        limit: Duration,
-        what: &str,
-        cond: impl Fn(&StandIn) -> Option<T>,
-    ) -> T {
-        let started = Instant::now();
-        loop {
-            if let Some(v) = cond(&self.standin) {
-                return v;
-            }
-            if started.elapsed() > limit {
-                panic!(
-                    "{what}: not within {limit:?}\nstand-in received: {:#?}\n--- pbxlink log\n{}",
-                    self.standin
-                        .received()
-                        .iter()
-                        .map(|r| (r.endpoint, r.status, r.body.clone(), r.problem.clone()))
-                        .collect::<Vec<_>>(),
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_ready(&self, limit: Duration) {
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/readyz?token={TOKEN}", self.base))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                started.elapsed() < limit,
-                "pbxlink not ready within {limit:?}\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// sipp's own `uac` scenario with the lead's number as the caller (sipp calls itself
-/// `sipp`, which is no phone number).
-fn lead_scenario(dir: &Path) -> PathBuf {
-    let out = Command::new("sipp")
-        .args(["-sd", "uac"])
-        .output()
-        .expect("sipp -sd uac (apt-get install sip-tester)");
-    let text = String::from_utf8_lossy(&out.stdout)
-        .replace(
-            "From: sipp <sip:sipp@",
-            &format!("From: {LEAD} <sip:{LEAD}@"),
-        )
-        .replace("Contact: sip:sipp@", &format!("Contact: sip:{LEAD}@"));
-    assert!(text.contains(LEAD), "sipp's uac scenario: {text}");
-    let path = dir.join("lead-uac.xml");
-    std::fs::write(&path, text).expect("scenario");
-    path
 }
 
 /// The lead calls `did` from the carrier and hangs up `hold_ms` after the answer (or when
 /// FreeSWITCH gives up).
 async fn carrier_call(scenario: &Path, did: &str, hold_ms: u32, port: &str) -> (bool, String) {
-    let (scenario, did, port) = (
-        scenario.to_string_lossy().into_owned(),
-        did.to_owned(),
-        port.to_owned(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let hold = hold_ms.to_string();
-        fsrig::sipp(
-            &[
-                "-sf",
-                &scenario,
-                "-s",
-                &did,
-                "127.0.0.1:25080",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-m",
-                "1",
-                "-l",
-                "1",
-                "-d",
-                &hold,
-                "-timeout",
-                "40s",
-                "-nostdin",
-            ],
-            45,
-        )
-    })
-    .await
-    .expect("sipp task")
+    let (scenario, did, port) = (scenario.to_owned(), did.to_owned(), port.to_owned());
+    tokio::task::spawn_blocking(move || fsrig::carrier_call_from(&scenario, &did, hold_ms, &port))
+        .await
+        .expect("sipp task")
 }
 
 /// The popups of calls to `did`.
@@ -565,10 +375,7 @@ fn real_freeswitch_calls_reach_the_crm_once_from_json_cdr_cdr_csv_and_esl() {
     ) {
         return;
     }
-    let _lock = RigLock::acquire("freeswitch_e2e");
-    fsrig::rig_ok(&["install"]);
-    let _rig = RigGuard;
-    fsrig::rig_ok(&["start"]);
+    let _rig = fsrig::install_and_start("freeswitch_e2e");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -579,7 +386,7 @@ fn real_freeswitch_calls_reach_the_crm_once_from_json_cdr_cdr_csv_and_esl() {
 
 async fn scenario() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let lead = lead_scenario(tmp.path());
+    let lead = fsrig::lead_scenario(tmp.path(), LEAD);
 
     // 1. json_cdr: answered, missed, the ring-all queue, click to call, disposition.
     let standin = new_standin().await;
@@ -676,24 +483,7 @@ async fn queue_call(run: &Run, scenario: &Path, ids: &mut Vec<String>) {
 /// Click to call over HTTP (agent 101, then the lead through the carrier's UAS); then a
 /// disposition frees agent 100, put On Break first.
 async fn click_to_call_and_disposition(run: &Run, ids: &mut Vec<String>) {
-    let uas = tokio::task::spawn_blocking(|| {
-        fsrig::sipp(
-            &[
-                "-sn",
-                "uas",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                "25099",
-                "-m",
-                "1",
-                "-timeout",
-                "60s",
-                "-nostdin",
-            ],
-            65,
-        )
-    });
+    let uas = tokio::task::spawn_blocking(|| fsrig::carrier_uas(1, 60));
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Agent 109 is configured in pbxlink but FreeSWITCH's directory has no user 109: a 502
     // with FreeSWITCH's cause, at once.

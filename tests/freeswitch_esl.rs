@@ -20,7 +20,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fsrig::{RigGuard, RigLock};
 use pbxlink::pbx::connection::{ConnectionState, SupervisorSettings};
 use pbxlink::pbx::freeswitch::esl::{EslClient, EslError, EslNotice, EslSettings, Event, Resync};
 use tokio::net::{TcpListener, TcpStream};
@@ -146,41 +145,13 @@ fn named(e: &Event, name: &str) -> bool {
     e.name() == name
 }
 
-/// A carrier call into DID `did` (sipp UAC on the carrier profile), held `hold_ms` after answer.
-fn carrier_call(did: &str, hold_ms: u32, port: &str) -> (bool, String) {
-    let hold = hold_ms.to_string();
-    fsrig::sipp(
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            did,
-            "127.0.0.1:25080",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            port,
-            "-m",
-            "1",
-            "-l",
-            "1",
-            "-d",
-            &hold,
-            "-timeout",
-            "40s",
-            "-nostdin",
-        ],
-        45,
-    )
-}
-
 /// Events of one call into 4930100: every channel's create, answer and hangup, collected until
 /// as many hangups as creates arrived.
 async fn events_of_a_call(
     rx: &mut broadcast::Receiver<EslNotice>,
     sipp_port: &'static str,
 ) -> Vec<Arc<Event>> {
-    let call = tokio::task::spawn_blocking(move || carrier_call("4930100", 3000, sipp_port));
+    let call = tokio::task::spawn_blocking(move || fsrig::carrier_call("4930100", 3000, sipp_port));
     let mut events = Vec::new();
     let (mut created, mut hung_up) = (0, 0);
     while created == 0 || hung_up < created {
@@ -210,26 +181,11 @@ fn uuids(events: &[Arc<Event>]) -> BTreeSet<String> {
 /// rig.sh `args` with FreeSWITCH's core SQL on (`PBXLINK_FREESWITCH_SQL=1`): `show channels`,
 /// with which the client re-learns calls in progress, needs it, as on any ordinary install.
 fn rig(args: &'static [&'static str]) -> JoinHandle<String> {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(fsrig::rig_script())
-            .args(args)
-            .env("PBXLINK_FREESWITCH_SQL", "1")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "rig.sh {args:?} failed:\n{}{}\n--- freeswitch.log\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            fsrig::tail_of(
-                &fsrig::rig_root().join("usr/local/freeswitch/log/freeswitch.log"),
-                40
-            )
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
+    tokio::task::spawn_blocking(move || fsrig::rig_ok_with(args, SQL_ON))
 }
+
+/// The environment for rig.sh that turns FreeSWITCH's core SQL on.
+const SQL_ON: &[(&str, &str)] = &[("PBXLINK_FREESWITCH_SQL", "1")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn esl_client_against_real_freeswitch() {
@@ -239,12 +195,10 @@ async fn esl_client_against_real_freeswitch() {
     ) {
         return;
     }
-    let _lock = tokio::task::spawn_blocking(|| RigLock::acquire("freeswitch_esl"))
-        .await
-        .expect("lock");
-    rig(&["install"]).await.expect("install");
-    let _guard = RigGuard;
-    rig(&["start"]).await.expect("start");
+    let _rig =
+        tokio::task::spawn_blocking(|| fsrig::install_and_start_with("freeswitch_esl", SQL_ON))
+            .await
+            .expect("install and start");
     let esl_port = fsrig::esl_port();
     let password = fsrig::esl_password();
 
@@ -315,7 +269,7 @@ async fn esl_client_against_real_freeswitch() {
 
     // 5. The connection cut during a call: the client reconnects, re-subscribes and re-learns
     //    the calls in progress from FreeSWITCH.
-    let long_call = tokio::task::spawn_blocking(|| carrier_call("4930100", 8000, "25112"));
+    let long_call = tokio::task::spawn_blocking(|| fsrig::carrier_call("4930100", 8000, "25112"));
     let answered = wait_event(
         &mut notices,
         "CHANNEL_BRIDGE of the long call",
@@ -458,12 +412,11 @@ async fn esl_events_per_second() {
     if !fsrig::root_or_skip("tests/freeswitch_esl.rs", "The ESL events/s measurement") {
         return;
     }
-    let _lock = tokio::task::spawn_blocking(|| RigLock::acquire("freeswitch_esl bench"))
-        .await
-        .expect("lock");
-    rig(&["install"]).await.expect("install");
-    let _guard = RigGuard;
-    rig(&["start"]).await.expect("start");
+    let _rig = tokio::task::spawn_blocking(|| {
+        fsrig::install_and_start_with("freeswitch_esl bench", SQL_ON)
+    })
+    .await
+    .expect("install and start");
     let port = fsrig::esl_port();
     let (client, mut notices) = EslClient::spawn_subscribed(
         settings(port, &fsrig::esl_password()),

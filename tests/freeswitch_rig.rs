@@ -8,13 +8,9 @@
 
 mod fsrig;
 
-use fsrig::{Esl, EslMessage, RigGuard, RigLock};
-use std::collections::BTreeSet;
+use fsrig::{Esl, EslMessage};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Every word after `CUSTOM` is taken as a subclass: BACKGROUND_JOB must come before it.
-const SUBSCRIBE: &str = "event plain BACKGROUND_JOB CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_HANGUP_COMPLETE CUSTOM callcenter::info";
 
 /// What one scenario left behind.
 struct Capture {
@@ -24,12 +20,6 @@ struct Capture {
     csv_rows: Vec<String>,
     /// cdr-csv/example.csv: the stock "example" template, for legs with accountcode=example.
     example_rows: Vec<String>,
-}
-
-fn json_files() -> BTreeSet<PathBuf> {
-    std::fs::read_dir(fsrig::json_cdr_dir())
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default()
 }
 
 fn csv_lines() -> Vec<String> {
@@ -63,7 +53,7 @@ fn hangups(events: &[EslMessage]) -> usize {
 /// written); returns what arrived.
 fn scenario(esl: &Esl, name: &str, place: impl FnOnce()) -> Capture {
     let mark = esl.len();
-    let files_before = json_files();
+    let files_before = fsrig::json_files();
     let rows_before = csv_lines().len();
     let example_before = example_lines().len();
     eprintln!("[freeswitch_rig] scenario {name}");
@@ -76,7 +66,7 @@ fn scenario(esl: &Esl, name: &str, place: impl FnOnce()) -> Capture {
             .filter(|m| event_name(m).as_deref() == Some("CHANNEL_CREATE"))
             .count();
         let done = created > 0 && hangups(&events) >= created;
-        if done && json_files().len() >= files_before.len() + created {
+        if done && fsrig::json_files().len() >= files_before.len() + created {
             break;
         }
         assert!(
@@ -91,7 +81,10 @@ fn scenario(esl: &Esl, name: &str, place: impl FnOnce()) -> Capture {
     let capture = Capture {
         events: fsrig::split_messages(&esl_bytes),
         esl: esl_bytes,
-        json_files: json_files().difference(&files_before).cloned().collect(),
+        json_files: fsrig::json_files()
+            .difference(&files_before)
+            .cloned()
+            .collect(),
         csv_rows: csv_lines()[rows_before..].to_vec(),
         example_rows: example_lines()[example_before..].to_vec(),
     };
@@ -147,33 +140,6 @@ fn cc_actions(events: &[EslMessage]) -> Vec<String> {
         .collect()
 }
 
-fn carrier_call(did: &str, hold_ms: u32, port: &str) -> (bool, String) {
-    let hold = hold_ms.to_string();
-    fsrig::sipp(
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            did,
-            "127.0.0.1:25080",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            port,
-            "-m",
-            "1",
-            "-l",
-            "1",
-            "-d",
-            &hold,
-            "-timeout",
-            "40s",
-            "-nostdin",
-        ],
-        45,
-    )
-}
-
 fn json_of(c: &Capture) -> Vec<serde_json::Value> {
     c.json_files
         .iter()
@@ -192,14 +158,11 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     ) {
         return;
     }
-    let _lock = RigLock::acquire("freeswitch_rig");
-    fsrig::rig_ok(&["install"]);
-    let _guard = RigGuard;
-    fsrig::rig_ok(&["start"]);
+    let _rig = fsrig::install_and_start("freeswitch_rig");
 
     let esl = Esl::connect(fsrig::esl_port(), &fsrig::esl_password());
     let mark = esl.len();
-    esl.send(SUBSCRIBE);
+    esl.send(fsrig::SUBSCRIBE);
     let reply = esl.wait_for(mark, Duration::from_secs(5), |m| {
         m.header("Content-Type") == Some("command/reply")
     });
@@ -218,7 +181,7 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
 
     // 1. carrier -> DID 4930100 -> agent 100 answers; the lead hangs up after 3 s.
     let c = scenario(&esl, "answered_inbound", || {
-        let (ok, out) = carrier_call("4930100", 3000, "25101");
+        let (ok, out) = fsrig::carrier_call("4930100", 3000, "25101");
         assert!(ok, "sipp answered call failed:\n{out}");
     });
     assert!(c.json_files.len() >= 2, "json_cdr: one file per leg");
@@ -261,7 +224,7 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
 
     // 2. carrier -> DID 4930103 -> agent 103 rings and never answers (call_timeout 6 s).
     let c = scenario(&esl, "missed_inbound", || {
-        let _ = carrier_call("4930103", 1000, "25102");
+        let _ = fsrig::carrier_call("4930103", 1000, "25102");
     });
     assert!(!c.csv_rows.is_empty());
     assert!(
@@ -278,7 +241,7 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
 
     // 3. carrier -> DID 4930102 -> agent 102's phone answers 486 Busy Here.
     let c = scenario(&esl, "busy_agent", || {
-        let _ = carrier_call("4930102", 1000, "25103");
+        let _ = fsrig::carrier_call("4930102", 1000, "25103");
     });
     assert!(
         c.csv_rows.iter().any(|r| r.contains("USER_BUSY")),
@@ -288,7 +251,7 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
 
     // 4. carrier -> DID 4930200 -> ring-all queue sales@default: agents 100 and 101 ring, 101 answers.
     let c = scenario(&esl, "queue_ring_all", || {
-        let (ok, out) = carrier_call("4930200", 6000, "25104");
+        let (ok, out) = fsrig::carrier_call("4930200", 6000, "25104");
         assert!(ok, "sipp queue call failed:\n{out}");
     });
     let actions = cc_actions(&c.events);
@@ -321,24 +284,7 @@ fn real_freeswitch_calls_write_esl_events_json_cdr_and_cdr_csv() {
     );
 
     // 5. agent dials out: a phone on the internal profile calls 4930123457 -> carrier UAS (sipp).
-    let uas = std::thread::spawn(|| {
-        fsrig::sipp(
-            &[
-                "-sn",
-                "uas",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                "25099",
-                "-m",
-                "2",
-                "-timeout",
-                "120s",
-                "-nostdin",
-            ],
-            125,
-        )
-    });
+    let uas = std::thread::spawn(|| fsrig::carrier_uas(2, 120));
     std::thread::sleep(Duration::from_millis(500));
     let c = scenario(&esl, "agent_outbound", || {
         let (ok, out) = fsrig::sipp(

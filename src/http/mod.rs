@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -189,6 +189,43 @@ impl ApiState {
     /// A request's parameters, each within its length bound.
     fn params(&self, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<Params, ParamError> {
         Params::read(uri, headers, body).and_then(|p| p.within(&self.bounds))
+    }
+}
+
+/// A request's parameters, from its query or its POSTed form or JSON body, each within its
+/// length bound. A request whose parameters cannot be read is refused with 400 (counted and
+/// logged, see [`refuse`]) before the handler runs.
+struct RequestParams(Params);
+
+impl FromRequest<Arc<ApiState>> for RequestParams {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<ApiState>) -> Result<Self, Response> {
+        let (uri, headers) = (request.uri().clone(), request.headers().clone());
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        state
+            .params(&uri, &headers, &body)
+            .map(RequestParams)
+            .map_err(|e| refuse(state, StatusCode::BAD_REQUEST, e))
+    }
+}
+
+/// [`RequestParams`] from the query alone (the GET-only endpoints).
+struct QueryParams(Params);
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for QueryParams {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Response> {
+        state
+            .params(&parts.uri, &HeaderMap::new(), &Bytes::new())
+            .map(QueryParams)
+            .map_err(|e| refuse(state, StatusCode::BAD_REQUEST, e))
     }
 }
 
@@ -362,11 +399,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 
 /// `GET /sso?agentEmail=..[&leadId=..]`: a sign-on key for a configured agent, then a
 /// redirect to LeadSquared's lead-details page.
-async fn sso(State(state): State<Arc<ApiState>>, uri: Uri) -> Response {
-    let params = match state.params(&uri, &HeaderMap::new(), &Bytes::new()) {
-        Ok(p) => p,
-        Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
-    };
+async fn sso(State(state): State<Arc<ApiState>>, QueryParams(params): QueryParams) -> Response {
     let names = &state.http.params;
     let directory = state.directory();
     let Some(email) = params.get(&names.agent_email) else {
@@ -435,14 +468,8 @@ fn find_agent<'a>(
 
 async fn click_to_call(
     State(state): State<Arc<ApiState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    RequestParams(params): RequestParams,
 ) -> Response {
-    let params = match state.params(&uri, &headers, &body) {
-        Ok(p) => p,
-        Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
-    };
     let names = &state.http.params;
     let directory = state.directory();
     let Some(agent) = find_agent(
@@ -552,14 +579,8 @@ async fn click_to_call(
 
 async fn disposition(
     State(state): State<Arc<ApiState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    RequestParams(params): RequestParams,
 ) -> Response {
-    let params = match state.params(&uri, &headers, &body) {
-        Ok(p) => p,
-        Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
-    };
     let names = &state.http.params;
     let directory = state.directory();
     let Some(call_id) = params.get(&names.call_session_id).map(str::to_owned) else {
@@ -620,11 +641,7 @@ async fn disposition(
     (StatusCode::OK, format!("{freed}\n")).into_response()
 }
 
-async fn route(State(state): State<Arc<ApiState>>, uri: Uri) -> Response {
-    let params = match state.params(&uri, &HeaderMap::new(), &Bytes::new()) {
-        Ok(p) => p,
-        Err(e) => return refuse(&state, StatusCode::BAD_REQUEST, e),
-    };
+async fn route(State(state): State<Arc<ApiState>>, QueryParams(params): QueryParams) -> Response {
     let fallback = state.http.route_fallback.clone();
     let directory = state.directory();
     let Some(caller) = params.get("caller").map(str::to_owned) else {

@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::store::{NewOutboxRow, Store, StoreError, now_ms};
+use super::store::{NewOutboxRow, Store, StoreError, add_counters, delete_staged, now_ms};
 use crate::call::sink::{SourceKind, call_log_key};
 
 /// The table, created when the store opens (idempotent).
@@ -82,19 +82,6 @@ pub struct ArrivingCall<'a> {
     pub staged_ids: &'a [i64],
 }
 
-fn counters(tx: &rusqlite::Transaction<'_>, counters: &[(&str, i64)]) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO counters (name, value) VALUES (?1, ?2)
-         ON CONFLICT(name) DO UPDATE SET value = value + ?2",
-    )?;
-    for (name, n) in counters {
-        if *n != 0 {
-            stmt.execute(params![name, n])?;
-        }
-    }
-    Ok(())
-}
-
 fn insert_outbox(tx: &rusqlite::Transaction<'_>, row: &NewOutboxRow) -> rusqlite::Result<bool> {
     let now = now_ms();
     let n = tx.execute(
@@ -113,14 +100,6 @@ fn insert_outbox(tx: &rusqlite::Transaction<'_>, row: &NewOutboxRow) -> rusqlite
         ],
     )?;
     Ok(n == 1)
-}
-
-fn delete_staged(tx: &rusqlite::Transaction<'_>, ids: &[i64]) -> rusqlite::Result<()> {
-    let mut delete = tx.prepare_cached("DELETE FROM staged_rows WHERE id = ?1")?;
-    for id in ids {
-        delete.execute([id])?;
-    }
-    Ok(())
 }
 
 fn held_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HeldCall> {
@@ -170,7 +149,7 @@ impl Store {
                     "DELETE FROM reconcile_holds WHERE call_id = ?1",
                     [&held.call_id],
                 )?;
-                counters(tx, &[("duplicate_calls", 1)])?;
+                add_counters(tx, &[("duplicate_calls", 1)])?;
                 return Ok(Arrival::AlreadyQueued);
             }
             let other: Option<HeldCall> = tx
@@ -189,7 +168,7 @@ impl Store {
                         "DELETE FROM reconcile_holds WHERE call_id = ?1",
                         [&held.call_id],
                     )?;
-                    counters(tx, &[(merged_counter, 1)])?;
+                    add_counters(tx, &[(merged_counter, 1)])?;
                     Ok(Arrival::Merged { inserted })
                 }
                 Some(_) => {
@@ -205,7 +184,7 @@ impl Store {
                         tx.query_row("SELECT COUNT(*) FROM reconcile_holds", [], |r| r.get(0))?;
                     if usize::try_from(count).unwrap_or(usize::MAX) >= max_held {
                         let inserted = insert_outbox(tx, arriving.alone)?;
-                        counters(tx, &[(at_once_counter, 1)])?;
+                        add_counters(tx, &[(at_once_counter, 1)])?;
                         return Ok(Arrival::PostedAtOnce { inserted });
                     }
                     tx.execute(
@@ -260,7 +239,7 @@ impl Store {
                 return Ok(false);
             }
             let inserted = insert_outbox(tx, row)?;
-            counters(tx, &[(counter, 1)])?;
+            add_counters(tx, &[(counter, 1)])?;
             Ok(inserted)
         })
     }

@@ -154,7 +154,10 @@ impl Store {
 }
 
 /// Adds to named counters inside a transaction (zero deltas are skipped).
-fn add_counters(tx: &rusqlite::Transaction<'_>, counters: &[(&str, i64)]) -> rusqlite::Result<()> {
+pub(in crate::outbox) fn add_counters(
+    tx: &rusqlite::Transaction<'_>,
+    counters: &[(&str, i64)],
+) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO counters (name, value) VALUES (?1, ?2)
          ON CONFLICT(name) DO UPDATE SET value = value + ?2",
@@ -163,6 +166,19 @@ fn add_counters(tx: &rusqlite::Transaction<'_>, counters: &[(&str, i64)]) -> rus
         if *n != 0 {
             stmt.execute(params![name, n])?;
         }
+    }
+    Ok(())
+}
+
+/// Removes the staged rows `ids` (consumed by the calls enqueued or held in the same
+/// transaction).
+pub(in crate::outbox) fn delete_staged(
+    tx: &rusqlite::Transaction<'_>,
+    ids: &[i64],
+) -> rusqlite::Result<()> {
+    let mut delete = tx.prepare_cached("DELETE FROM staged_rows WHERE id = ?1")?;
+    for id in ids {
+        delete.execute([id])?;
     }
     Ok(())
 }

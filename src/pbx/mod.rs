@@ -20,6 +20,7 @@ pub mod asterisk;
 pub mod connection;
 pub mod freeswitch;
 pub mod grouping;
+pub mod live;
 pub mod parts;
 pub mod read_buffer;
 

@@ -14,14 +14,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::connection::ConnectionState;
 use super::{PbxControl, PbxFuture};
+use crate::call::reconcile::{ReconcileStats, ReconcilingSink};
 use crate::call::{Directory, PopupRequest};
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsSource, Scrape};
 use crate::outbox::Store;
 
 /// What the daemon gives a PBX's wiring to build its parts with.
@@ -88,6 +90,85 @@ pub struct PbxParts {
     pub reloads: Vec<ReloadHook>,
     /// Closes the PBX's connections at shutdown (each bounded by the daemon).
     pub stops: Vec<PbxFuture<'static, ()>>,
+}
+
+/// The live side of a PBX, as [`PbxParts::add_live`] adds it: its call tracker, the control
+/// the HTTP API acts through, and its connection.
+pub struct LivePart {
+    /// The tracker task's name (`AMI call tracker`).
+    pub tracker_name: &'static str,
+    /// The call tracker: runs until the context's shutdown.
+    pub tracker: PbxFuture<'static, Result<(), String>>,
+    /// Click to call and freeing agents, through the connection.
+    pub control: Arc<dyn PbxControl>,
+    /// The connection's name on the `STATUS=` line (`AMI`, `ESL`).
+    pub label: &'static str,
+    /// The connection's state, read for the `STATUS=` line.
+    pub state: watch::Receiver<ConnectionState>,
+    /// Closes the connection at shutdown.
+    pub close: PbxFuture<'static, ()>,
+}
+
+impl PbxParts {
+    /// Adds `live`: the tracker as a task (it sends popups), the control, the connection's
+    /// part of the `STATUS=` line and its close at shutdown.
+    pub fn add_live(&mut self, live: LivePart) {
+        self.tasks.push(PbxTask {
+            name: live.tracker_name,
+            run: live.tracker,
+        });
+        self.sends_popups = true;
+        self.control = Some(live.control);
+        let (state, label) = (live.state, live.label);
+        self.status
+            .push(Box::new(move || state.borrow().status_line(label)));
+        self.stops.push(live.close);
+    }
+
+    /// For `call_log_source = "both"`: the reconciler the file source and the live tracker
+    /// both push into, which holds a call until its other source reports it (at most
+    /// `wait_ms`) and posts it once. Its figures are registered and its task (posting the
+    /// calls whose wait ran out) is added.
+    pub fn add_reconciler(&mut self, ctx: &PbxContext<'_>, wait_ms: u64) -> Arc<ReconcilingSink> {
+        let reconciler = Arc::new(ReconcilingSink::new(
+            ctx.store.clone(),
+            ctx.wake_delivery.clone(),
+            wait_ms,
+        ));
+        ctx.metrics
+            .register(Arc::new(ReconcileMetrics(reconciler.stats())));
+        let (task, shutdown) = (reconciler.clone(), ctx.shutdown.clone());
+        self.tasks.push(PbxTask {
+            name: "call reconciler",
+            run: Box::pin(async move {
+                task.run(shutdown)
+                    .await
+                    .map_err(|e| format!("posting held calls failed: {e}"))
+            }),
+        });
+        reconciler
+    }
+}
+
+/// The "both" reconciler's figures: calls posted merged, or from one source alone.
+pub(crate) struct ReconcileMetrics(pub(crate) Arc<ReconcileStats>);
+
+impl MetricsSource for ReconcileMetrics {
+    fn write(&self, scrape: &mut Scrape) {
+        for (result, value) in self.0.by_result() {
+            scrape.counter_with(
+                "calls_reconciled",
+                "Calls of call_log_source = \"both\" posted merged from the file and the live source, or from one alone (which one was missing)",
+                &[("result", result)],
+                value,
+            );
+        }
+        scrape.gauge(
+            "calls_reconciled_held",
+            "Calls held now, waiting for their other source",
+            i64::try_from(self.0.held.load(Relaxed)).unwrap_or(i64::MAX),
+        );
+    }
 }
 
 /// A one-shot import of a PBX's file (`pbxlink import`).

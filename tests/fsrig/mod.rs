@@ -1,35 +1,37 @@
 //! The real-FreeSWITCH rig (`tests/freeswitch/rig.sh`, see its README) as test binaries drive
 //! it: the root check with its loud SKIPPED banner, running `rig.sh`, the exclusive lock on
-//! [`LOCK`] (one FreeSWITCH for all tests), a guard that stops FreeSWITCH on drop, a raw
-//! event-socket (ESL) client that records every byte it reads, and sipp.
+//! [`LOCK`] (one FreeSWITCH for all tests), a guard that stops FreeSWITCH on drop (the
+//! PBX-neutral parts come from `tests/rigkit`), [`install_and_start`] for a test's prologue,
+//! the files FreeSWITCH writes, a raw event-socket (ESL) client that records every byte it
+//! reads, and sipp: carrier calls into a DID ([`carrier_call`], [`carrier_call_from`] with
+//! the lead's number from [`lead_scenario`]) and the carrier's answering side
+//! ([`carrier_uas`]).
 //!
 //! Included with `mod fsrig;`; cargo does not build `tests/fsrig/mod.rs` as a test of its own.
 
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
-use std::fs::File;
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "../rigkit/mod.rs"]
+mod rigkit;
+// Each test binary uses a subset of these.
+#[allow(unused_imports)]
+pub use rigkit::{RigGuard, RigLock, is_root, rig, rig_ok, rig_ok_with, rig_required, tail_of};
 
 /// Held (flock, exclusive) by a test for its whole use of the FreeSWITCH rig.
 pub const LOCK: &str = "/var/tmp/pbxlink-freeswitch.lock";
 
-pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-/// True when `PBXLINK_REQUIRE_RIG=1`: a missing rig or a non-root run is then a failure, not a skip.
-pub fn rig_required() -> bool {
-    std::env::var("PBXLINK_REQUIRE_RIG").as_deref() == Ok("1")
-}
+/// The events the rig tests subscribe to on a raw connection. Every word after `CUSTOM` is
+/// taken as a subclass: BACKGROUND_JOB must come before it.
+pub const SUBSCRIBE: &str = "event plain BACKGROUND_JOB CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_HANGUP_COMPLETE CUSTOM callcenter::info";
 
 /// Where rig.sh looks for the three source tarballs (`PBXLINK_FREESWITCH_SOURCES`).
 pub fn sources_dir() -> PathBuf {
@@ -63,16 +65,7 @@ pub fn root_or_skip(test_file: &str, untested: &str) -> bool {
     if rig_required() {
         panic!("PBXLINK_REQUIRE_RIG=1 but {test_file} cannot use the FreeSWITCH rig: {why}");
     }
-    let bar = "*".repeat(72);
-    eprintln!(
-        "\n{bar}\n\
-         *** SKIPPED {test_file}: {why}.\n\
-         *** {untested} NOT tested against a real FreeSWITCH.\n\
-         *** Run as root: sudo .ci/run, or cargo test --test freeswitch_rig -- --nocapture\n\
-         *** (PBXLINK_REQUIRE_RIG=1 turns this skip into a failure.)\n\
-         {bar}\n"
-    );
-    false
+    rigkit::skipped(test_file, &why, untested, "FreeSWITCH")
 }
 
 /// The rig's chroot (rig.sh: `PBXLINK_FREESWITCH_ROOT`).
@@ -108,77 +101,51 @@ pub fn rig_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/freeswitch/rig.sh")
 }
 
-/// Runs rig.sh with `args`; panics only if it cannot be run.
-pub fn rig(args: &[&str]) -> Output {
-    Command::new(rig_script())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"))
-}
+/// The log rig.sh failures show: freeswitch.log (for the rig kit).
+const PBX_LOG: &str = "freeswitch.log";
 
-/// The last `lines` lines of a file, or why it could not be read.
-pub fn tail_of(path: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let all: Vec<&str> = s.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("({}: {e})", path.display()),
-    }
-}
-
-/// Runs rig.sh; any failure panics with its output and the tail of freeswitch.log.
-pub fn rig_ok(args: &[&str]) -> String {
-    let out = rig(args);
-    if !out.status.success() {
-        panic!(
-            "rig.sh {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- freeswitch.log\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail_of(
-                &rig_root().join("usr/local/freeswitch/log/freeswitch.log"),
-                40
-            )
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Stops FreeSWITCH when dropped, also when the test panics.
-pub struct RigGuard;
-
-impl Drop for RigGuard {
-    fn drop(&mut self) {
-        let out = rig(&["stop"]);
-        if !out.status.success() {
-            eprintln!(
-                "rig.sh stop failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-/// The exclusive flock on [`LOCK`]; released when dropped (the file is closed).
-pub struct RigLock {
-    _file: File,
+fn pbx_log() -> PathBuf {
+    rig_root().join("usr/local/freeswitch/log/freeswitch.log")
 }
 
 impl RigLock {
-    #[allow(clippy::incompatible_msrv)]
+    /// Takes the exclusive lock on [`LOCK`], waiting for the test holding it.
     pub fn acquire(tag: &str) -> RigLock {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(LOCK)
-            .unwrap_or_else(|e| panic!("open {LOCK}: {e}"));
-        eprintln!("[{tag}] waiting for the exclusive lock on {LOCK}");
-        file.lock().unwrap_or_else(|e| panic!("lock {LOCK}: {e}"));
-        RigLock { _file: file }
+        RigLock::lock(tag)
     }
+}
+
+/// A test's hold on the running rig: when dropped, FreeSWITCH is stopped first, then the
+/// lock is released.
+pub struct Started {
+    _guard: RigGuard,
+    _lock: RigLock,
+}
+
+/// What every rig test does after [`root_or_skip`]: takes the lock (`tag` names the test in
+/// the progress messages), installs the rig if needed and starts FreeSWITCH, with the extra
+/// environment `env` for rig.sh. FreeSWITCH is stopped also when the start fails.
+pub fn install_and_start_with(tag: &str, env: &[(&str, &str)]) -> Started {
+    let lock = RigLock::acquire(tag);
+    rig_ok_with(&["install"], env);
+    let guard = RigGuard;
+    rig_ok_with(&["start"], env);
+    Started {
+        _guard: guard,
+        _lock: lock,
+    }
+}
+
+/// [`install_and_start_with`] without extra environment.
+pub fn install_and_start(tag: &str) -> Started {
+    install_and_start_with(tag, &[])
+}
+
+/// The json_cdr files FreeSWITCH has written so far.
+pub fn json_files() -> BTreeSet<PathBuf> {
+    std::fs::read_dir(json_cdr_dir())
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
 }
 
 /// One event-socket message: its outer headers and its body (an event's own headers and body
@@ -367,5 +334,87 @@ pub fn sipp(args: &[&str], timeout_s: u32) -> (bool, String) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
+    )
+}
+
+/// The carrier's port on the rig: calls from "the PSTN" into a DID arrive here.
+const CARRIER: &str = "127.0.0.1:25080";
+
+/// A carrier call into DID `did` with sipp's own `uac` scenario from local port `port`,
+/// hung up `hold_ms` after the answer (or when FreeSWITCH gives up); whether sipp exited 0
+/// and its output.
+pub fn carrier_call(did: &str, hold_ms: u32, port: &str) -> (bool, String) {
+    carrier_sipp(&["-sn", "uac"], did, hold_ms, port)
+}
+
+/// [`carrier_call`] with the scenario file `scenario` (e.g. [`lead_scenario`]'s).
+pub fn carrier_call_from(scenario: &Path, did: &str, hold_ms: u32, port: &str) -> (bool, String) {
+    let scenario = scenario.to_string_lossy();
+    carrier_sipp(&["-sf", &scenario], did, hold_ms, port)
+}
+
+fn carrier_sipp(scenario: &[&str], did: &str, hold_ms: u32, port: &str) -> (bool, String) {
+    let hold = hold_ms.to_string();
+    let mut args = scenario.to_vec();
+    args.extend([
+        "-s",
+        did,
+        CARRIER,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-m",
+        "1",
+        "-l",
+        "1",
+        "-d",
+        &hold,
+        "-timeout",
+        "40s",
+        "-nostdin",
+    ]);
+    sipp(&args, 45)
+}
+
+/// sipp's own `uac` scenario with `lead` as the caller's number (sipp calls itself `sipp`,
+/// which is no phone number), written into `dir`; for [`carrier_call_from`].
+pub fn lead_scenario(dir: &Path, lead: &str) -> PathBuf {
+    let out = Command::new("sipp")
+        .args(["-sd", "uac"])
+        .output()
+        .expect("sipp -sd uac (apt-get install sip-tester)");
+    let text = String::from_utf8_lossy(&out.stdout)
+        .replace(
+            "From: sipp <sip:sipp@",
+            &format!("From: {lead} <sip:{lead}@"),
+        )
+        .replace("Contact: sip:sipp@", &format!("Contact: sip:{lead}@"));
+    assert!(text.contains(lead), "sipp's uac scenario: {text}");
+    let path = dir.join("lead-uac.xml");
+    std::fs::write(&path, text).expect("scenario");
+    path
+}
+
+/// The carrier's answering side for calls FreeSWITCH places to the PSTN (the lead of a
+/// click to call): sipp's `uas` on 127.0.0.1:25099 for `calls` calls, for at most
+/// `timeout_s` seconds; whether sipp exited 0 and its output.
+pub fn carrier_uas(calls: u32, timeout_s: u32) -> (bool, String) {
+    let (calls, timeout) = (calls.to_string(), format!("{timeout_s}s"));
+    sipp(
+        &[
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "25099",
+            "-m",
+            &calls,
+            "-timeout",
+            &timeout,
+            "-nostdin",
+        ],
+        timeout_s + 5,
     )
 }

@@ -8,26 +8,18 @@
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "../rigkit/mod.rs"]
+mod rigkit;
+// Each test binary uses a subset of these.
+#[allow(unused_imports)]
+pub use rigkit::{RigGuard, RigLock, is_root, rig, rig_ok, rig_required, tail_of};
 
 /// Held (flock, exclusive) by a test for its whole use of the rig.
 pub const LOCK: &str = "/var/tmp/pbxlink-asterisk.lock";
-
-pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-/// Whether CI demands the rig (`PBXLINK_REQUIRE_RIG=1`, set by `.ci/run`): then a test that
-/// would skip fails instead, so a green run means the real-Asterisk tests ran.
-pub fn rig_required() -> bool {
-    std::env::var("PBXLINK_REQUIRE_RIG").is_ok_and(|v| v == "1")
-}
 
 /// True as root. Otherwise prints a loud SKIPPED banner naming `test_file` (e.g.
 /// `tests/ami.rs`) and what was not tested, and returns false: the caller returns.
@@ -55,19 +47,12 @@ pub fn root_or_skip(test_file: &str, untested: &str) -> bool {
              chroot): {untested} NOT tested against a real Asterisk"
         );
     }
-    let name = Path::new(test_file)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or(test_file);
-    let bar = "*".repeat(72);
-    eprintln!(
-        "\n{bar}\n\
-         *** SKIPPED {test_file}: not root (the rig is a chroot).\n\
-         *** {untested} NOT tested against a real Asterisk.\n\
-         *** Run as root: sudo .ci/run, or cargo test --test {name} -- --nocapture\n\
-         {bar}\n"
-    );
-    false
+    rigkit::skipped(
+        test_file,
+        "not root (the rig is a chroot)",
+        untested,
+        "Asterisk",
+    )
 }
 
 /// The rig's chroot (rig.sh: `PBXLINK_ASTERISK_ROOT`).
@@ -114,77 +99,19 @@ pub fn rig_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asterisk/rig.sh")
 }
 
-/// Runs rig.sh with `args`; panics only if it cannot be run.
-pub fn rig(args: &[&str]) -> Output {
-    Command::new(rig_script())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running rig.sh {args:?}: {e}"))
-}
+/// The log rig.sh failures show: Asterisk's console log (for the rig kit).
+const PBX_LOG: &str = "rig-console.log";
 
-/// The last `lines` lines of a file, or why it could not be read.
-pub fn tail_of(path: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let all: Vec<&str> = s.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("({}: {e})", path.display()),
-    }
-}
-
-/// Runs rig.sh; any failure panics with its output and the tail of Asterisk's console log.
-pub fn rig_ok(args: &[&str]) -> String {
-    let out = rig(args);
-    if !out.status.success() {
-        panic!(
-            "rig.sh {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- rig-console.log\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail_of(&rig_root().join("var/log/asterisk/rig-console.log"), 40)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Stops Asterisk when dropped, also when the test panics.
-pub struct RigGuard;
-
-impl Drop for RigGuard {
-    fn drop(&mut self) {
-        let out = rig(&["stop"]);
-        if !out.status.success() {
-            eprintln!(
-                "rig.sh stop failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-/// The exclusive flock on [`LOCK`]; released when dropped (the file is closed).
-pub struct RigLock {
-    _file: File,
+fn pbx_log() -> PathBuf {
+    rig_root().join("var/log/asterisk/rig-console.log")
 }
 
 impl RigLock {
     /// Takes the exclusive lock on [`LOCK`] (waiting for the test holding it), then waits
     /// until no process whose command line matches `busy` (a `pgrep -f` pattern: the rig
     /// tests that do not take the lock) runs. `tag` prefixes the progress messages.
-    // std `File::lock` is 1.89, newer than the crate's MSRV; these tests already needed it
-    // (clippy only skipped the check while the call sat inside a `#[test]` fn).
-    #[allow(clippy::incompatible_msrv)]
     pub fn acquire(tag: &str, busy: &str) -> RigLock {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(LOCK)
-            .unwrap_or_else(|e| panic!("open {LOCK}: {e}"));
-        eprintln!("[{tag}] waiting for the exclusive lock on {LOCK}");
-        file.lock().unwrap_or_else(|e| panic!("lock {LOCK}: {e}"));
+        let lock = RigLock::lock(tag);
         let started = Instant::now();
         while others_running(busy) {
             assert!(
@@ -194,7 +121,7 @@ impl RigLock {
             eprintln!("[{tag}] a test matching {busy:?} is using the rig; waiting");
             std::thread::sleep(Duration::from_secs(5));
         }
-        RigLock { _file: file }
+        lock
     }
 }
 

@@ -7,7 +7,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::payload::{pack, unpack};
-use super::{Store, StoreError, add_counters, now_ms};
+use super::{Store, StoreError, add_counters, delete_staged, now_ms};
 
 /// A new outbox entry.
 #[derive(Debug, Clone)]
@@ -175,11 +175,8 @@ impl Store {
                         outcome.duplicates += 1;
                     }
                 }
-                let mut delete = tx.prepare_cached("DELETE FROM staged_rows WHERE id = ?1")?;
-                for id in consumed_staged {
-                    delete.execute([id])?;
-                }
             }
+            delete_staged(tx, consumed_staged)?;
             add_counters(tx, counters)?;
             if outcome.duplicates > 0 {
                 add_counters(tx, &[("duplicate_calls", outcome.duplicates as i64)])?;

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use super::ami::{Action, AmiClient, ConnectionState, Message};
 use super::tracker::{CallTracker, EventFields, PopupRequest, TrackerOutput, TrackerSettings};
-use crate::call::sink::{CallBatch, CallSink, FinishedCall, OutboxSink, SinkOutcome, SourceKind};
+use crate::call::sink::{CallSink, OutboxSink};
 use crate::call::{CallRecord, Directory};
 use crate::config::Config;
 use crate::outbox::Store;
@@ -23,36 +23,8 @@ impl EventFields for Message {
 
 pub use crate::call::monotonic_ms;
 
-/// Counters of the live path.
-#[derive(Debug, Default)]
-pub struct LiveStats {
-    /// Popups lost because the sender's queue was full.
-    pub popups_overflow: std::sync::atomic::AtomicU64,
-    /// Calls enqueued from AMI events.
-    pub calls_enqueued: std::sync::atomic::AtomicU64,
-    /// Events missed by a lagging reader.
-    pub events_lagged: std::sync::atomic::AtomicU64,
-    /// Calls expired without a hangup.
-    pub calls_expired: std::sync::atomic::AtomicU64,
-    /// Calls forgotten because the tracker's table was full (a flood of distinct calls);
-    /// refreshed at every expiry tick.
-    pub calls_evicted: std::sync::atomic::AtomicU64,
-    /// Attempts to store a call log that the store refused (each is retried).
-    pub call_log_store_failures: std::sync::atomic::AtomicU64,
-    /// Call logs lost because [`CALL_LOG_QUEUE`] calls were already waiting for the store,
-    /// or because pbxlink stopped while the store still refused them.
-    pub call_logs_lost: std::sync::atomic::AtomicU64,
-}
-
-/// At most this many finished calls wait for the store (a store refusing writes for long
-/// fills it; then calls are counted in [`LiveStats::call_logs_lost`]).
-pub const CALL_LOG_QUEUE: usize = 10_000;
-
-/// First wait before storing a refused call log again; doubled per failure up to
-/// [`CALL_LOG_RETRY_MAX`].
-pub const CALL_LOG_RETRY_INITIAL: Duration = Duration::from_millis(200);
-/// Longest wait between two attempts to store a refused call log.
-pub const CALL_LOG_RETRY_MAX: Duration = Duration::from_secs(30);
+// The live path's counters, queue and call-log writer are shared with every live source.
+pub use crate::pbx::live::{CALL_LOG_QUEUE, CALL_LOG_RETRY_INITIAL, CALL_LOG_RETRY_MAX, LiveStats};
 
 /// Runs the tracker on `ami`'s events until `shutdown` turns true.
 pub struct LiveAsterisk {
@@ -225,72 +197,14 @@ impl LiveAsterisk {
     }
 }
 
-/// Pushes one live call into `sink` on a blocking thread (the sink writes SQLite).
-async fn push_live(sink: &Arc<dyn CallSink>, call: &CallRecord) -> Result<SinkOutcome, String> {
-    let sink = sink.clone();
-    let call = call.clone();
-    let batch = CallBatch {
-        calls: vec![FinishedCall::live(call)],
-        ..CallBatch::default()
-    };
-    match tokio::task::spawn_blocking(move || sink.push(SourceKind::Live, batch)).await {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("store task failed: {e}")),
-    }
-}
-
-/// Stores the calls the tracker finished, one at a time, until the channel closes. A call
-/// the store refuses is tried again after a wait that doubles up to [`CALL_LOG_RETRY_MAX`]
-/// (the calls behind it wait in the bounded queue); once `shutdown` is set, a refused call is
-/// tried once more and then counted lost.
+/// [`crate::pbx::live::store_call_logs`] for the calls of the AMI call tracker.
 pub async fn store_call_logs(
     sink: Arc<dyn CallSink>,
     stats: Arc<LiveStats>,
-    mut calls: mpsc::Receiver<CallRecord>,
-    mut shutdown: watch::Receiver<bool>,
+    calls: mpsc::Receiver<CallRecord>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
-    while let Some(call) = calls.recv().await {
-        let mut wait = CALL_LOG_RETRY_INITIAL;
-        let mut failures = 0u32;
-        loop {
-            match push_live(&sink, &call).await {
-                Ok(outcome) => {
-                    if outcome.queued > 0 {
-                        stats
-                            .calls_enqueued
-                            .fetch_add(outcome.queued as u64, Relaxed);
-                    }
-                    if failures > 0 {
-                        tracing::info!(call_id = %crate::logtext::Escaped(&call.call_id), failures, "call from AMI stored after the store refused it");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    failures += 1;
-                    stats.call_log_store_failures.fetch_add(1, Relaxed);
-                    if *shutdown.borrow() {
-                        stats.call_logs_lost.fetch_add(1, Relaxed);
-                        tracing::error!(call_id = %crate::logtext::Escaped(&call.call_id), "pbxlink is stopping and the store still refuses a call from AMI; it is lost: {e}");
-                        break;
-                    }
-                    tracing::error!(call_id = %crate::logtext::Escaped(&call.call_id), failures, retry_in_ms = wait.as_millis() as u64, "cannot store a call from AMI, retrying: {e}");
-                    let stopping = async {
-                        if shutdown.changed().await.is_err() {
-                            // No one can stop us any more: only the wait ends the pause.
-                            std::future::pending::<()>().await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stopping => {}
-                    }
-                    wait = (wait * 2).min(CALL_LOG_RETRY_MAX);
-                }
-            }
-        }
-    }
+    crate::pbx::live::store_call_logs("AMI", sink, stats, calls, shutdown).await
 }
 
 #[cfg(test)]

@@ -19,12 +19,12 @@ use super::ami::{AmiClient, AmiStats};
 use super::assemble::AsteriskAssembler;
 use super::control::AsteriskControl;
 use super::live::{LiveAsterisk, LiveStats};
-use crate::call::reconcile::{ReconcileStats, ReconcilingSink};
+use crate::call::reconcile::ReconcilingSink;
 use crate::call::sink::CallSink;
 use crate::config::{CallLogSource, Config};
 use crate::metrics::{MetricsSource, Scrape};
 use crate::outbox::Store;
-use crate::pbx::parts::{FileImport, FileSourceRun, PbxContext, PbxParts, PbxTask};
+use crate::pbx::parts::{FileImport, FileSourceRun, LivePart, PbxContext, PbxParts};
 use crate::pipeline::{SourceUpdate, counters};
 
 /// The `source` label of the CDR file's counters on `/metrics`.
@@ -48,30 +48,9 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
     let Some(ast) = ctx.config.asterisk.as_ref() else {
         return Ok(());
     };
-    // "both": the CDR reader and the AMI tracker push into one reconciler, which holds a call
-    // until its other source reports it (at most `reconcile_wait_ms`) and posts it once.
-    let reconciler =
-        (ast.call_log_source == CallLogSource::Both && ast.cdr_csv.is_some()).then(|| {
-            Arc::new(ReconcilingSink::new(
-                ctx.store.clone(),
-                ctx.wake_delivery.clone(),
-                ast.reconcile_wait_ms,
-            ))
-        });
-    if let Some(reconciler) = &reconciler {
-        ctx.metrics
-            .register(Arc::new(ReconcileMetrics(reconciler.stats())));
-        let (reconciler, shutdown) = (reconciler.clone(), ctx.shutdown.clone());
-        parts.tasks.push(PbxTask {
-            name: "call reconciler",
-            run: Box::pin(async move {
-                reconciler
-                    .run(shutdown)
-                    .await
-                    .map_err(|e| format!("posting held calls failed: {e}"))
-            }),
-        });
-    }
+    // "both": the CDR reader and the AMI tracker push into one reconciler.
+    let reconciler = (ast.call_log_source == CallLogSource::Both && ast.cdr_csv.is_some())
+        .then(|| parts.add_reconciler(ctx, ast.reconcile_wait_ms));
     if ast.cdr_csv.is_some() && ast.call_log_source != CallLogSource::Ami {
         cdr_file(ctx, parts, reconciler.clone())?;
     }
@@ -92,23 +71,20 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
             stats,
         };
         let shutdown = ctx.shutdown.clone();
-        parts.tasks.push(PbxTask {
-            name: "AMI call tracker",
-            run: Box::pin(async move { live.run(shutdown).await.map_err(|e| format!("{e:#}")) }),
+        parts.add_live(LivePart {
+            tracker_name: "AMI call tracker",
+            tracker: Box::pin(
+                async move { live.run(shutdown).await.map_err(|e| format!("{e:#}")) },
+            ),
+            control: Arc::new(AsteriskControl::new(
+                ami.clone(),
+                ast.originate.clone(),
+                ast.free_agent,
+            )),
+            label: "AMI",
+            state: ami.state(),
+            close: Box::pin(async move { ami.shutdown().await }),
         });
-        parts.sends_popups = true;
-        parts.control = Some(Arc::new(AsteriskControl::new(
-            ami.clone(),
-            ast.originate.clone(),
-            ast.free_agent,
-        )));
-        let state = ami.state();
-        parts
-            .status
-            .push(Box::new(move || state.borrow().status_line("AMI")));
-        parts
-            .stops
-            .push(Box::pin(async move { ami.shutdown().await }));
     }
     Ok(())
 }
@@ -202,27 +178,6 @@ impl FileImport for AsteriskCdrSource {
 
     fn report_to(&mut self, progress: Arc<crate::import::ImportProgress>) {
         self.set_progress(Some(progress));
-    }
-}
-
-/// The "both" reconciler's figures: calls posted merged, or from one source alone.
-pub(crate) struct ReconcileMetrics(pub(crate) Arc<ReconcileStats>);
-
-impl MetricsSource for ReconcileMetrics {
-    fn write(&self, scrape: &mut Scrape) {
-        for (result, value) in self.0.by_result() {
-            scrape.counter_with(
-                "calls_reconciled",
-                "Calls of call_log_source = \"both\" posted merged from the CDR and AMI, or from one alone (which one was missing)",
-                &[("result", result)],
-                value,
-            );
-        }
-        scrape.gauge(
-            "calls_reconciled_held",
-            "Calls held now, waiting for their other source",
-            i64::try_from(self.0.held.load(Relaxed)).unwrap_or(i64::MAX),
-        );
     }
 }
 

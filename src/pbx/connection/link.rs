@@ -57,6 +57,39 @@ pub async fn within_step<T, E: From<LinkError>>(
     }
 }
 
+/// A protocol's framer as [`Link::read_frame`] feeds and drains it.
+pub trait Framing {
+    /// One whole message of the protocol.
+    type Frame;
+    /// Why the bytes are no frame (malformed, oversized).
+    type Error;
+    /// Appends bytes read from the connection.
+    fn extend(&mut self, bytes: &[u8]);
+    /// The next whole frame buffered, if any.
+    fn next_frame(&mut self) -> Result<Option<Self::Frame>, Self::Error>;
+}
+
+/// Implements [`Framing`] for a protocol's framer type `$framer` whose inherent
+/// `extend(&mut self, &[u8])` and `next_frame(&mut self) -> Result<Option<$frame>, $error>`
+/// are what the trait asks.
+macro_rules! impl_framing {
+    ($framer:ty, $frame:ty, $error:ty) => {
+        impl $crate::pbx::connection::Framing for $framer {
+            type Frame = $frame;
+            type Error = $error;
+
+            fn extend(&mut self, bytes: &[u8]) {
+                <$framer>::extend(self, bytes);
+            }
+
+            fn next_frame(&mut self) -> Result<Option<$frame>, $error> {
+                <$framer>::next_frame(self)
+            }
+        }
+    };
+}
+pub(crate) use impl_framing;
+
 /// One TCP connection: split socket, a read chunk, the time the last byte arrived.
 #[derive(Debug)]
 pub struct Link {
@@ -143,5 +176,30 @@ impl Link {
     /// The timeout of each setup step.
     pub fn setup_timeout(&self) -> Duration {
         self.setup_timeout
+    }
+
+    /// The next frame `framer` makes of what arrives (reading as needed), within the setup
+    /// timeout: for the setup phase (login, subscription), before the supervisor serves the
+    /// connection.
+    pub async fn read_frame<F, E>(
+        &mut self,
+        framer: &mut F,
+        step: &'static str,
+    ) -> Result<F::Frame, E>
+    where
+        F: Framing,
+        E: From<F::Error> + From<LinkError>,
+    {
+        let timeout = self.setup_timeout;
+        within_step(step, timeout, async {
+            loop {
+                if let Some(f) = framer.next_frame()? {
+                    return Ok(f);
+                }
+                let bytes = self.read().await?;
+                framer.extend(bytes);
+            }
+        })
+        .await
     }
 }

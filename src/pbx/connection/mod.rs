@@ -30,7 +30,8 @@ mod link;
 mod state;
 mod supervisor;
 
-pub use link::{Link, LinkError, within_step};
+pub(crate) use link::impl_framing;
+pub use link::{Framing, Link, LinkError, within_step};
 pub use state::{ConnectionState, ConnectionStats};
 pub use supervisor::{Failure, Outgoing, Protocol, Supervisor, SupervisorSettings};
 

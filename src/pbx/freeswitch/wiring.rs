@@ -26,7 +26,6 @@ use super::control::{self, FreeAgent, FsClickToCall, FsNumberFormat, FsOriginate
 use super::esl::{EslAnswer, EslClient, EslNotice, EslSettings, EslStats, Resync};
 use super::json_cdr::{JsonCdrDirSource, json_counters};
 use super::tracker::{FsCallTracker, FsTrackerOutput, FsTrackerSettings, FsTrackerStats};
-use crate::call::reconcile::ReconcilingSink;
 use crate::call::sink::{CallSink, OutboxSink};
 use crate::call::{AgentInfo, CallRecord, CallRules, Directory, monotonic_ms};
 use crate::config::{
@@ -36,9 +35,9 @@ use crate::config::{
 use crate::logtext::Escaped;
 use crate::metrics::{MetricsSource, Scrape};
 use crate::outbox::Store;
-use crate::pbx::asterisk::live::{LiveStats, store_call_logs};
 use crate::pbx::connection::SupervisorSettings;
-use crate::pbx::parts::{FileImport, FileSourceRun, PbxContext, PbxParts, PbxTask};
+use crate::pbx::live::{CALL_LOG_QUEUE, LiveStats, store_call_logs};
+use crate::pbx::parts::{FileImport, FileSourceRun, LivePart, PbxContext, PbxParts};
 use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError, PbxFuture};
 use crate::pipeline::{FileSource, counters};
 
@@ -182,29 +181,7 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
     let reconciler = (fs.call_log_source == FreeSwitchCallLogSource::Both
         && file_source.is_some()
         && fs.esl.is_some())
-    .then(|| {
-        Arc::new(ReconcilingSink::new(
-            ctx.store.clone(),
-            ctx.wake_delivery.clone(),
-            fs.reconcile_wait_ms,
-        ))
-    });
-    if let Some(reconciler) = &reconciler {
-        ctx.metrics
-            .register(Arc::new(crate::pbx::asterisk::wiring::ReconcileMetrics(
-                reconciler.stats(),
-            )));
-        let (reconciler, shutdown) = (reconciler.clone(), ctx.shutdown.clone());
-        parts.tasks.push(PbxTask {
-            name: "call reconciler",
-            run: Box::pin(async move {
-                reconciler
-                    .run(shutdown)
-                    .await
-                    .map_err(|e| format!("posting held calls failed: {e}"))
-            }),
-        });
-    }
+    .then(|| parts.add_reconciler(ctx, fs.reconcile_wait_ms));
     if let Some(source) = &file_source {
         file_part(
             ctx,
@@ -246,27 +223,22 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
             tracker_stats,
         };
         let shutdown = ctx.shutdown.clone();
-        parts.tasks.push(PbxTask {
-            name: "ESL call tracker",
-            run: Box::pin(async move { live.run(shutdown).await }),
+        parts.add_live(LivePart {
+            tracker_name: "ESL call tracker",
+            tracker: Box::pin(async move { live.run(shutdown).await }),
+            control: Arc::new(FsControl::new(
+                client.clone(),
+                originate_settings(fs),
+                match fs.free_agent {
+                    FreeSwitchFreeAgent::Available => FreeAgent::Available,
+                    FreeSwitchFreeAgent::None => FreeAgent::None,
+                },
+                ctx.config,
+            )),
+            label: "ESL",
+            state: client.state(),
+            close: Box::pin(async move { client.shutdown().await }),
         });
-        parts.sends_popups = true;
-        parts.control = Some(Arc::new(FsControl::new(
-            client.clone(),
-            originate_settings(fs),
-            match fs.free_agent {
-                FreeSwitchFreeAgent::Available => FreeAgent::Available,
-                FreeSwitchFreeAgent::None => FreeAgent::None,
-            },
-            ctx.config,
-        )));
-        let state = client.state();
-        parts
-            .status
-            .push(Box::new(move || state.borrow().status_line("ESL")));
-        parts
-            .stops
-            .push(Box::pin(async move { client.shutdown().await }));
     }
     Ok(())
 }
@@ -411,9 +383,10 @@ impl LiveFreeSwitch {
             callcenter_agents: callcenter_agents(&config),
             ..FsTrackerSettings::default()
         });
-        let (logs_tx, logs_rx) = mpsc::channel(crate::pbx::asterisk::live::CALL_LOG_QUEUE);
+        let (logs_tx, logs_rx) = mpsc::channel(CALL_LOG_QUEUE);
         let writer = self.call_logs.clone().map(|sink| {
             tokio::spawn(store_call_logs(
+                "ESL",
                 sink,
                 self.stats.clone(),
                 logs_rx,

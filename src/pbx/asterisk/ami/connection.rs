@@ -10,7 +10,7 @@ use tracing::{debug, info};
 use super::dispatch::Dispatcher;
 use super::{Action, AmiError, Frame, FrameError, FrameLimits, Framer, Message};
 use crate::config::{AmiLogin, AmiSettings};
-use crate::pbx::connection::{Failure, Link, LinkError, Protocol, within_step};
+use crate::pbx::connection::{Failure, Link, LinkError, Protocol};
 
 impl From<LinkError> for AmiError {
     fn from(e: LinkError) -> Self {
@@ -22,6 +22,8 @@ impl From<LinkError> for AmiError {
         }
     }
 }
+
+crate::pbx::connection::impl_framing!(Framer, Frame, FrameError);
 
 /// The AMI protocol: what the supervisor needs to log in and serve a connection.
 pub(super) struct AmiProtocol {
@@ -44,16 +46,7 @@ impl AmiSession {
 
     /// The next frame within the setup timeout (setup phase only).
     async fn read_frame(&mut self, link: &mut Link, step: &'static str) -> Result<Frame, AmiError> {
-        within_step(step, link.setup_timeout(), async {
-            loop {
-                if let Some(f) = self.framer.next_frame()? {
-                    return Ok(f);
-                }
-                let bytes = link.read().await?;
-                self.framer.extend(bytes);
-            }
-        })
-        .await
+        link.read_frame(&mut self.framer, step).await
     }
 
     /// A setup action and its response; events arriving meanwhile are dispatched.

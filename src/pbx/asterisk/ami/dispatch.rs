@@ -11,28 +11,19 @@ use tracing::warn;
 
 use super::Message;
 use super::client::EVENT_CAPACITY;
-use crate::pbx::connection::Supervisor;
+use crate::pbx::connection::{ConnectionStats, Supervisor};
 
 /// Events that are always forwarded, whatever the configuration says.
 const ALWAYS_FORWARDED: [&str; 2] = ["FullyBooted", "Shutdown"];
 
-/// A snapshot of the client's counters ([`super::AmiClient::stats`]).
+/// A snapshot of the client's counters ([`super::AmiClient::stats`]): the connection's
+/// (the supervisor's: logins, reconnects, failures, half-open drops ...; read through
+/// `Deref`, e.g. `stats.logins`), then AMI's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AmiStats {
-    /// Logged in right now.
-    pub connected: bool,
-    /// Successful logins.
-    pub logins: u64,
-    /// Successful logins after the first one.
-    pub reconnects: u64,
-    /// Connection attempts that failed before or during login.
-    pub connect_failures: u64,
-    /// Logins refused by Asterisk (wrong user or secret).
-    pub login_failures: u64,
-    /// Connections dropped because nothing arrived for [`super::client::IDLE_LIMIT`].
-    pub half_open_drops: u64,
-    /// Connections dropped because the server sent a malformed or oversized frame.
-    pub malformed_frames: u64,
+    /// The connection's counters. Logins refused are Asterisk refusing the user or secret;
+    /// half-open drops are connections silent for [`super::client::IDLE_LIMIT`].
+    pub connection: ConnectionStats,
     /// Events received, by event name (before filtering).
     pub events_by_type: HashMap<String, u64>,
     /// Events offered to the [`super::AmiClient::events`] receivers.
@@ -41,11 +32,17 @@ pub struct AmiStats {
     pub events_lagged: u64,
     /// Actions refused before reaching the wire (CR/LF in a header or the name).
     pub refused_actions: u64,
-    /// Calls that failed at once because the client was not connected.
-    pub sent_while_down: u64,
     /// Whether Asterisk filters events for us (`Action: Filter` accepted) on the current
     /// or last connection; false means pbxlink filters them.
     pub server_side_filter: bool,
+}
+
+impl std::ops::Deref for AmiStats {
+    type Target = ConnectionStats;
+
+    fn deref(&self) -> &ConnectionStats {
+        &self.connection
+    }
 }
 
 /// The calls waiting for answers on the live connection, by ActionID.
@@ -118,21 +115,13 @@ impl Dispatcher {
 
     /// The connection's and the dispatcher's counters together.
     pub(super) fn stats(&self) -> AmiStats {
-        let c = self.sup.stats();
         let d = lock(&self.stats);
         AmiStats {
-            connected: c.connected,
-            logins: c.logins,
-            reconnects: c.reconnects,
-            connect_failures: c.connect_failures,
-            login_failures: c.login_failures,
-            half_open_drops: c.half_open_drops,
-            malformed_frames: c.malformed_frames,
+            connection: self.sup.stats(),
             events_by_type: d.events_by_type.clone(),
             events_forwarded: d.events_forwarded,
             events_lagged: d.events_lagged,
             refused_actions: d.refused_actions,
-            sent_while_down: c.sent_while_down,
             server_side_filter: d.server_side_filter,
         }
     }

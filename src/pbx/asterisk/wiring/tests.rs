@@ -10,6 +10,7 @@ use super::*;
 use crate::config::Synchronous;
 use crate::metrics::Metrics;
 use crate::pbx::asterisk::ami::simulator::AmiSimulator;
+use crate::pbx::connection::ConnectionStats;
 
 struct Built {
     parts: PbxParts,
@@ -174,8 +175,11 @@ async fn ami_only_reads_no_file_and_cdr_only_has_no_control() {
 #[test]
 fn ami_figures_keep_their_names() {
     let mut ami = AmiStats {
-        connected: true,
-        reconnects: 2,
+        connection: ConnectionStats {
+            connected: true,
+            reconnects: 2,
+            ..ConnectionStats::default()
+        },
         ..AmiStats::default()
     };
     ami.events_by_type.insert("DialBegin".into(), 9);

@@ -41,7 +41,7 @@ use super::{
 use crate::logtext::{Escaped, excerpt};
 use crate::pbx::connection::{
     ConnectionState, ConnectionStats, Failure, Link, LinkError, Outgoing, Protocol, Supervisor,
-    SupervisorSettings, within_step,
+    SupervisorSettings,
 };
 
 /// Events buffered per [`EslClient::events`] receiver before it lags. An event is a few KB,
@@ -695,6 +695,8 @@ pub fn parse_channels(body: &str) -> Result<Vec<ChannelRow>, String> {
         .collect())
 }
 
+crate::pbx::connection::impl_framing!(Framer, Frame, FrameError);
+
 /// The event-socket protocol as the supervisor drives it.
 struct EslProtocol {
     shared: Arc<Shared>,
@@ -711,16 +713,7 @@ struct EslSession {
 impl EslSession {
     /// The next frame within the setup timeout (setup phase only).
     async fn read_frame(&mut self, link: &mut Link, step: &'static str) -> Result<Frame, EslError> {
-        within_step(step, link.setup_timeout(), async {
-            loop {
-                if let Some(f) = self.framer.next_frame()? {
-                    return Ok(f);
-                }
-                let bytes = link.read().await?;
-                self.framer.extend(bytes);
-            }
-        })
-        .await
+        link.read_frame(&mut self.framer, step).await
     }
 
     /// Writes a setup command and reads up to its answer; events meanwhile are dispatched.
