@@ -24,7 +24,9 @@
 //! Through Local channels the agent is the deepest answered channel: `Local/100@ctx;1`
 //! answered because `;2` dialled `PJSIP/100`, which is the agent. The agent's own row gives
 //! the talk time (billsec): a queue's row counts from the queue's answer, so its billsec
-//! includes the wait in the queue. Direction, outcome, numbers, voicemail and the recording
+//! includes the wait in the queue. A transferred call has one segment per agent who talked
+//! to the lead, and a forwarded one notes who it was meant for (see [`transfers`]).
+//! Direction, outcome, numbers, voicemail and the recording
 //! URL are then decided by the shared [`crate::call::rules`].
 
 use super::cdr::{CdrRow, Disposition};
@@ -32,6 +34,8 @@ use crate::call::{
     AgentSegment, CallFacts, CallRecord, CallRules, DialResult, Directory, RecordingRef,
 };
 use crate::pbx::grouping::{self, KeyedUnionFind};
+
+mod transfers;
 use crate::pbx::{AssembledCall, CallAssembler};
 
 /// A staged row waiting for its call to settle.
@@ -299,7 +303,13 @@ pub fn call_facts(source: &str, directory: &Directory, rows: &[&CdrRow]) -> Opti
         .filter_map(|r| r.clid_number().map(str::to_owned))
         .chain(rows.iter().map(|r| r.src.clone()))
         .collect();
-    facts.answered = answered_segments(directory, rows);
+    facts.answered = transfers::transferred_segments(directory, rows, first)
+        .unwrap_or_else(|| answered_segments(directory, rows));
+    if let Some(segment) = facts.answered.first_mut() {
+        if let Some(from) = transfers::forwarded_from(directory, rows, first, segment) {
+            segment.arrival = crate::call::SegmentArrival::Forwarded { from };
+        }
+    }
     let dialled_rows = || rows.iter().filter(|r| !r.dstchannel.is_empty());
     facts.rung_agents = dialled_rows()
         .filter_map(|r| channel_extension(&r.dstchannel).map(str::to_owned))
