@@ -301,6 +301,8 @@ impl Default for AmiSettings {
                 "DialEnd",
                 "BridgeEnter",
                 "BridgeLeave",
+                "BlindTransfer",
+                "AttendedTransfer",
                 "Hangup",
                 "QueueCallerJoin",
                 "AgentCalled",

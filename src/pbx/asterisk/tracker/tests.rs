@@ -399,3 +399,116 @@ fn the_lead_number_click_to_call_set_wins() {
     assert_eq!(call.lead_id.as_deref(), Some("lead-42"));
     assert_eq!(call.outcome, Outcome::NoAnswer);
 }
+
+/// A tracker with the rig's transfer agents (110, 111, 112) and its inbound context.
+fn transfer_tracker() -> CallTracker {
+    let config = Config::parse(
+        "[leadsquared]\ncall_log_url = \"https://x.invalid/k\"\ndefault_country_code = \"91\"\n\
+         [[virtual_numbers]]\nnumber = \"918044556610\"\n\
+         [[agents]]\nextension = \"110\"\n[[agents]]\nextension = \"111\"\n\
+         [[agents]]\nextension = \"112\"\n[asterisk]\ncdr_csv = \"/x\"\n",
+    )
+    .expect("config");
+    CallTracker::new(
+        Directory::from_config(&config).expect("directory"),
+        TrackerSettings {
+            rules: CallRules {
+                inbound_contexts: vec!["from-trunk".into()],
+                ..CallRules::default()
+            },
+            max_calls: 100,
+            max_call_ms: 3_600_000,
+        },
+    )
+}
+
+/// The AMI events a real Asterisk 22 sent for one scenario of tests/asterisk_transfers.rs.
+fn transfer_events(scenario: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/asterisk_transfers/{scenario}/ami.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn one_call(out: &[TrackerOutput]) -> CallRecord {
+    let calls: Vec<&CallRecord> = ended(out).into_iter().flatten().collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    calls[0].clone()
+}
+
+fn arrivals(call: &CallRecord) -> Vec<(&str, &SegmentArrival)> {
+    call.segments
+        .iter()
+        .map(|s| (s.extension.as_str(), &s.arrival))
+        .collect()
+}
+
+#[test]
+fn a_blind_transfer_event_gives_the_target_its_segment_and_popup_id() {
+    let mut t = transfer_tracker();
+    let out = run(&mut t, &transfer_events("blind"));
+    let call = one_call(&out);
+    assert_eq!(call.call_id, "1796185644.0");
+    let got = arrivals(&call);
+    assert_eq!(got.len(), 2, "{:#?}", call.segments);
+    assert_eq!(got[0], ("110", &SegmentArrival::Direct));
+    let SegmentArrival::BlindTransfer { from, at } = got[1].1 else {
+        panic!("{:#?}", call.segments)
+    };
+    assert_eq!((got[1].0, from.as_str()), ("111", "110"));
+    // 110's part ends at the transfer; 111 answers after it.
+    assert_eq!(call.segments[0].ended_at, Some(*at));
+    assert!(call.segments[1].answered_at >= *at);
+    let ids: Vec<(&str, &str)> = popups(&out)
+        .iter()
+        .map(|p| (p.agent_extension.as_str(), p.call_id.as_str()))
+        .collect();
+    assert_eq!(ids, [("110", "1796185644.0"), ("111", "1796185644.0-2")]);
+}
+
+#[test]
+fn an_attended_transfer_counts_the_target_from_the_handover() {
+    let mut t = transfer_tracker();
+    let out = run(&mut t, &transfer_events("attended"));
+    let call = one_call(&out);
+    let got = arrivals(&call);
+    assert_eq!(got.len(), 2, "{:#?}", call.segments);
+    let SegmentArrival::AttendedTransfer { from, at } = got[1].1 else {
+        panic!("{:#?}", call.segments)
+    };
+    assert_eq!((got[1].0, from.as_str()), ("111", "110"));
+    assert_eq!(
+        call.segments[1].answered_at, *at,
+        "not the consultation's answer"
+    );
+    // 110's talk with the lead ended when the consultation began, before the handover.
+    let first_end = call.segments[0].ended_at.expect("ended");
+    assert!(first_end < *at, "{first_end} / {at}");
+    let ids: Vec<&str> = popups(&out).iter().map(|p| p.call_id.as_str()).collect();
+    assert_eq!(ids, ["1796185697.0", "1796185697.0-2"]);
+}
+
+#[test]
+fn a_target_who_does_not_answer_and_a_queue_ring_leg_are_no_segments() {
+    let mut t = transfer_tracker();
+    let call = one_call(&run(&mut t, &transfer_events("noanswer")));
+    assert_eq!(arrivals(&call), [("110", &SegmentArrival::Direct)]);
+
+    let mut t = transfer_tracker();
+    let call = one_call(&run(&mut t, &transfer_events("queue")));
+    let got = arrivals(&call);
+    assert_eq!(got.len(), 2, "{:#?}", call.segments);
+    assert_eq!(got[0], ("110", &SegmentArrival::Direct));
+    assert!(matches!(got[1], ("111", SegmentArrival::BlindTransfer { from, .. }) if from == "110"));
+}
+
+#[test]
+fn follow_me_is_one_segment_forwarded_from_the_phone_that_rang_first() {
+    let mut t = transfer_tracker();
+    let call = one_call(&run(&mut t, &transfer_events("followme")));
+    assert_eq!(
+        arrivals(&call),
+        [("111", &SegmentArrival::Forwarded { from: "112".into() })]
+    );
+}
