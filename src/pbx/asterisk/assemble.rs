@@ -281,7 +281,7 @@ pub fn call_facts(source: &str, directory: &Directory, rows: &[&CdrRow]) -> Opti
     let start = rows.iter().map(|r| r.start).min().unwrap_or(first.start);
     let end = rows.iter().map(|r| r.end).max().unwrap_or(first.end);
     let mut facts = CallFacts::new(call_id, source, start, end);
-    facts.caller_number = first.src.clone();
+    facts.caller_number = transfers::lead_number(rows, first).to_owned();
     facts.caller_name = first.caller_name().map(str::to_owned);
     facts.caller_extension = channel_extension(&first.channel).map(str::to_owned);
     facts.dialled = first.dst.clone();

@@ -34,6 +34,19 @@ fn lead_channels(root: &CdrRow) -> Vec<String> {
     channels
 }
 
+/// The lead's number: party A's `src`, or, when an attended transfer cleared it there (the
+/// connected line moved), the `src` of the lead's other channel rows.
+pub(super) fn lead_number<'a>(rows: &[&'a CdrRow], root: &'a CdrRow) -> &'a str {
+    if !root.src.is_empty() {
+        return &root.src;
+    }
+    let lead = lead_channels(root);
+    rows.iter()
+        .filter(|r| lead.contains(&r.channel) && !r.src.is_empty())
+        .min_by_key(|r| (r.start, r.sequence))
+        .map_or(root.src.as_str(), |r| r.src.as_str())
+}
+
 /// The rows of the lead's channel that dialled somebody, in order.
 fn lead_legs<'a>(rows: &[&'a CdrRow], root: &CdrRow) -> Vec<&'a CdrRow> {
     let lead = lead_channels(root);

@@ -147,6 +147,8 @@ fn blind_transfer_gives_a_segment_per_agent_timed_by_the_lead_rows() {
 #[test]
 fn attended_transfer_leaves_out_the_consultation_and_counts_from_the_handover() {
     let f = facts("attended");
+    // The transfer cleared party A's src; the lead's channel rows still name the lead.
+    assert_eq!(f.caller_number, "+919611795983");
     assert_eq!(
         f.answered,
         [
