@@ -387,7 +387,7 @@ async fn scenarios() {
             did: TRANSFER_DID,
             logs: vec![
                 ("110", 3, Some("transferred to 111 at ")),
-                ("111", 7, Some("from 110 by blind transfer at ")),
+                ("111", 6, Some("from 110 by blind transfer at ")),
             ],
         },
     ));
@@ -411,7 +411,7 @@ async fn scenarios() {
             did: TRANSFER_DID,
             logs: vec![
                 ("110", 3, Some("transferred to 111 at ")),
-                ("111", 4, Some("from 110 by attended transfer at ")),
+                ("111", 3, Some("from 110 by attended transfer at ")),
             ],
         },
     ));
@@ -464,7 +464,7 @@ async fn scenarios() {
             did: QUEUE_DID,
             logs: vec![
                 ("110", 3, Some("transferred to 111 at ")),
-                ("111", 7, Some("from 110 by blind transfer at ")),
+                ("111", 6, Some("from 110 by blind transfer at ")),
             ],
         },
     ));

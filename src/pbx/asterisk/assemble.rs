@@ -211,10 +211,12 @@ fn is_local_far_half(channel: &str) -> bool {
     is_local(channel) && channel.ends_with(";2")
 }
 
-/// Party A's own row: the channel the call started on.
+/// Party A's own row: the channel the call started on. With both ids it is the row whose
+/// uniqueid is the linkedid (an attended transfer's consultation row, written before the
+/// rest of the call, is not).
 fn is_root(row: &CdrRow) -> bool {
     match (&row.linkedid, &row.uniqueid) {
-        (Some(linkedid), Some(uniqueid)) if linkedid == uniqueid => true,
+        (Some(linkedid), Some(uniqueid)) => linkedid == uniqueid,
         _ => !is_local_far_half(&row.channel),
     }
 }

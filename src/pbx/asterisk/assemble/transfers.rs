@@ -6,8 +6,9 @@
 //! before a transfer the agent who answered, after it the transfer target (a blind
 //! transfer rewrites the rows' `dst`/`dcontext` to the target's), or the `Local/…@transfer`
 //! channel of an attended transfer. Each answered row of the lead's channel that reaches a
-//! configured agent (followed through Local channels) is one segment, timed by that row:
-//! the lead's talk with that agent, not the agent's consultation call.
+//! configured agent (followed through Local channels) is one segment, timed by that row and
+//! the agent's own row together: the lead's talk with that agent, not the wait in a queue
+//! and not the agent's consultation call.
 //!
 //! - A row of the previous agent's channel that dialled somebody itself is the
 //!   consultation call of an **attended** transfer: the lead was handed over when it ended,
@@ -70,32 +71,36 @@ pub(super) fn transferred_segments(
     rows: &[&CdrRow],
     root: &CdrRow,
 ) -> Option<Vec<AgentSegment>> {
-    // (agent, the lead's row with that agent, the agent's channel)
-    let mut talked: Vec<(String, &CdrRow)> = Vec::new();
+    // (agent, the lead's row with that agent, the agent's own row that times it)
+    let mut talked: Vec<(String, &CdrRow, &CdrRow)> = Vec::new();
     for leg in lead_legs(rows, root)
         .into_iter()
         .filter(|r| r.disposition == Disposition::Answered)
     {
-        let (channel, _) = deepest_answered(rows, leg);
+        let (channel, own) = deepest_answered(rows, leg);
         let Some(ext) = channel_extension(channel).filter(|e| directory.is_agent_extension(e))
         else {
             continue;
         };
-        if talked.last().is_some_and(|(last, _)| last == ext) {
+        if talked.last().is_some_and(|(last, _, _)| last == ext) {
             continue;
         }
-        talked.push((ext.to_owned(), leg));
+        talked.push((ext.to_owned(), leg, own));
     }
     if talked.len() < 2 {
         return None;
     }
     let mut segments: Vec<AgentSegment> = Vec::with_capacity(talked.len());
-    for (i, (ext, leg)) in talked.iter().enumerate() {
-        let mut answered_at = leg.answer.unwrap_or(leg.start);
-        let mut talk_seconds = leg.billsec;
+    for (i, (ext, leg, own)) in talked.iter().enumerate() {
+        // Both rows bound the talk: the lead's row also counts a queue's wait, the agent's
+        // own row also counts the agent's consultation call.
+        let answer_of = |r: &CdrRow| r.answer.unwrap_or(r.start);
+        let mut answered_at = answer_of(leg).max(answer_of(own));
+        let ended_at = leg.end.min(own.end).max(answered_at);
+        let mut talk_seconds = leg.billsec.min(own.billsec);
         let arrival = match i.checked_sub(1).map(|p| &talked[p]) {
             None => SegmentArrival::Direct,
-            Some((from, previous)) => {
+            Some((from, previous, _)) => {
                 // The previous agent's own channel dialling somebody: the consultation.
                 let consultation = rows
                     .iter()
@@ -107,7 +112,7 @@ pub(super) fn transferred_segments(
                         let at = c.end;
                         if at > answered_at {
                             answered_at = at;
-                            talk_seconds = seconds(at, leg.end);
+                            talk_seconds = talk_seconds.min(seconds(at, ended_at));
                         }
                         SegmentArrival::AttendedTransfer {
                             from: from.clone(),
@@ -124,7 +129,7 @@ pub(super) fn transferred_segments(
         segments.push(AgentSegment {
             extension: ext.clone(),
             answered_at,
-            ended_at: Some(leg.end),
+            ended_at: Some(ended_at),
             talk_seconds,
             arrival,
         });
