@@ -177,7 +177,7 @@ fn dial_result(status: &str) -> DialResult {
 }
 
 /// Whole seconds from `from` to `to`, 0 when negative.
-fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+pub(crate) fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
     u64::try_from((to - from).num_seconds()).unwrap_or(0)
 }
 

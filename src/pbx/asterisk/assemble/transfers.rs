@@ -22,6 +22,7 @@
 
 use super::{CdrRow, Disposition, channel_extension, deepest_answered, is_local};
 use crate::call::{AgentSegment, Directory, SegmentArrival};
+use crate::pbx::asterisk::tracker::seconds_between as seconds;
 
 /// The channels that carry the lead: party A's, and the other half when it is a Local
 /// channel (the rig's and a Local-originated call's trunk side).
@@ -58,10 +59,6 @@ fn lead_legs<'a>(rows: &[&'a CdrRow], root: &CdrRow) -> Vec<&'a CdrRow> {
         .collect();
     legs.sort_by_key(|r| (r.start, r.sequence));
     legs
-}
-
-fn seconds(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> u64 {
-    u64::try_from((to - from).num_seconds()).unwrap_or(0)
 }
 
 /// The segments of a transferred call (two or more agents talked to the lead), or `None`
