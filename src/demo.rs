@@ -17,7 +17,7 @@ use crate::daemon::Daemon;
 use crate::simulation::ami::AmiSimulator;
 
 /// Calls the simulator places; the demo ends when the stand-in has accepted this many.
-const EXPECTED_CALL_LOGS: usize = 5;
+const EXPECTED_CALL_LOGS: usize = 7;
 /// Popups of the ring-all queue call (agents 100 and 101 ring).
 const EXPECTED_POPUPS: usize = 2;
 
@@ -459,6 +459,37 @@ async fn simulate_calls(path: PathBuf, ami: AmiSimulator) -> anyhow::Result<()> 
         .line(),
     )
     .await?;
+
+    println!(
+        "PBX simulator: agent 100 answers a call and blind-transfers it to agent 101 (two call logs, one per agent)"
+    );
+    let t6 = base + s(85);
+    let transferred = |dstchannel: &'static str, start: i64, answer: i64, end: i64| Row {
+        src: "+919611712345",
+        // A blind transfer rewrites both rows' dst/dcontext to the target's.
+        dst: "101",
+        dcontext: "transfer",
+        clid: "\"Meera\" <+919611712345>",
+        channel: "PJSIP/airtel-0000000d",
+        dstchannel,
+        lastapp: "Dial",
+        lastdata: "PJSIP/100,30,tT",
+        start: t6 + s(start),
+        answer: Some(t6 + s(answer)),
+        end: t6 + s(end),
+        disposition: "ANSWERED",
+        uniqueid: "",
+    };
+    let first = Row {
+        uniqueid: &uid(13),
+        ..transferred("PJSIP/100-0000000e", 0, 3, 20)
+    };
+    let second = Row {
+        uniqueid: &uid(13),
+        ..transferred("PJSIP/101-0000000f", 20, 24, 64)
+    };
+    append(&path, &[first.line(), second.line()].concat()).await?;
+    pause().await;
 
     println!("PBX simulator: agent 100 calls agent 101 (internal: not posted)\n");
     let t5 = base + s(90);

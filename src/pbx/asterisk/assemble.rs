@@ -24,7 +24,9 @@
 //! Through Local channels the agent is the deepest answered channel: `Local/100@ctx;1`
 //! answered because `;2` dialled `PJSIP/100`, which is the agent. The agent's own row gives
 //! the talk time (billsec): a queue's row counts from the queue's answer, so its billsec
-//! includes the wait in the queue. Direction, outcome, numbers, voicemail and the recording
+//! includes the wait in the queue. A transferred call has one segment per agent who talked
+//! to the lead, and a forwarded one notes who it was meant for (see [`transfers`]).
+//! Direction, outcome, numbers, voicemail and the recording
 //! URL are then decided by the shared [`crate::call::rules`].
 
 use super::cdr::{CdrRow, Disposition};
@@ -32,6 +34,8 @@ use crate::call::{
     AgentSegment, CallFacts, CallRecord, CallRules, DialResult, Directory, RecordingRef,
 };
 use crate::pbx::grouping::{self, KeyedUnionFind};
+
+mod transfers;
 use crate::pbx::{AssembledCall, CallAssembler};
 
 /// A staged row waiting for its call to settle.
@@ -207,10 +211,12 @@ fn is_local_far_half(channel: &str) -> bool {
     is_local(channel) && channel.ends_with(";2")
 }
 
-/// Party A's own row: the channel the call started on.
+/// Party A's own row: the channel the call started on. With both ids it is the row whose
+/// uniqueid is the linkedid (an attended transfer's consultation row, written before the
+/// rest of the call, is not).
 fn is_root(row: &CdrRow) -> bool {
     match (&row.linkedid, &row.uniqueid) {
-        (Some(linkedid), Some(uniqueid)) if linkedid == uniqueid => true,
+        (Some(linkedid), Some(uniqueid)) => linkedid == uniqueid,
         _ => !is_local_far_half(&row.channel),
     }
 }
@@ -277,7 +283,7 @@ pub fn call_facts(source: &str, directory: &Directory, rows: &[&CdrRow]) -> Opti
     let start = rows.iter().map(|r| r.start).min().unwrap_or(first.start);
     let end = rows.iter().map(|r| r.end).max().unwrap_or(first.end);
     let mut facts = CallFacts::new(call_id, source, start, end);
-    facts.caller_number = first.src.clone();
+    facts.caller_number = transfers::lead_number(rows, first).to_owned();
     facts.caller_name = first.caller_name().map(str::to_owned);
     facts.caller_extension = channel_extension(&first.channel).map(str::to_owned);
     facts.dialled = first.dst.clone();
@@ -299,7 +305,13 @@ pub fn call_facts(source: &str, directory: &Directory, rows: &[&CdrRow]) -> Opti
         .filter_map(|r| r.clid_number().map(str::to_owned))
         .chain(rows.iter().map(|r| r.src.clone()))
         .collect();
-    facts.answered = answered_segments(directory, rows);
+    facts.answered = transfers::transferred_segments(directory, rows, first)
+        .unwrap_or_else(|| answered_segments(directory, rows));
+    if let Some(segment) = facts.answered.first_mut() {
+        if let Some(from) = transfers::forwarded_from(directory, rows, first, segment) {
+            segment.arrival = crate::call::SegmentArrival::Forwarded { from };
+        }
+    }
     let dialled_rows = || rows.iter().filter(|r| !r.dstchannel.is_empty());
     facts.rung_agents = dialled_rows()
         .filter_map(|r| channel_extension(&r.dstchannel).map(str::to_owned))

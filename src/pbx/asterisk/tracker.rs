@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use super::assemble::channel_extension;
 use crate::call::{
     AgentSegment, CallFacts, CallRecord, CallRules, DialResult, Directory, RecordingRef,
-    RingingFacts,
+    RingingFacts, SegmentArrival,
 };
 
 /// Read access to one AMI event's headers (first value of a repeated key, like Asterisk).
@@ -47,9 +47,9 @@ pub use crate::call::PopupRequest;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackerOutput {
     /// Post an agent popup.
-    Popup(PopupRequest),
+    Popup(Box<PopupRequest>),
     /// A call ended; `None` for calls the CRM is not told about (internal calls).
-    Ended(Option<CallRecord>),
+    Ended(Option<Box<CallRecord>>),
 }
 
 /// Limits and rules of the tracker.
@@ -111,6 +111,27 @@ struct Call {
     dialled: Option<String>,
     /// When an outside number (the lead of an outbound call) answered.
     outside_answered: Option<DateTime<Utc>>,
+    /// Transfers of the lead (`BlindTransfer`, `AttendedTransfer`), in order.
+    transfers: Vec<Transfer>,
+    /// Agents whose `Dial` gave up (no answer, busy) outside a queue, with when: the
+    /// follow-me / forwarding hops before the answering agent rang.
+    gave_up: Vec<(String, DateTime<Utc>)>,
+    /// When each rung agent's `DialBegin` came (first time).
+    rung_at: Vec<(String, DateTime<Utc>)>,
+    /// The call went through a queue (its ring legs are not forwarding).
+    queued: bool,
+}
+
+/// At most this many transfers, give-ups and ring times are remembered per call.
+pub const MAX_HOPS: usize = 32;
+
+/// One transfer of the lead, as AMI announced it.
+#[derive(Debug, Clone)]
+struct Transfer {
+    /// The agent who transferred (the transferer's channel's extension).
+    from: String,
+    attended: bool,
+    at: DateTime<Utc>,
 }
 
 /// One agent who answered: when, on which channel, and when that channel hung up.
@@ -120,6 +141,9 @@ struct Answered {
     uniqueid: Option<String>,
     at: DateTime<Utc>,
     ended: Option<DateTime<Utc>>,
+    /// When the agent's channel first left a bridge (an attended transfer's consultation
+    /// starts there: the agent's talk with the lead ended).
+    left_bridge: Option<DateTime<Utc>>,
 }
 
 impl Call {
@@ -135,6 +159,7 @@ impl Call {
                 uniqueid: uniqueid.map(str::to_owned),
                 at,
                 ended: None,
+                left_bridge: None,
             });
         }
     }
@@ -152,8 +177,65 @@ fn dial_result(status: &str) -> DialResult {
 }
 
 /// Whole seconds from `from` to `to`, 0 when negative.
-fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+pub(crate) fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
     u64::try_from((to - from).num_seconds()).unwrap_or(0)
+}
+
+/// The agents who talked to the lead, in order, with how each got the lead: a transfer
+/// event naming the previous agent makes a blind or attended transfer (an attended
+/// target's talk with the lead counts from the handover, not from its answer of the
+/// consultation call); a `Dial` to another agent that gave up before the first agent rang
+/// makes the first segment forwarded (follow-me).
+fn segments(call: &Call, end: DateTime<Utc>) -> Vec<AgentSegment> {
+    let mut out: Vec<AgentSegment> = Vec::with_capacity(call.answered.len());
+    for (i, a) in call.answered.iter().enumerate() {
+        let mut answered_at = a.at;
+        let ended = a.ended.unwrap_or(end);
+        let arrival = match i.checked_sub(1).map(|p| &call.answered[p]) {
+            None => {
+                let rang = call
+                    .rung_at
+                    .iter()
+                    .find(|(e, _)| *e == a.extension)
+                    .map_or(a.at, |(_, t)| *t);
+                match call
+                    .gave_up
+                    .iter()
+                    .find(|(e, t)| *e != a.extension && *t <= rang)
+                {
+                    Some((from, _)) => SegmentArrival::Forwarded { from: from.clone() },
+                    None => SegmentArrival::Direct,
+                }
+            }
+            Some(previous) => match call
+                .transfers
+                .iter()
+                .rev()
+                .find(|t| t.from == previous.extension)
+            {
+                Some(t) if t.attended => {
+                    answered_at = answered_at.max(t.at);
+                    SegmentArrival::AttendedTransfer {
+                        from: t.from.clone(),
+                        at: t.at,
+                    }
+                }
+                Some(t) => SegmentArrival::BlindTransfer {
+                    from: t.from.clone(),
+                    at: t.at,
+                },
+                None => SegmentArrival::Direct,
+            },
+        };
+        out.push(AgentSegment {
+            extension: a.extension.clone(),
+            answered_at,
+            ended_at: Some(ended.max(answered_at)),
+            talk_seconds: seconds_between(answered_at, ended),
+            arrival,
+        });
+    }
+    out
 }
 
 /// The number a `Dial` string calls: `PJSIP/+919611795983@trunk` → `+919611795983`,
@@ -314,6 +396,10 @@ impl CallTracker {
         let Some(name) = event.field("Event") else {
             return Vec::new();
         };
+        if matches!(name, "BlindTransfer" | "AttendedTransfer") {
+            self.transferred(name == "AttendedTransfer", event, now_ms, wall);
+            return Vec::new();
+        }
         let Some(linkedid) = event.field("Linkedid").filter(|l| !l.is_empty()) else {
             return Vec::new();
         };
@@ -340,6 +426,20 @@ impl CallTracker {
             }
             "DialBegin" | "AgentCalled" => {
                 self.touch(linkedid, now_ms, wall);
+                let agent = event
+                    .field("DestChannel")
+                    .or_else(|| event.field("Interface"))
+                    .and_then(|d| self.agent_of(d));
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    call.queued |= name == "AgentCalled";
+                    if let Some(ext) = agent {
+                        if !call.rung_at.iter().any(|(e, _)| *e == ext)
+                            && call.rung_at.len() < MAX_HOPS
+                        {
+                            call.rung_at.push((ext, wall));
+                        }
+                    }
+                }
                 let target = event.field("DialString").map(dial_target);
                 if let Some(number) = target.filter(|n| self.directory.is_external(n)) {
                     if let Some(call) = self.calls.get_mut(linkedid) {
@@ -347,7 +447,7 @@ impl CallTracker {
                     }
                 }
                 if let Some(popup) = self.ringing(linkedid, event, now_ms) {
-                    out.push(TrackerOutput::Popup(popup));
+                    out.push(TrackerOutput::Popup(Box::new(popup)));
                 }
             }
             "DialEnd" => {
@@ -363,6 +463,10 @@ impl CallTracker {
                             None => {
                                 call.outside_answered.get_or_insert(wall);
                             }
+                        }
+                    } else if let Some(ext) = agent {
+                        if !call.queued && call.gave_up.len() < MAX_HOPS {
+                            call.gave_up.push((ext, wall));
                         }
                     }
                     call.dial_statuses.push(status);
@@ -412,9 +516,28 @@ impl CallTracker {
                     }
                     if call.channels.values().all(|hung_up| *hung_up) {
                         if let Some(call) = self.calls.remove(linkedid) {
-                            out.push(TrackerOutput::Ended(self.record(linkedid, &call, wall)));
+                            out.push(TrackerOutput::Ended(
+                                self.record(linkedid, &call, wall).map(Box::new),
+                            ));
                         }
                     }
+                }
+            }
+            "BridgeLeave" => {
+                let uniqueid = event.field("Uniqueid").unwrap_or_default();
+                self.bump(linkedid, now_ms);
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    for agent in &mut call.answered {
+                        if agent.uniqueid.as_deref() == Some(uniqueid) && agent.ended.is_none() {
+                            agent.left_bridge.get_or_insert(wall);
+                        }
+                    }
+                }
+            }
+            "QueueCallerJoin" => {
+                self.touch(linkedid, now_ms, wall);
+                if let Some(call) = self.calls.get_mut(linkedid) {
+                    call.queued = true;
                 }
             }
             "Newexten" => {
@@ -473,6 +596,10 @@ impl CallTracker {
                 lead_number_hint: None,
                 dialled: None,
                 outside_answered: None,
+                transfers: Vec::new(),
+                gave_up: Vec::new(),
+                rung_at: Vec::new(),
+                queued: false,
             });
         self.bump(linkedid, now_ms);
     }
@@ -495,6 +622,63 @@ impl CallTracker {
                 caller_name: text("CallerIDName"),
                 exten: field("Exten"),
                 context: field("Context"),
+            });
+        }
+    }
+
+    /// A `BlindTransfer` or `AttendedTransfer` event: the lead's call (the transferee's
+    /// Linkedid) notes who transferred it and when; the transferer's part with the lead
+    /// ends there.
+    fn transferred(
+        &mut self,
+        attended: bool,
+        event: &impl EventFields,
+        now_ms: i64,
+        wall: DateTime<Utc>,
+    ) {
+        if event.field("Result").is_some_and(|r| r != "Success") {
+            return;
+        }
+        let (transferer, transferer_id) = if attended {
+            ("OrigTransfererChannel", "OrigTransfererUniqueid")
+        } else {
+            ("TransfererChannel", "TransfererUniqueid")
+        };
+        let Some(linkedid) = event
+            .field("TransfereeLinkedid")
+            .or_else(|| {
+                event.field(if attended {
+                    "OrigTransfererLinkedid"
+                } else {
+                    "TransfererLinkedid"
+                })
+            })
+            .filter(|l| !l.is_empty())
+        else {
+            return;
+        };
+        let from = event.field(transferer).and_then(|c| self.agent_of(c));
+        let from_id = event.field(transferer_id);
+        self.bump(linkedid, now_ms);
+        let (Some(call), Some(from)) = (self.calls.get_mut(linkedid), from) else {
+            return;
+        };
+        for agent in &mut call.answered {
+            let same = agent.extension == from
+                || (from_id.is_some() && agent.uniqueid.as_deref() == from_id);
+            if same && agent.ended.is_none() {
+                agent.ended = Some(if attended {
+                    agent.left_bridge.unwrap_or(wall)
+                } else {
+                    wall
+                });
+            }
+        }
+        if call.transfers.len() < MAX_HOPS {
+            call.transfers.push(Transfer {
+                from,
+                attended,
+                at: wall,
             });
         }
     }
@@ -531,8 +715,15 @@ impl CallTracker {
         // Still unknown: the dialling channel's caller id is the caller's.
         let caller = known_caller(Some(&root.caller_num))
             .or_else(|| known_caller(event.field("CallerIDNum")))?;
+        // A transfer target's popup carries the id of the log its segment will get.
+        let before = match self.settings.rules.transfer_logs {
+            crate::call::TransferLogs::PerAgent => {
+                call.answered.iter().filter(|a| a.extension != ext).count()
+            }
+            crate::call::TransferLogs::Single => 0,
+        };
         let facts = RingingFacts {
-            call_id: linkedid.to_owned(),
+            call_id: crate::call::segment_call_id(linkedid, before),
             caller_number: caller.to_owned(),
             caller_extension: channel_extension(&root.channel).map(str::to_owned),
             dialled: root.exten.clone(),
@@ -557,20 +748,7 @@ impl CallTracker {
         facts.contexts = vec![root.context.clone()];
         facts.did_candidates = vec![root.exten.clone()];
         facts.shown_caller_ids = vec![root.caller_num.clone()];
-        facts.answered = call
-            .answered
-            .iter()
-            .map(|a| {
-                let ended = a.ended.unwrap_or(end);
-                AgentSegment {
-                    extension: a.extension.clone(),
-                    answered_at: a.at,
-                    ended_at: Some(ended),
-                    talk_seconds: seconds_between(a.at, ended),
-                    arrival: crate::call::SegmentArrival::Direct,
-                }
-            })
-            .collect();
+        facts.answered = segments(call, end);
         facts.rung_agents = call.rung_agents.clone();
         // The outside party answered; a dial answered by somebody else than an agent of
         // ours counts from the first agent's answer, else from the start.

@@ -95,6 +95,7 @@ pub fn call_rules(config: &Config, fs: &FreeSwitchConfig) -> anyhow::Result<Call
         }),
         recordings: crate::recordings::RecordingLinks::from_config(config)
             .context("[recordings]")?,
+        transfer_logs: fs.transfer_logs,
     })
 }
 

@@ -75,16 +75,16 @@ fn run(tracker: &mut CallTracker, fixture: &str) -> Vec<TrackerOutput> {
 fn popups(out: &[TrackerOutput]) -> Vec<&PopupRequest> {
     out.iter()
         .filter_map(|o| match o {
-            TrackerOutput::Popup(p) => Some(p),
+            TrackerOutput::Popup(p) => Some(&**p),
             _ => None,
         })
         .collect()
 }
 
-fn ended(out: &[TrackerOutput]) -> Vec<&Option<CallRecord>> {
+fn ended(out: &[TrackerOutput]) -> Vec<Option<&CallRecord>> {
     out.iter()
         .filter_map(|o| match o {
-            TrackerOutput::Ended(c) => Some(c),
+            TrackerOutput::Ended(c) => Some(c.as_deref()),
             _ => None,
         })
         .collect()
@@ -110,7 +110,7 @@ fn ring_all_pops_every_ringing_agent_once() {
     assert_eq!(p.lead_number.raw, "1986");
     let call = ended(&out);
     assert_eq!(call.len(), 1);
-    let call = call[0].as_ref().expect("an inbound call");
+    let call = call[0].expect("an inbound call");
     assert_eq!(call.outcome, Outcome::NoAnswer);
     assert_eq!(call.call_id, "1770888635.49");
     assert!(
@@ -137,7 +137,7 @@ fn answered_call_names_the_agent_and_talk_time() {
             .as_deref(),
         Some("+919876500021")
     );
-    let call = ended(&out)[0].as_ref().expect("call");
+    let call = ended(&out)[0].expect("call");
     assert_eq!(call.direction, Direction::Inbound);
     assert_eq!(call.outcome, Outcome::Answered);
     assert_eq!(call.agent_extension.as_deref(), Some("21"));
@@ -152,10 +152,7 @@ fn cancelled_call_is_missed_and_internal_call_is_not_posted() {
         include_str!("../../../../tests/fixtures/ami_sweeney-asterisk-mqtt_unanswered-cancel.txt"),
     );
     assert_eq!(popups(&out).len(), 1);
-    assert_eq!(
-        ended(&out)[0].as_ref().map(|c| c.outcome),
-        Some(Outcome::NoAnswer)
-    );
+    assert_eq!(ended(&out)[0].map(|c| c.outcome), Some(Outcome::NoAnswer));
 
     let out = run(
         &mut t,
@@ -165,7 +162,7 @@ fn cancelled_call_is_missed_and_internal_call_is_not_posted() {
         popups(&out).is_empty(),
         "agent 21 calling out is not an inbound call"
     );
-    assert_eq!(ended(&out), vec![&None]);
+    assert_eq!(ended(&out), vec![None]);
 }
 
 #[test]
@@ -329,6 +326,7 @@ fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
         outbound_dial_prefix: "9".into(),
         recording_url_template: Some("https://rec.example/{file}?u={uniqueid}".into()),
         recordings: None,
+        transfer_logs: Default::default(),
     };
     let outbound = "Event: Newchannel\nChannel: PJSIP/11-00000001\nCallerIDNum: 11\n\
         Context: from-internal\nExten: 909611795983\nUniqueid: 7.0\nLinkedid: 7.0\n\n\
@@ -343,7 +341,7 @@ fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
         Event: Hangup\nChannel: PJSIP/trunk-00000002\nUniqueid: 7.1\nLinkedid: 7.0\n\n\
         Event: Hangup\nChannel: PJSIP/11-00000001\nUniqueid: 7.0\nLinkedid: 7.0\n\n";
     let out = run(&mut t, outbound);
-    let call = ended(&out)[0].clone().expect("an outbound call");
+    let call = ended(&out)[0].cloned().expect("an outbound call");
     assert_eq!(call.direction, Direction::Outbound);
     assert_eq!(call.outcome, Outcome::Answered);
     assert_eq!(
@@ -375,7 +373,7 @@ fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
         Event: Hangup\nChannel: PJSIP/airtel-00000003\nUniqueid: 8.0\nLinkedid: 8.0\n\n";
     let out = run(&mut t, voicemail);
     assert_eq!(popups(&out).len(), 1);
-    let call = ended(&out)[0].clone().expect("an inbound call");
+    let call = ended(&out)[0].cloned().expect("an inbound call");
     assert_eq!(call.direction, Direction::Inbound);
     assert_eq!(call.outcome, Outcome::Voicemail);
     assert_eq!(call.agent_extension.as_deref(), Some("12"));
@@ -395,9 +393,122 @@ fn the_lead_number_click_to_call_set_wins() {
         Value: lead-42\nUniqueid: 9.0\nLinkedid: 9.0\n\n\
         Event: Hangup\nChannel: PJSIP/11-00000001\nUniqueid: 9.0\nLinkedid: 9.0\n\n";
     let out = run(&mut t, stream);
-    let call = ended(&out)[0].clone().expect("an outbound call");
+    let call = ended(&out)[0].cloned().expect("an outbound call");
     assert_eq!(call.direction, Direction::Outbound);
     assert_eq!(call.lead_number.raw, "+91 96117 95983");
     assert_eq!(call.lead_id.as_deref(), Some("lead-42"));
     assert_eq!(call.outcome, Outcome::NoAnswer);
+}
+
+/// A tracker with the rig's transfer agents (110, 111, 112) and its inbound context.
+fn transfer_tracker() -> CallTracker {
+    let config = Config::parse(
+        "[leadsquared]\ncall_log_url = \"https://x.invalid/k\"\ndefault_country_code = \"91\"\n\
+         [[virtual_numbers]]\nnumber = \"918044556610\"\n\
+         [[agents]]\nextension = \"110\"\n[[agents]]\nextension = \"111\"\n\
+         [[agents]]\nextension = \"112\"\n[asterisk]\ncdr_csv = \"/x\"\n",
+    )
+    .expect("config");
+    CallTracker::new(
+        Directory::from_config(&config).expect("directory"),
+        TrackerSettings {
+            rules: CallRules {
+                inbound_contexts: vec!["from-trunk".into()],
+                ..CallRules::default()
+            },
+            max_calls: 100,
+            max_call_ms: 3_600_000,
+        },
+    )
+}
+
+/// The AMI events a real Asterisk 22 sent for one scenario of tests/asterisk_transfers.rs.
+fn transfer_events(scenario: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/asterisk_transfers/{scenario}/ami.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn one_call(out: &[TrackerOutput]) -> CallRecord {
+    let calls: Vec<&CallRecord> = ended(out).into_iter().flatten().collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    calls[0].clone()
+}
+
+fn arrivals(call: &CallRecord) -> Vec<(&str, &SegmentArrival)> {
+    call.segments
+        .iter()
+        .map(|s| (s.extension.as_str(), &s.arrival))
+        .collect()
+}
+
+#[test]
+fn a_blind_transfer_event_gives_the_target_its_segment_and_popup_id() {
+    let mut t = transfer_tracker();
+    let out = run(&mut t, &transfer_events("blind"));
+    let call = one_call(&out);
+    assert_eq!(call.call_id, "1796185644.0");
+    let got = arrivals(&call);
+    assert_eq!(got.len(), 2, "{:#?}", call.segments);
+    assert_eq!(got[0], ("110", &SegmentArrival::Direct));
+    let SegmentArrival::BlindTransfer { from, at } = got[1].1 else {
+        panic!("{:#?}", call.segments)
+    };
+    assert_eq!((got[1].0, from.as_str()), ("111", "110"));
+    // 110's part ends at the transfer; 111 answers after it.
+    assert_eq!(call.segments[0].ended_at, Some(*at));
+    assert!(call.segments[1].answered_at >= *at);
+    let ids: Vec<(&str, &str)> = popups(&out)
+        .iter()
+        .map(|p| (p.agent_extension.as_str(), p.call_id.as_str()))
+        .collect();
+    assert_eq!(ids, [("110", "1796185644.0"), ("111", "1796185644.0-2")]);
+}
+
+#[test]
+fn an_attended_transfer_counts_the_target_from_the_handover() {
+    let mut t = transfer_tracker();
+    let out = run(&mut t, &transfer_events("attended"));
+    let call = one_call(&out);
+    let got = arrivals(&call);
+    assert_eq!(got.len(), 2, "{:#?}", call.segments);
+    let SegmentArrival::AttendedTransfer { from, at } = got[1].1 else {
+        panic!("{:#?}", call.segments)
+    };
+    assert_eq!((got[1].0, from.as_str()), ("111", "110"));
+    assert_eq!(
+        call.segments[1].answered_at, *at,
+        "not the consultation's answer"
+    );
+    // 110's talk with the lead ended when the consultation began, before the handover.
+    let first_end = call.segments[0].ended_at.expect("ended");
+    assert!(first_end < *at, "{first_end} / {at}");
+    let ids: Vec<&str> = popups(&out).iter().map(|p| p.call_id.as_str()).collect();
+    assert_eq!(ids, ["1796185697.0", "1796185697.0-2"]);
+}
+
+#[test]
+fn a_target_who_does_not_answer_and_a_queue_ring_leg_are_no_segments() {
+    let mut t = transfer_tracker();
+    let call = one_call(&run(&mut t, &transfer_events("noanswer")));
+    assert_eq!(arrivals(&call), [("110", &SegmentArrival::Direct)]);
+
+    let mut t = transfer_tracker();
+    let call = one_call(&run(&mut t, &transfer_events("queue")));
+    let got = arrivals(&call);
+    assert_eq!(got.len(), 2, "{:#?}", call.segments);
+    assert_eq!(got[0], ("110", &SegmentArrival::Direct));
+    assert!(matches!(got[1], ("111", SegmentArrival::BlindTransfer { from, .. }) if from == "110"));
+}
+
+#[test]
+fn follow_me_is_one_segment_forwarded_from_the_phone_that_rang_first() {
+    let mut t = transfer_tracker();
+    let call = one_call(&run(&mut t, &transfer_events("followme")));
+    assert_eq!(
+        arrivals(&call),
+        [("111", &SegmentArrival::Forwarded { from: "112".into() })]
+    );
 }
