@@ -35,7 +35,10 @@ use pbxlink::pbx::freeswitch::esl::{Frame, FrameLimits, Framer};
 use pbxlink::simulation::esl::EslSimulator;
 
 mod common;
-use common::{DaemonProcess, Summary, mib, parse_config, rss_kib, standin};
+use common::{
+    DaemonProcess, Sections, Summary, bench_runtime, free_loopback_port, mib, parse_config,
+    rss_kib, standin,
+};
 
 const ESL_PASSWORD: &str = "ClueCon";
 const HTTP_TOKEN: &str = "bench-http-token";
@@ -171,13 +174,6 @@ impl Stream {
 // ---------------------------------------------------------------------------------------
 // The daemon
 // ---------------------------------------------------------------------------------------
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// The rig's directory (agents 100-103, the DIDs the captures dial), events from `esl_port`.
 fn daemon_config(
@@ -337,7 +333,7 @@ impl Rig {
             .await
             .expect("start the event-socket simulator");
         let dir = tempfile::tempdir().expect("tempdir");
-        let http_port = free_port();
+        let http_port = free_loopback_port();
         let daemon = spawn_daemon(
             dir.path(),
             &stand,
@@ -594,7 +590,7 @@ async fn bench_real_rig(summary: &mut Summary) {
     }
     let stand = standin().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let http_port = free_port();
+    let http_port = free_loopback_port();
     let daemon = spawn_daemon(dir.path(), &stand, port, &password, http_port);
     let http = reqwest::Client::new();
     let key = "pbxlink_esl_received_events_total{event=\"BACKGROUND_JOB\"}";
@@ -661,34 +657,23 @@ async fn bench_real_rig(summary: &mut Summary) {
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |s: &str| filters.is_empty() || filters.iter().any(|f| s.contains(f.as_str()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let sections = Sections::from_args();
+    let runtime = bench_runtime();
     let started = Instant::now();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("pbxlink ESL benchmark ({cpus} CPUs, release profile)");
+    println!(
+        "pbxlink ESL benchmark ({} CPUs, release profile)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     let stream = Stream::load();
     let mut summary = Summary::default();
-    if want("sustained") {
+    if sections.want("sustained") {
         runtime.block_on(bench_sustained(&stream, &mut summary));
     }
-    if want("blast") {
+    if sections.want("blast") {
         runtime.block_on(bench_blast(&stream, &mut summary));
     }
-    if want("rig") && std::env::var("PBXLINK_FS_RIG").is_ok_and(|v| v == "1") {
+    if sections.want("rig") && std::env::var("PBXLINK_FS_RIG").is_ok_and(|v| v == "1") {
         runtime.block_on(bench_real_rig(&mut summary));
     }
-    println!(
-        "\n==== SUMMARY (pbxlink ESL benchmark, {cpus} CPUs, {:.0} s) ====",
-        started.elapsed().as_secs_f64()
-    );
-    for line in &summary.0 {
-        println!("- {line}");
-    }
+    summary.print("pbxlink ESL benchmark", started);
 }

@@ -192,7 +192,8 @@ time_zone = "Asia/Kolkata"
 
         let mut events = self.standin.subscribe();
         let daemon = Daemon::start(config).await?;
-        let story = tokio::spawn(story);
+        let mut story = tokio::spawn(story);
+        let mut told = None;
         let mut tally = Tally::default();
         let deadline = tokio::time::Instant::now() + limit;
         while !tally.reached(expected) {
@@ -201,10 +202,21 @@ time_zone = "Asia/Kolkata"
                     let Ok(received) = event else { break };
                     print_received(&received, &mut tally, expected);
                 }
+                ended = &mut story, if told.is_none() => {
+                    let failed = !matches!(ended, Ok(Ok(())));
+                    told = Some(ended);
+                    if failed {
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        story.await.context("the PBX simulator failed")??;
+        let ended = match told {
+            Some(ended) => ended,
+            None => story.await,
+        };
+        ended.context("the PBX simulator failed")??;
         let store = daemon.store();
         daemon.stop(Duration::from_secs(5)).await;
         let status = tokio::task::spawn_blocking(move || store.status())

@@ -273,22 +273,8 @@ impl Story {
             ("set".into(), "hangup_after_bridge=true".into()),
             ("bridge".into(), "user/100".into()),
         ];
-        let mut b = agent_leg(&a, "100", t0 + ms(80));
-        self.emit(&a, "CHANNEL_CREATE", a.created);
-        self.emit(&b, "CHANNEL_CREATE", b.created);
-        let answer = t0 + secs(4);
-        b.answered = Some(answer);
-        a.answered = Some(answer);
-        bridge(&mut a, &mut b, answer);
-        self.emit(&b, "CHANNEL_ANSWER", answer);
-        self.emit(&a, "CHANNEL_ANSWER", answer);
-        self.emit(&a, "CHANNEL_BRIDGE", answer);
-        let end = t0 + secs(95);
-        a.ended = end;
-        b.ended = end;
-        self.emit(&b, "CHANNEL_HANGUP_COMPLETE", end);
-        self.emit(&a, "CHANNEL_HANGUP_COMPLETE", end);
-        self.write_cdrs(&[&b, &a]).await
+        let b = agent_leg(&a, "100", t0 + ms(80));
+        self.two_legs(a, b, Some(t0 + secs(4)), t0 + secs(95)).await
     }
 
     async fn missed_inbound(&self, t0: DateTime<Utc>) -> anyhow::Result<()> {
@@ -301,14 +287,8 @@ impl Story {
             ("bridge".into(), "user/101".into()),
         ];
         let mut b = agent_leg(&a, "101", t0 + ms(60));
-        self.emit(&a, "CHANNEL_CREATE", a.created);
-        self.emit(&b, "CHANNEL_CREATE", b.created);
-        b.ended = t0 + secs(20);
         b.hangup_cause = "NO_ANSWER".into();
-        a.ended = t0 + secs(20) + ms(20);
-        self.emit(&b, "CHANNEL_HANGUP_COMPLETE", b.ended);
-        self.emit(&a, "CHANNEL_HANGUP_COMPLETE", a.ended);
-        self.write_cdrs(&[&b, &a]).await
+        self.two_legs(a, b, None, t0 + secs(20)).await
     }
 
     async fn agent_outbound(&self, t0: DateTime<Utc>) -> anyhow::Result<()> {
@@ -318,21 +298,35 @@ impl Story {
         let lead = "9845011111";
         let mut a = phone_leg("101", "Ravi", lead, t0);
         a.applications = vec![("bridge".into(), format!("sofia/gateway/carrier/{lead}"))];
-        let mut b = gateway_leg(&a, lead, t0 + ms(50));
+        let b = gateway_leg(&a, lead, t0 + ms(50));
+        self.two_legs(a, b, Some(t0 + secs(7)), t0 + secs(187))
+            .await
+    }
+
+    /// Plays a call of two legs: both created, then (when `answer` is given) `b` answers,
+    /// `a` is answered and bridged to it; both hang up at `end` (`b`'s event first); then both
+    /// json_cdr files.
+    async fn two_legs(
+        &self,
+        mut a: SimLeg,
+        mut b: SimLeg,
+        answer: Option<DateTime<Utc>>,
+        end: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         self.emit(&a, "CHANNEL_CREATE", a.created);
         self.emit(&b, "CHANNEL_CREATE", b.created);
-        let answer = t0 + secs(7);
-        a.answered = Some(answer);
-        b.answered = Some(answer);
-        bridge(&mut a, &mut b, answer);
-        self.emit(&b, "CHANNEL_ANSWER", answer);
-        self.emit(&a, "CHANNEL_ANSWER", answer);
-        self.emit(&a, "CHANNEL_BRIDGE", answer);
-        let end = t0 + secs(187);
-        a.ended = end;
+        if let Some(answer) = answer {
+            a.answered = Some(answer);
+            b.answered = Some(answer);
+            bridge(&mut a, &mut b, answer);
+            self.emit(&b, "CHANNEL_ANSWER", answer);
+            self.emit(&a, "CHANNEL_ANSWER", answer);
+            self.emit(&a, "CHANNEL_BRIDGE", answer);
+        }
         b.ended = end;
-        self.emit(&b, "CHANNEL_HANGUP_COMPLETE", end);
-        self.emit(&a, "CHANNEL_HANGUP_COMPLETE", end);
+        a.ended = end;
+        self.emit(&b, "CHANNEL_HANGUP_COMPLETE", b.ended);
+        self.emit(&a, "CHANNEL_HANGUP_COMPLETE", a.ended);
         self.write_cdrs(&[&b, &a]).await
     }
 
@@ -439,18 +433,7 @@ impl Story {
             .await
             .context("no bgapi originate reached the simulated event socket")?
             .context("the event-socket simulator stopped")?;
-        println!(
-            "FreeSWITCH simulator: bgapi originate {{{}}}{} {} {} {}",
-            job.variables
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            job.endpoint,
-            job.destination,
-            job.dialplan,
-            job.context
-        );
+        println!("FreeSWITCH simulator: bgapi originate {}", job.arguments());
         let call_id = self.originate(&job).await?;
         let (status, text) = request
             .await
@@ -507,20 +490,12 @@ impl Story {
         let answer = t0 + secs(3);
         a.answered = Some(answer);
         self.emit(&a, "CHANNEL_ANSWER", answer);
-        let args = format!(
-            "{{{}}}{} {} {} {}",
-            job.variables
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            job.endpoint,
-            job.destination,
-            job.dialplan,
-            job.context
+        self.esl.finish_job(
+            &job.job_uuid,
+            "originate",
+            &job.arguments(),
+            &format!("+OK {uuid}\n"),
         );
-        self.esl
-            .finish_job(&job.job_uuid, "originate", &args, &format!("+OK {uuid}\n"));
         println!(
             "FreeSWITCH simulator: agent {ext} answered; dialling the lead {} through the carrier gateway, the lead answers",
             job.destination

@@ -194,6 +194,24 @@ impl OriginateJob {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The arguments as the command line had them: `{k=v,...}endpoint destination dialplan
+    /// context`.
+    pub fn arguments(&self) -> String {
+        let variables: Vec<String> = self
+            .variables
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "{{{}}}{} {} {} {}",
+            variables.join(","),
+            self.endpoint,
+            self.destination,
+            self.dialplan,
+            self.context
+        )
+    }
+
     /// Parses `{vars}endpoint destination [dialplan [context]]`.
     fn parse(job_uuid: &str, args: &str) -> Option<Self> {
         let args = args.trim();
