@@ -563,6 +563,9 @@ async fn bench_blast(stream: &Stream, summary: &mut Summary) {
 // 3. The real FreeSWITCH rig
 // ---------------------------------------------------------------------------------------
 
+/// The lock every user of the FreeSWITCH rig holds (tests/fsrig `LOCK`).
+const RIG_LOCK: &str = "/var/tmp/pbxlink-freeswitch.lock";
+
 fn rig_sh(args: &[&str]) -> bool {
     let script = format!("{}/tests/freeswitch/rig.sh", env!("CARGO_MANIFEST_DIR"));
     std::process::Command::new(&script)
@@ -579,13 +582,29 @@ async fn bench_real_rig(summary: &mut Summary) {
     println!(
         "\n== 3. The real FreeSWITCH rig: `pbxlink run` subscribed, {IN_FLIGHT} `bgapi echo` jobs in flight on a second connection, {JOBS} BACKGROUND_JOB events =="
     );
-    let port: u16 = std::env::var("PBXLINK_FS_ESL_PORT")
+    // The rig's settings and its lock, as tests/fsrig has them.
+    let port: u16 = std::env::var("PBXLINK_ESL_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(8021);
-    let password = std::env::var("PBXLINK_FS_ESL_PASSWORD").unwrap_or_else(|_| "ClueCon".into());
-    if !rig_sh(&["start"]) {
-        println!("  SKIPPED: tests/freeswitch/rig.sh start failed (root and a built rig needed)");
+    let password = std::env::var("PBXLINK_ESL_PASSWORD").unwrap_or_else(|_| "ClueCon".into());
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(RIG_LOCK)
+        .and_then(|f| {
+            println!("  waiting for the exclusive lock on {RIG_LOCK}");
+            f.lock().map(|()| f)
+        });
+    let Ok(_lock) = lock else {
+        println!("  SKIPPED: cannot lock {RIG_LOCK}");
+        return;
+    };
+    if !rig_sh(&["install"]) || !rig_sh(&["start"]) {
+        println!(
+            "  SKIPPED: tests/freeswitch/rig.sh install/start failed (root and the FreeSWITCH sources needed)"
+        );
         return;
     }
     let stand = standin().await;

@@ -34,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
-/// The largest command the simulator buffers (FreeSWITCH's own limit is similar in spirit).
+/// The largest command the simulator buffers; a longer one ends the connection.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// Events queued for one client before the simulator drops them (FreeSWITCH drops events
 /// for a listener whose queue is full too, and then kills it).
