@@ -6,7 +6,8 @@
 //! `cargo bench --bench esl`. The stream is the five call captures of our rig
 //! (`tests/fixtures/freeswitch/{answered_inbound,missed_inbound,busy_agent,queue_ring_all,
 //! agent_outbound}/esl.txt`: every `text/event-plain` message as FreeSWITCH wrote it, 57
-//! events, 5 calls) repeated with fresh ids: in each repeat every uuid (Unique-ID,
+//! events, 5 calls; the caller id `sipp` of the rig's SIP tester replaced by a lead's
+//! number) repeated with fresh ids: in each repeat every uuid (Unique-ID,
 //! Other-Leg, cc_member_session_uuid, FreeSWITCH's SIP Call-IDs ...) gets a new last group
 //! and every sipp Call-ID new digits, in place (same length, so every `Content-Length`
 //! stays right). The server is the event-socket simulator of `pbxlink demo`
@@ -32,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pbxlink::pbx::freeswitch::esl::{Frame, FrameLimits, Framer};
-use pbxlink::simulation::esl::EslSimulator;
+use pbxlink::simulation::esl::{EslEvent, EslSimulator};
 
 mod common;
 use common::{
@@ -83,6 +84,30 @@ fn is_uuid(b: &[u8]) -> bool {
         })
 }
 
+/// The rig's callers are sipp (`sipp` is their caller id, which no CRM takes for a phone
+/// number): the event with `sipp` replaced by a lead's number in every value, written again
+/// as FreeSWITCH writes it ([`EslEvent::to_wire`] reproduces the captured bytes exactly,
+/// `src/simulation/esl/tests.rs`), so that popups and call logs are accepted downstream.
+fn with_lead_number(event: &pbxlink::pbx::freeswitch::esl::Event) -> EslEvent {
+    let mut out = EslEvent {
+        headers: Vec::new(),
+        body: event
+            .body
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+    };
+    for (name, value) in event.headers.iter() {
+        if out.body.is_some() && name.eq_ignore_ascii_case("Content-Length") {
+            continue;
+        }
+        out.push(&name, value.replace("sipp", LEAD));
+    }
+    out
+}
+
+/// The lead's number put in place of `sipp`.
+const LEAD: &str = "+4915112345678";
+
 fn load_capture(scenario: &str) -> Capture {
     let path = format!(
         "{}/tests/fixtures/freeswitch/{scenario}/esl.txt",
@@ -98,8 +123,8 @@ fn load_capture(scenario: &str) -> Capture {
             break;
         };
         let used = before - framer.buffered();
-        if matches!(frame, Frame::Event(_)) {
-            bytes.extend_from_slice(&raw[offset..offset + used]);
+        if let Frame::Event(event) = frame {
+            bytes.extend_from_slice(&with_lead_number(&event).to_wire());
             events += 1;
         }
         offset += used;
