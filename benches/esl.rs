@@ -116,18 +116,12 @@ fn load_capture(scenario: &str) -> Capture {
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut framer = Framer::new(FrameLimits::default());
     framer.extend(&raw);
-    let (mut bytes, mut offset, mut events) = (Vec::new(), 0, 0);
-    loop {
-        let before = framer.buffered();
-        let Some(frame) = framer.next_frame().expect("the capture frames") else {
-            break;
-        };
-        let used = before - framer.buffered();
+    let (mut bytes, mut events) = (Vec::new(), 0);
+    while let Some(frame) = framer.next_frame().expect("the capture frames") {
         if let Frame::Event(event) = frame {
             bytes.extend_from_slice(&with_lead_number(&event).to_wire());
             events += 1;
         }
-        offset += used;
     }
     let mut uuid_tails = Vec::new();
     let mut i = 0;
