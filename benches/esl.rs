@@ -593,6 +593,8 @@ fn rig_sh(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+// `File::lock` (1.89), as tests/fsrig uses it; the benches are built by the CI toolchain.
+#[allow(clippy::incompatible_msrv)]
 async fn bench_real_rig(summary: &mut Summary) {
     use pbxlink::pbx::connection::SupervisorSettings;
     use pbxlink::pbx::freeswitch::esl::{EslClient, EslSettings};
