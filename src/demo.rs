@@ -1,14 +1,29 @@
 //! `pbxlink demo`: the real pipeline (the same code as `run`) against a built-in PBX
-//! simulator that appends realistic `Master.csv` lines and speaks AMI (the ring-all queue
-//! call rings two agents: two agent popups), and a local LeadSquared stand-in that prints
-//! each call log and popup it accepts. Needs no PBX, no network and no root.
+//! simulator and a local LeadSquared stand-in that prints each call log and popup it accepts.
+//! Needs no PBX, no network and no root.
+//!
+//! - `--pbx asterisk` (the default): the simulator appends realistic `Master.csv` lines and
+//!   speaks AMI (the ring-all queue call rings two agents: two agent popups). The story is
+//!   [`simulate_calls`] in this file.
+//! - `--pbx freeswitch`: an event-socket simulator ([`crate::simulation::esl`]) and a
+//!   mod_json_cdr writer ([`crate::simulation::json_cdr`]); the story, with click to call and
+//!   a disposition over the daemon's HTTP API, is in [`freeswitch`].
+//!
+//! Both stories share [`Stage`]: the stand-in, the banner, the daemon, the loop that prints
+//! what the stand-in accepts until every expected request arrived, and the closing status.
+//! A story is a list of calls placed one after the other; adding a call adds its expected
+//! requests to the story's [`Expected`].
 
+mod freeswitch;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::Config;
@@ -16,113 +31,125 @@ use crate::crm::leadsquared::standin::{Expectations, StandIn};
 use crate::daemon::Daemon;
 use crate::simulation::ami::AmiSimulator;
 
-/// Calls the simulator places; the demo ends when the stand-in has accepted this many.
-const EXPECTED_CALL_LOGS: usize = 7;
-/// Popups of the ring-all queue call (agents 100 and 101 ring).
-const EXPECTED_POPUPS: usize = 2;
+/// Which PBX the demo simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoPbx {
+    /// Asterisk: `Master.csv` and AMI.
+    #[default]
+    Asterisk,
+    /// FreeSWITCH: mod_json_cdr files and the event socket.
+    FreeSwitch,
+}
+
+/// What a story makes the stand-in accept; the demo ends when all of it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Expected {
+    /// Call logs (one per call posted).
+    pub call_logs: usize,
+    /// Agent popups.
+    pub popups: usize,
+    /// Call-log updates carrying a disposition (`CallNotes`).
+    pub dispositions: usize,
+}
+
+/// The Asterisk story: 7 call logs (answered, missed, outbound, the queue call, the IVR-only
+/// call, and the blind-transferred call's two, one per agent; the internal call is not
+/// posted), the 2 popups of the ring-all queue call.
+const ASTERISK_EXPECTED: Expected = Expected {
+    call_logs: 7,
+    popups: 2,
+    dispositions: 0,
+};
 
 /// Runs the demo: about 15 seconds with the default settle time of 1 s.
-pub async fn run(settle_secs: u64) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let cdr = dir.path().join("Master.csv");
-    let standin = StandIn::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        Expectations {
-            url_key: "demo-connector-key".into(),
-            access_keys: Some(("demo-access-key".into(), "demo-secret-key".into())),
-            reject_call_ids: Vec::new(),
-        },
-    )
-    .await
-    .context("starting the local LeadSquared stand-in")?;
+pub async fn run(pbx: DemoPbx, settle_secs: u64) -> anyhow::Result<()> {
+    match pbx {
+        DemoPbx::Asterisk => run_asterisk(settle_secs).await,
+        DemoPbx::FreeSwitch => freeswitch::run().await,
+    }
+}
+
+async fn run_asterisk(settle_secs: u64) -> anyhow::Result<()> {
+    let stage = Stage::new().await?;
+    let cdr = stage.dir().join("Master.csv");
     let ami = AmiSimulator::start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .context("starting the AMI simulator")?;
-    let config = demo_config(dir.path(), &cdr, &standin, ami.addr(), settle_secs)?;
-    println!("pbxlink demo");
-    println!("  PBX simulator writes      {}", cdr.display());
-    println!("  PBX simulator AMI         {}", ami.addr());
+    let config = demo_config(&stage, &cdr, ami.addr(), settle_secs)?;
+    let tally = stage
+        .play(
+            &config,
+            &[
+                ("PBX simulator writes", cdr.display().to_string()),
+                ("PBX simulator AMI", ami.addr().to_string()),
+            ],
+            ASTERISK_EXPECTED,
+            Duration::from_secs(60 + settle_secs * 6),
+            simulate_calls(cdr.clone(), ami.clone()),
+        )
+        .await?;
     println!(
-        "  outbox (SQLite)           {}",
-        config.store.path.display()
-    );
-    println!("  LeadSquared stand-in      {}", standin.call_log_url());
-    println!();
-
-    let mut events = standin.subscribe();
-    let daemon = Daemon::start(&config).await?;
-    // The daemon logs in to the AMI simulator before the first call rings.
-    let login_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while ami.clients() == 0 && tokio::time::Instant::now() < login_deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let writer = tokio::spawn(simulate_calls(cdr.clone(), ami.clone()));
-
-    let mut accepted = 0;
-    let mut popups = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60 + settle_secs * 6);
-    while accepted < EXPECTED_CALL_LOGS || popups < EXPECTED_POPUPS {
-        tokio::select! {
-            event = events.recv() => {
-                let Ok(received) = event else { break };
-                if received.status == 200 && received.endpoint == "agent_popup" {
-                    popups += 1;
-                    println!(
-                        "LeadSquared stand-in accepted agent popup {popups}/{EXPECTED_POPUPS} (agent {}):",
-                        received.body["DestinationNumber"].as_str().unwrap_or("?"),
-                    );
-                    println!("{}\n", serde_json::to_string_pretty(&received.body).unwrap_or_default());
-                } else if received.status == 200 {
-                    accepted += 1;
-                    println!(
-                        "LeadSquared stand-in accepted call log {accepted}/{EXPECTED_CALL_LOGS} ({} {}):",
-                        received.body["Direction"].as_str().unwrap_or("?"),
-                        received.body["Status"].as_str().unwrap_or("?"),
-                    );
-                    println!("{}\n", serde_json::to_string_pretty(&received.body).unwrap_or_default());
-                } else {
-                    println!(
-                        "LeadSquared stand-in answered HTTP {}: {}",
-                        received.status,
-                        received.problem.unwrap_or_default()
-                    );
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    writer.await.context("the PBX simulator failed")??;
-    let store = daemon.store();
-    daemon.stop(Duration::from_secs(5)).await;
-    let status = tokio::task::spawn_blocking(move || store.status())
-        .await
-        .context("the store task failed")??;
-    print!(
-        "{}",
-        crate::outbox::store::format_status(&status, Utc::now())
-    );
-    if accepted < EXPECTED_CALL_LOGS || popups < EXPECTED_POPUPS {
-        anyhow::bail!(
-            "only {accepted} of {EXPECTED_CALL_LOGS} call logs and {popups} of {EXPECTED_POPUPS} popups arrived"
-        );
-    }
-    println!(
-        "\ndemo complete: {accepted} calls went CDR file → SQLite outbox → LeadSquared stand-in; \
-         {popups} agent popups went AMI → LeadSquared stand-in while the queue call rang."
+        "\ndemo complete: {} call logs went CDR file → SQLite outbox → LeadSquared stand-in; \
+         {} agent popups went AMI → LeadSquared stand-in while the queue call rang.",
+        tally.call_logs, tally.popups
     );
     Ok(())
 }
 
-fn demo_config(
-    dir: &Path,
-    cdr: &Path,
-    standin: &StandIn,
-    ami: SocketAddr,
-    settle_secs: u64,
-) -> anyhow::Result<Config> {
-    let text = format!(
-        r#"
+/// What the stand-in accepted during a demo.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Call logs accepted.
+    pub call_logs: usize,
+    /// Popups accepted.
+    pub popups: usize,
+    /// Disposition updates accepted.
+    pub dispositions: usize,
+}
+
+impl Tally {
+    fn reached(&self, want: Expected) -> bool {
+        self.call_logs >= want.call_logs
+            && self.popups >= want.popups
+            && self.dispositions >= want.dispositions
+    }
+}
+
+/// What every demo shares: a temporary directory, the LeadSquared stand-in, and the run of
+/// the real daemon while a story plays.
+pub struct Stage {
+    dir: tempfile::TempDir,
+    /// The local LeadSquared stand-in (its keys: `demo-connector-key`, `demo-access-key` /
+    /// `demo-secret-key`).
+    pub standin: StandIn,
+}
+
+impl Stage {
+    /// A fresh directory and a stand-in on a free loopback port.
+    pub async fn new() -> anyhow::Result<Stage> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let standin = StandIn::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Expectations {
+                url_key: "demo-connector-key".into(),
+                access_keys: Some(("demo-access-key".into(), "demo-secret-key".into())),
+                reject_call_ids: Vec::new(),
+            },
+        )
+        .await
+        .context("starting the local LeadSquared stand-in")?;
+        Ok(Stage { dir, standin })
+    }
+
+    /// The demo's temporary directory (the outbox, the simulated PBX's files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The `[store]` and `[leadsquared]` tables every demo config starts with.
+    pub fn base_config(&self, default_country_code: &str) -> String {
+        format!(
+            r#"
 [store]
 path = {store:?}
 synchronous = "normal"
@@ -132,9 +159,136 @@ call_log_url = {call_log_url:?}
 agent_popup_url = {popup_url:?}
 access_key = "demo-access-key"
 secret_key = "demo-secret-key"
-default_country_code = "91"
+default_country_code = "{default_country_code}"
 time_zone = "Asia/Kolkata"
+"#,
+            store = self.dir().join("pbxlink.db"),
+            call_log_url = self.standin.call_log_url(),
+            popup_url = self.standin.agent_popup_url(),
+        )
+    }
 
+    /// Prints the banner, starts the daemon, plays `story` while printing every request the
+    /// stand-in answers, until `expected` arrived (or `limit` passed), stops the daemon and
+    /// prints the outbox status. Fails when the story failed or something did not arrive.
+    pub async fn play(
+        &self,
+        config: &Config,
+        banner: &[(&str, String)],
+        expected: Expected,
+        limit: Duration,
+        story: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> anyhow::Result<Tally> {
+        println!("pbxlink demo");
+        for (what, value) in banner {
+            println!("  {what:<26}{value}");
+        }
+        println!("  {:<26}{}", "outbox (SQLite)", config.store.path.display());
+        println!(
+            "  {:<26}{}",
+            "LeadSquared stand-in",
+            self.standin.call_log_url()
+        );
+        println!();
+
+        let mut events = self.standin.subscribe();
+        let daemon = Daemon::start(config).await?;
+        let mut story = tokio::spawn(story);
+        let mut told = None;
+        let mut tally = Tally::default();
+        let deadline = tokio::time::Instant::now() + limit;
+        while !tally.reached(expected) {
+            tokio::select! {
+                event = events.recv() => {
+                    let Ok(received) = event else { break };
+                    print_received(&received, &mut tally, expected);
+                }
+                ended = &mut story, if told.is_none() => {
+                    let failed = !matches!(ended, Ok(Ok(())));
+                    told = Some(ended);
+                    if failed {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let ended = match told {
+            Some(ended) => ended,
+            None => story.await,
+        };
+        ended.context("the PBX simulator failed")??;
+        let store = daemon.store();
+        daemon.stop(Duration::from_secs(5)).await;
+        let status = tokio::task::spawn_blocking(move || store.status())
+            .await
+            .context("the store task failed")??;
+        print!(
+            "{}",
+            crate::outbox::store::format_status(&status, Utc::now())
+        );
+        if !tally.reached(expected) {
+            anyhow::bail!(
+                "only {} of {} call logs, {} of {} popups and {} of {} dispositions arrived",
+                tally.call_logs,
+                expected.call_logs,
+                tally.popups,
+                expected.popups,
+                tally.dispositions,
+                expected.dispositions
+            );
+        }
+        Ok(tally)
+    }
+}
+
+/// Prints one request the stand-in answered, counting what it accepted.
+fn print_received(
+    received: &crate::crm::leadsquared::standin::Received,
+    tally: &mut Tally,
+    expected: Expected,
+) {
+    let field = |name: &str| received.body[name].as_str().unwrap_or("?").to_owned();
+    let pretty = |body: &Value| serde_json::to_string_pretty(body).unwrap_or_default();
+    if received.status != 200 {
+        println!(
+            "LeadSquared stand-in answered HTTP {}: {}",
+            received.status,
+            received.problem.clone().unwrap_or_default()
+        );
+    } else if received.endpoint == "agent_popup" {
+        tally.popups += 1;
+        println!(
+            "LeadSquared stand-in accepted agent popup {}/{} (agent {}):",
+            tally.popups,
+            expected.popups,
+            field("DestinationNumber"),
+        );
+        println!("{}\n", pretty(&received.body));
+    } else if received.body.get("CallNotes").is_some() {
+        tally.dispositions += 1;
+        println!(
+            "LeadSquared stand-in accepted disposition {}/{} (call {}):",
+            tally.dispositions,
+            expected.dispositions,
+            field("CallSessionId"),
+        );
+        println!("{}\n", pretty(&received.body));
+    } else {
+        tally.call_logs += 1;
+        println!(
+            "LeadSquared stand-in accepted call log {}/{} ({} {}):",
+            tally.call_logs,
+            expected.call_logs,
+            field("Direction"),
+            field("Status"),
+        );
+        println!("{}\n", pretty(&received.body));
+    }
+}
+
+/// The agents and the virtual number of both demos' small call centre.
+const DIRECTORY: &str = r#"
 [[virtual_numbers]]
 number = "+918044556677"
 tag = "Sales hotline"
@@ -152,7 +306,27 @@ phone = "+919876500101"
 email = "ravi@example.com"
 name = "Ravi"
 user_id = "a1b2c3d4-0101"
+"#;
 
+/// The stage's base tables, [`DIRECTORY`] and `pbx_tables`, parsed and checked.
+fn stage_config(stage: &Stage, pbx_tables: &str) -> anyhow::Result<Config> {
+    let text = format!("{}{DIRECTORY}{pbx_tables}", stage.base_config("91"));
+    let config = Config::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+    let problems = config.problems();
+    anyhow::ensure!(problems.is_empty(), "demo config: {problems:?}");
+    Ok(config)
+}
+
+fn demo_config(
+    stage: &Stage,
+    cdr: &Path,
+    ami: SocketAddr,
+    settle_secs: u64,
+) -> anyhow::Result<Config> {
+    stage_config(
+        stage,
+        &format!(
+            r#"
 [asterisk]
 cdr_csv = {cdr:?}
 cdr_time_zone = "UTC"
@@ -165,17 +339,11 @@ port = {ami_port}
 username = "pbxlink"
 secret = "demo-ami-secret"
 "#,
-        call_log_url = standin.call_log_url(),
-        popup_url = standin.agent_popup_url(),
-        ami_host = ami.ip(),
-        ami_port = ami.port(),
-        store = dir.join("pbxlink.db"),
-        settle_ms = settle_secs * 1000,
-    );
-    let config = Config::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
-    let problems = config.problems();
-    anyhow::ensure!(problems.is_empty(), "demo config: {problems:?}");
-    Ok(config)
+            ami_host = ami.ip(),
+            ami_port = ami.port(),
+            settle_ms = settle_secs * 1000,
+        ),
+    )
 }
 
 /// One cdr_csv row with `loguniqueid` and `loguserfield` (18 columns), as Asterisk writes it.
@@ -237,6 +405,12 @@ async fn append(path: &PathBuf, text: &str) -> anyhow::Result<()> {
 
 /// Writes the calls of a small call centre, as Asterisk would, a few seconds apart.
 async fn simulate_calls(path: PathBuf, ami: AmiSimulator) -> anyhow::Result<()> {
+    // The daemon logs in to the AMI simulator before the first call rings.
+    let login_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ami.clients() == 0 && tokio::time::Instant::now() < login_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let s = |secs: i64| chrono::Duration::seconds(secs);
     let base = Utc::now() - s(120);
     let uid = |n: u32| format!("{}.{n}", base.timestamp());

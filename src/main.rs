@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use pbxlink::config::{Config, ConfigError};
 use pbxlink::outbox::Store;
@@ -15,6 +15,15 @@ use pbxlink::outbox::Store;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `pbxlink demo --pbx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DemoPbxArg {
+    /// Asterisk: Master.csv and AMI.
+    Asterisk,
+    /// FreeSWITCH: mod_json_cdr files and the event socket.
+    Freeswitch,
 }
 
 #[derive(Subcommand)]
@@ -33,9 +42,13 @@ enum Command {
     },
     /// Run the whole pipeline against a built-in PBX simulator and a local CRM stand-in.
     Demo {
-        /// Seconds to wait after a call's last CDR row (the real default is 5).
+        /// Seconds to wait after a call's last CDR row (the real default is 5; Asterisk).
         #[arg(long, default_value_t = 1)]
         settle_secs: u64,
+        /// The PBX to simulate: `asterisk` (Master.csv + AMI) or `freeswitch` (json_cdr +
+        /// event socket, click to call and a disposition).
+        #[arg(long, value_enum, default_value_t = DemoPbxArg::Asterisk)]
+        pbx: DemoPbxArg,
     },
     /// Show the outbox: depth by state, oldest pending age, last delivery, last error.
     Status {
@@ -131,8 +144,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => Ok(check_config(&config)),
-        Command::Demo { settle_secs } => {
-            runtime()?.block_on(pbxlink::demo::run(settle_secs))?;
+        Command::Demo { settle_secs, pbx } => {
+            let pbx = match pbx {
+                DemoPbxArg::Asterisk => pbxlink::demo::DemoPbx::Asterisk,
+                DemoPbxArg::Freeswitch => pbxlink::demo::DemoPbx::FreeSwitch,
+            };
+            runtime()?.block_on(pbxlink::demo::run(pbx, settle_secs))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json } => {

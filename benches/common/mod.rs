@@ -133,3 +133,52 @@ impl Drop for DaemonProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A free TCP port on 127.0.0.1 (free when asked; the daemon binds it right after).
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The bench's command line: `cargo bench` passes `--bench`; other arguments select
+/// sections by substring (none: every section).
+pub struct Sections(Vec<String>);
+
+impl Sections {
+    pub fn from_args() -> Sections {
+        Sections(
+            std::env::args()
+                .skip(1)
+                .filter(|a| !a.starts_with("--"))
+                .collect(),
+        )
+    }
+
+    pub fn want(&self, section: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|f| section.contains(f.as_str()))
+    }
+}
+
+/// A multi-threaded Tokio runtime with I/O and time.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+impl Summary {
+    /// Prints the closing `==== SUMMARY ... ====` block.
+    pub fn print(&self, bench: &str, started: Instant) {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!(
+            "\n==== SUMMARY ({bench}, {cpus} CPUs, {:.0} s) ====",
+            started.elapsed().as_secs_f64()
+        );
+        for line in &self.0 {
+            println!("- {line}");
+        }
+    }
+}
