@@ -366,10 +366,9 @@ where
         ];
         counters.extend_from_slice(extra_counters);
         let ids = match staging {
-            Staging::Staged(offset) => {
-                self.store
-                    .commit_ingest(&self.name, offset, &staged, &counters)?
-            }
+            Staging::Staged(offset) => self
+                .store
+                .commit_ingest(&self.name, offset, &staged, &counters)?,
             Staging::Unstaged => {
                 self.store.add_counters(&counters)?;
                 vec![UNSTAGED; staged.len()]
@@ -412,9 +411,12 @@ where
                 }
                 None => {
                     skipped += 1;
-                    batch
-                        .consumed
-                        .extend(assembled.staged_ids.into_iter().filter(|&id| id != UNSTAGED));
+                    batch.consumed.extend(
+                        assembled
+                            .staged_ids
+                            .into_iter()
+                            .filter(|&id| id != UNSTAGED),
+                    );
                     tracing::debug!(source = %self.name, "call not posted: {}", Escaped(&assembled.skipped.unwrap_or_default()));
                 }
             }
