@@ -16,8 +16,15 @@
 //!    current_thread runtime.
 //! 3. RSS of `pbxlink run`, idle and right after 2,000 calls start ringing at once.
 //!
+//! 4. Footprint and speed of the release binary, before and after in one run (`footprint`;
+//!    `blast` runs only its first part): the 300,000-event AMI blast through `pbxlink run`
+//!    side by side with panoramisk on the same stream, RSS idle and through the blast, a
+//!    200,000-call `pbxlink import` (time, peak RSS), a 2,000-call ringing burst and
+//!    10^6 pending rows, each with the RSS 10 s after; store bytes per call. See
+//!    `footprint.rs` for the environment it needs (panoramisk's venv, the old binary).
+//!
 //! Filter arguments select sections by substring: `popup-latency`, `ami-stream`,
-//! `ami-client`, `rss` (e.g. `cargo bench --bench live -- ami`).
+//! `ami-client`, `rss`, `footprint`, `blast` (e.g. `cargo bench --bench live -- ami`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -40,6 +47,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 mod common;
+#[path = "live/footprint.rs"]
+mod footprint;
 use common::{
     DaemonProcess, Summary, mib, min_median, parse_config, percentile, rss_kib, standin, thread_cpu,
 };
@@ -492,6 +501,9 @@ struct MockAmi {
     logins: watch::Receiver<u32>,
     /// `CoreShowChannels` answered (the daemon's tracker rebuilt its table after each).
     rebuilds: watch::Receiver<u32>,
+    /// `Login` actions answered (a client that turns events on in its login, as
+    /// panoramisk does, is ready after it).
+    plain_logins: watch::Receiver<u32>,
 }
 
 impl MockAmi {
@@ -503,7 +515,8 @@ impl MockAmi {
         let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(None));
         let (logins_tx, logins) = watch::channel(0u32);
         let (rebuilds_tx, rebuilds) = watch::channel(0u32);
-        let counters = Arc::new((logins_tx, rebuilds_tx));
+        let (plain_tx, plain_logins) = watch::channel(0u32);
+        let counters = Arc::new((logins_tx, rebuilds_tx, plain_tx));
         let slot = writer.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -525,6 +538,7 @@ impl MockAmi {
             writer,
             logins,
             rebuilds,
+            plain_logins,
         }
     }
 
@@ -542,7 +556,7 @@ impl MockAmi {
 async fn serve_actions(
     mut rd: OwnedReadHalf,
     writer: SharedWriter,
-    counters: Arc<(watch::Sender<u32>, watch::Sender<u32>)>,
+    counters: Arc<(watch::Sender<u32>, watch::Sender<u32>, watch::Sender<u32>)>,
 ) {
     let mut framer = Framer::messages_only(FrameLimits::default());
     let mut buf = vec![0u8; 4096];
@@ -595,6 +609,7 @@ async fn serve_actions(
             match name.as_str() {
                 "events" => counters.0.send_modify(|n| *n += 1),
                 "coreshowchannels" => counters.1.send_modify(|n| *n += 1),
+                "login" => counters.2.send_modify(|n| *n += 1),
                 _ => {}
             }
         }
@@ -723,6 +738,11 @@ struct Rig {
 }
 
 async fn rig(source: &str) -> Rig {
+    rig_with(Path::new(env!("CARGO_BIN_EXE_pbxlink")), source).await
+}
+
+/// [`rig`] running the daemon binary `bin` (this build's, or an older one to compare).
+async fn rig_with(bin: &Path, source: &str) -> Rig {
     let stand = standin().await;
     let mock = MockAmi::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -739,7 +759,7 @@ async fn rig(source: &str) -> Rig {
     parse_config(&text);
     let config_path = dir.path().join("pbxlink.toml");
     std::fs::write(&config_path, text).expect("write config");
-    let mut daemon = DaemonProcess::spawn(&config_path, dir.path());
+    let mut daemon = DaemonProcess::spawn_bin(bin, &config_path, dir.path());
     daemon.wait_ready(&mock).await;
     Rig {
         stand,
@@ -1412,6 +1432,9 @@ fn main() {
     }
     if want("rss") {
         runtime.block_on(bench_rss(&mut summary));
+    }
+    if want("footprint") || want("blast") {
+        runtime.block_on(footprint::bench(&mut summary, want("footprint")));
     }
     println!(
         "\n==== SUMMARY (pbxlink live benchmark, {cpus} CPUs, {:.0} s) ====",

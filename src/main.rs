@@ -110,6 +110,7 @@ enum DeadLetterAction {
 }
 
 fn main() -> ExitCode {
+    memory::limit_arenas();
     let cli = Cli::parse();
     pbxlink::service::logging::init();
     match run(cli) {
@@ -121,11 +122,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// Worker threads of the runtime: the daemon's work is I/O and short SQLite transactions,
+/// which two workers keep up with (benches/live.rs `-- footprint`); each more costs its
+/// stack and a malloc arena.
+const WORKER_THREADS: usize = 2;
+/// Threads for blocking calls (store transactions, file opens): short jobs, a few at once.
+const MAX_BLOCKING_THREADS: usize = 8;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// The allocator settings of a small daemon (glibc): few malloc arenas, and memory handed
+/// back to the system after a peak instead of kept for the next one.
+mod memory {
+    use std::time::Duration;
+
+    /// How often freed memory is returned to the system (`malloc_trim`).
+    pub const TRIM_EVERY: Duration = Duration::from_secs(2);
+
+    /// At most two malloc arenas (glibc's default is eight per core, each one keeping its
+    /// own free memory), and large blocks (read buffers, SQLite's big allocations, a
+    /// batch's rows) mapped on their own so that freeing them returns them at once. Called
+    /// first thing in `main`, before any thread exists.
+    pub fn limit_arenas() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes glibc's allocator parameters; nothing is allocated
+        // concurrently (no other thread exists yet).
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+        }
+    }
+
+    /// Returns the free memory of every arena to the system, every [`TRIM_EVERY`]: after a
+    /// burst of events or an import, RSS falls back instead of staying at the peak.
+    pub async fn trim_periodically() {
+        let mut tick = tokio::time::interval(TRIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim is thread-safe (it takes each arena's lock).
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {
@@ -140,7 +189,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config: path } => {
             let config = load(&path)?;
-            runtime()?.block_on(pbxlink::daemon::run(config, &path))?;
+            let runtime = runtime()?;
+            runtime.spawn(memory::trim_periodically());
+            runtime.block_on(pbxlink::daemon::run(config, &path))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => Ok(check_config(&config)),

@@ -93,8 +93,13 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     pub fn spawn(config_path: &Path, dir: &Path) -> DaemonProcess {
+        Self::spawn_bin(Path::new(env!("CARGO_BIN_EXE_pbxlink")), config_path, dir)
+    }
+
+    /// [`DaemonProcess::spawn`] of another build of pbxlink (to compare with an older one).
+    pub fn spawn_bin(bin: &Path, config_path: &Path, dir: &Path) -> DaemonProcess {
         let log = dir.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(config_path)
             .env_remove("RUST_LOG")

@@ -29,6 +29,24 @@ use crate::outbox::store::{FileOffset, Store, StoreError, now_ms};
 use crate::pbx::{AssembledCall, CallAssembler};
 use crate::tail::{Batch, ChangeWaiter, Checkpoint, FileTailer, StartAt, TailEvent, TailOptions};
 
+/// The staged-row id of a record `pbxlink import` did not stage (row ids start at 1).
+const UNSTAGED: i64 = 0;
+
+/// How the rows of a read are kept until their call is enqueued.
+#[derive(Clone, Copy)]
+enum Staging<'a> {
+    /// Staged in the store, with the file offset after them (the tailing daemon).
+    Staged(Option<&'a FileOffset>),
+    /// Held in memory only (`pbxlink import`: the file is read again after a crash).
+    Unstaged,
+}
+
+/// The ids of rows that were staged (an import's are not).
+fn staged_only(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.retain(|&id| id != UNSTAGED);
+    ids
+}
+
 /// Corrupt lines of one batch logged one by one; the rest are summed up in one line.
 const CORRUPT_LINES_LOGGED_PER_BATCH: usize = 10;
 
@@ -282,7 +300,12 @@ where
     pub fn ingest_batch(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let checkpoint = from_checkpoint(&batch.checkpoint);
         let counters = self.event_counters(&batch.events);
-        self.ingest_lines(&batch.lines, &batch.offsets, Some(&checkpoint), &counters)
+        self.ingest_lines(
+            &batch.lines,
+            &batch.offsets,
+            Staging::Staged(Some(&checkpoint)),
+            &counters,
+        )
     }
 
     /// Parses lines, stages the rows with `offset` in one transaction, and feeds the assembler.
@@ -292,7 +315,7 @@ where
         offset: Option<&FileOffset>,
         extra_counters: &[(&'static str, i64)],
     ) -> Result<(), StoreError> {
-        self.ingest_lines(lines, &[], offset, extra_counters)
+        self.ingest_lines(lines, &[], Staging::Staged(offset), extra_counters)
     }
 
     /// [`FileSource::ingest`], with the file offset of each line for the logs (`line_offsets`
@@ -301,7 +324,7 @@ where
         &mut self,
         lines: &[Vec<u8>],
         line_offsets: &[u64],
-        offset: Option<&FileOffset>,
+        staging: Staging<'_>,
         extra_counters: &[(&'static str, i64)],
     ) -> Result<(), StoreError> {
         let mut records = Vec::with_capacity(lines.len());
@@ -358,9 +381,15 @@ where
             (counters::ROWS_READ, records.len() as i64),
         ];
         counters.extend_from_slice(extra_counters);
-        let ids = self
-            .store
-            .commit_ingest(&self.name, offset, &staged, &counters)?;
+        let ids = match staging {
+            Staging::Staged(offset) => self
+                .store
+                .commit_ingest(&self.name, offset, &staged, &counters)?,
+            Staging::Unstaged => {
+                self.store.add_counters(&counters)?;
+                vec![UNSTAGED; staged.len()]
+            }
+        };
         if let Some(progress) = &self.progress {
             progress.add_lines(records.len() as u64, errors as u64);
         }
@@ -396,12 +425,17 @@ where
                     batch.calls.push(FinishedCall {
                         call,
                         raw: assembled.raw,
-                        staged_ids: assembled.staged_ids,
+                        staged_ids: staged_only(assembled.staged_ids),
                     });
                 }
                 None => {
                     skipped += 1;
-                    batch.consumed.extend_from_slice(&assembled.staged_ids);
+                    batch.consumed.extend(
+                        assembled
+                            .staged_ids
+                            .into_iter()
+                            .filter(|&id| id != UNSTAGED),
+                    );
                     tracing::debug!(source = %self.name, "call not posted: {}", Escaped(&assembled.skipped.unwrap_or_default()));
                 }
             }
@@ -454,7 +488,10 @@ where
                 .zip(batch.offsets)
                 .filter(|(line, _)| !line.iter().all(|&b| b == b' '))
                 .unzip();
-            if let Err(e) = self.ingest_lines(&lines, &offsets, None, &counters) {
+            // Not staged: the file itself is what a crashed import is run again on (the
+            // calls it queued are skipped then), and staging would write and delete every
+            // row once more.
+            if let Err(e) = self.ingest_lines(&lines, &offsets, Staging::Unstaged, &counters) {
                 return Ok(Err(e));
             }
             if let Some(progress) = &self.progress {

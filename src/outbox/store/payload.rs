@@ -20,20 +20,34 @@ const MAX_INFLATED: usize = 1 << 20;
 /// readable; a new dictionary gets a new format byte.
 const DICTIONARY_V1: &[u8] = br#"{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"Lead could not be created"}{"Status":"Success","Message":{"Id":"187a2b3c4d5e6f70","Message":"Call log saved"}}{"call_id":"1700000000.12","source":"asterisk-cdr","direction":"Outbound","outcome":"Missed","lead_number":{"raw":"+919611795983","e164":{"country_code":91,"national":"9611795983"}},"agent":null,"agent_extension":null,"display_number":null,"tag":null,"recording_url":"https://","segments":[{"agent":"101","answer":"2026-01-01T00:00:00Z","talk_seconds":0}],"lead_id":"","legs":2,"call_id":"1700000000.1","source":"asterisk-cdr","direction":"Inbound","outcome":"Voicemail","lead_number":{"raw":"+919611700001","e164":{"country_code":91,"national":"9611700001"}},"agent":{"extension":"100","phone":{"country_code":91,"national":"9876500100"},"user_id":null,"email":null,"name":null,"queue_interface":null},"agent_extension":"100","display_number":{"raw":"918044556677","e164":{"country_code":91,"national":"8044556677"}},"tag":"sales","start":"2026-12-02T00:47:35Z","answer":"2026-12-02T00:47:40Z","end":"2026-12-02T00:48:35Z","talk_seconds":55,"caller_name":"Lead 1","recording_url":null,"lead_id":null,"legs":1}"#;
 
+thread_local! {
+    /// This thread's compressor, reset for every payload: building one allocates and
+    /// clears its window and hash tables (some 300 KiB), which cost more than compressing
+    /// a call body.
+    static DEFLATE: std::cell::RefCell<Compress> =
+        std::cell::RefCell::new(Compress::new(Compression::best(), false));
+}
+
 /// The stored form of `text`.
 pub(super) fn pack(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() / 2 + 64);
     out.push(DEFLATE_DICTIONARY_V1);
-    let mut deflate = Compress::new(Compression::best(), false);
-    if deflate.set_dictionary(DICTIONARY_V1).is_err() {
-        return stored_as_text(text);
-    }
     // Raw DEFLATE never grows a text by more than a few bytes per 16 KiB block.
     out.reserve(text.len() + 64);
-    match deflate.compress_vec(text.as_bytes(), &mut out, FlushCompress::Finish) {
-        Ok(Status::StreamEnd) => out,
-        _ => stored_as_text(text),
-    }
+    let packed = DEFLATE.with(|cell| {
+        let Ok(mut deflate) = cell.try_borrow_mut() else {
+            return false;
+        };
+        deflate.reset();
+        if deflate.set_dictionary(DICTIONARY_V1).is_err() {
+            return false;
+        }
+        matches!(
+            deflate.compress_vec(text.as_bytes(), &mut out, FlushCompress::Finish),
+            Ok(Status::StreamEnd)
+        )
+    });
+    if packed { out } else { stored_as_text(text) }
 }
 
 /// Compression failed (it does not, with enough room): keep the text itself.

@@ -738,15 +738,19 @@ mod tests {
         assert_eq!(row.start.to_string(), "2022-06-16 22:45:03 UTC");
     }
 
-    #[test]
-    fn custom_layout_with_linkedid_and_quoted_numbers() {
-        let names: Vec<String> = "clid,src,dst,dcontext,channel,dstchannel,lastapp,lastdata,start,answer,end,duration,billsec,disposition,amaflags,accountcode,uniqueid,userfield,sequence"
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        let p = CdrParser::new(
+    /// A UTC parser for a cdr_custom layout given as its comma-separated column names.
+    fn custom_layout_parser(columns: &str) -> CdrParser {
+        let names: Vec<String> = columns.split(',').map(str::to_owned).collect();
+        CdrParser::new(
             Some(ColumnLayout::from_names(&names).expect("layout")),
             chrono_tz::UTC,
+        )
+    }
+
+    #[test]
+    fn custom_layout_with_linkedid_and_quoted_numbers() {
+        let p = custom_layout_parser(
+            "clid,src,dst,dcontext,channel,dstchannel,lastapp,lastdata,start,answer,end,duration,billsec,disposition,amaflags,accountcode,uniqueid,userfield,sequence",
         );
         let line = r#""""" <client2>","client2","1234","default","PJSIP/client2-00000004","PJSIP/client1-00000005","Dial","PJSIP/client1","2023-07-26 01:52:11","","2023-07-26 01:52:42","30","0","NO ANSWER","DOCUMENTATION","","1690325531.5","",4"#;
         let row = p.parse(line.as_bytes()).expect("valid").expect("row");
@@ -759,14 +763,7 @@ mod tests {
 
     #[test]
     fn unknown_custom_columns_are_kept_by_name() {
-        let names: Vec<String> = "src,dst,channel,start,end,disposition,linkedid,campaign"
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        let p = CdrParser::new(
-            Some(ColumnLayout::from_names(&names).expect("layout")),
-            chrono_tz::UTC,
-        );
+        let p = custom_layout_parser("src,dst,channel,start,end,disposition,linkedid,campaign");
         let row = p
             .parse(br#""1","2","SIP/a-1","2024-01-01 00:00:00","2024-01-01 00:00:09","BUSY","99.1","spring""#)
             .expect("valid")

@@ -146,7 +146,7 @@ impl Framer {
                 version: version.trim().to_owned(),
             }
         } else {
-            Frame::Message(parse_message(bytes, self.follows)?)
+            Frame::Message(parse_message(bytes, self.follows, self.lines)?)
         };
         self.buf.consume(end);
         self.scan = 0;
@@ -246,13 +246,10 @@ fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((key, &value[skip..]))
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Parses a frame proven complete by `check`.
-fn parse_message(bytes: &[u8], follows: bool) -> Result<Message, FrameError> {
-    let mut headers = Vec::with_capacity(16);
+/// Parses a frame proven complete by `check` (`lines` of them not blank) into one
+/// [`Message`]: one text buffer and one span list, no allocation per header.
+fn parse_message(bytes: &[u8], follows: bool, lines: usize) -> Result<Message, FrameError> {
+    let mut msg = Message::with_capacity(bytes.len(), lines);
     let mut output = false;
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = strip_cr(raw);
@@ -265,11 +262,11 @@ fn parse_message(bytes: &[u8], follows: bool) -> Result<Message, FrameError> {
             if output {
                 if let Some(rest) = line.strip_suffix(END_COMMAND) {
                     if !rest.is_empty() {
-                        headers.push(("Output".to_owned(), text(rest)));
+                        msg.push_bytes(b"Output", rest);
                     }
                     break;
                 }
-                headers.push(("Output".to_owned(), text(line)));
+                msg.push_bytes(b"Output", line);
                 continue;
             }
         }
@@ -282,9 +279,9 @@ fn parse_message(bytes: &[u8], follows: bool) -> Result<Message, FrameError> {
                 text: clip(&String::from_utf8_lossy(line)),
             });
         };
-        headers.push((text(k), text(v)));
+        msg.push_bytes(k, v);
     }
-    Ok(Message::new(headers))
+    Ok(msg)
 }
 
 fn is_follows_header(line: &[u8]) -> bool {

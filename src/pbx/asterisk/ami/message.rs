@@ -11,41 +11,97 @@ use super::AmiError;
 /// `Output:`). Lookup is case-insensitive and, like Asterisk's own `astman_get_header`,
 /// returns the first occurrence. The text of an old-style `Response: Follows` reply is
 /// stored as one `Output` header per line, the same shape as Asterisk 14+ `Command` replies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The whole message is ONE text buffer (each key followed by its value, nothing between)
+/// and one list of where each key and value end: two allocations per message, none per
+/// header, whatever the number of headers.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Message {
-    headers: Vec<(String, String)>,
+    /// Every key and value, back to back, in wire order.
+    text: String,
+    /// Per header: where its key ends and where its value ends in `text` (the key starts
+    /// where the previous value ended).
+    spans: Vec<(u32, u32)>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("headers", &self.headers())
+            .finish()
+    }
 }
 
 impl Message {
     /// A message made of these headers, in this order.
     pub fn new(headers: Vec<(String, String)>) -> Self {
-        Self { headers }
+        let bytes = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut msg = Self::with_capacity(bytes, headers.len());
+        for (k, v) in &headers {
+            msg.push(k, v);
+        }
+        msg
+    }
+
+    /// An empty message with room for `bytes` of keys and values and `headers` headers.
+    pub(super) fn with_capacity(bytes: usize, headers: usize) -> Self {
+        Self {
+            text: String::with_capacity(bytes),
+            spans: Vec::with_capacity(headers),
+        }
+    }
+
+    /// Appends a header. A message is at most a few KiB (the framer's limit is 64 KiB);
+    /// a header that would take the text past 4 GiB is not kept.
+    pub(super) fn push(&mut self, key: &str, value: &str) {
+        let Ok(value_end) = u32::try_from(self.text.len() + key.len() + value.len()) else {
+            return;
+        };
+        self.text.push_str(key);
+        let key_end = (self.text.len()) as u32;
+        self.text.push_str(value);
+        self.spans.push((key_end, value_end));
+    }
+
+    /// Appends a header read from the wire: bytes that are not UTF-8 are replaced lossily.
+    pub(super) fn push_bytes(&mut self, key: &[u8], value: &[u8]) {
+        let (k, v) = (String::from_utf8_lossy(key), String::from_utf8_lossy(value));
+        self.push(&k, &v);
     }
 
     /// Builds a message from `(key, value)` pairs (handy in tests and mock servers).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Self::new(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        let bytes = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut msg = Self::with_capacity(bytes, pairs.len());
+        for (k, v) in pairs {
+            msg.push(k, v);
+        }
+        msg
+    }
+
+    /// Every header as `(key, value)`, in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0usize;
+        self.spans.iter().map(move |&(key_end, value_end)| {
+            let (k, v) = (key_end as usize, value_end as usize);
+            let pair = (&self.text[start..k], &self.text[k..v]);
+            start = v;
+            pair
+        })
     }
 
     /// The first value of `key` (case-insensitive), as Asterisk itself reads headers.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.headers
-            .iter()
+        self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Every value of `key` (case-insensitive), in wire order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
+        self.iter()
             .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// The event name (`Event:`), when this is an event.
@@ -64,9 +120,20 @@ impl Message {
         self.get("ActionID")
     }
 
-    /// All headers in wire order.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    /// All headers in wire order (a list of borrowed pairs; [`Message::iter`] does not
+    /// collect them).
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        self.iter().collect()
+    }
+
+    /// How many headers the message has.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when the message has no header.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
     }
 
     /// True for `Response: Error`.
@@ -78,8 +145,8 @@ impl Message {
     /// This message in wire form (`Key: Value\r\n` lines and a blank line). Meant for tests
     /// and mock servers: values are written as they are, unchecked.
     pub fn to_wire(&self) -> String {
-        let mut out = String::new();
-        for (k, v) in &self.headers {
+        let mut out = String::with_capacity(self.text.len() + self.spans.len() * 4 + 2);
+        for (k, v) in self.iter() {
             let _ = write!(out, "{k}: {v}\r\n");
         }
         out.push_str("\r\n");
