@@ -105,6 +105,9 @@ pub struct Tally {
     pub popups: usize,
     /// Disposition updates accepted.
     pub dispositions: usize,
+    /// The `CallSessionId`s of the call logs accepted: a later log with one of them is the
+    /// disposition update of that call (a transferred call's logs carry `CallNotes` too).
+    logged_ids: std::collections::HashSet<String>,
 }
 
 impl Tally {
@@ -265,7 +268,7 @@ fn print_received(
             field("DestinationNumber"),
         );
         println!("{}\n", pretty(&received.body));
-    } else if received.body.get("CallNotes").is_some() {
+    } else if tally.logged_ids.contains(&field("CallSessionId")) {
         tally.dispositions += 1;
         println!(
             "LeadSquared stand-in accepted disposition {}/{} (call {}):",
@@ -276,6 +279,7 @@ fn print_received(
         println!("{}\n", pretty(&received.body));
     } else {
         tally.call_logs += 1;
+        tally.logged_ids.insert(field("CallSessionId"));
         println!(
             "LeadSquared stand-in accepted call log {}/{} ({} {}):",
             tally.call_logs,

@@ -99,7 +99,7 @@ token = "{HTTP_TOKEN}"
         )
         .await?;
     println!(
-        "\ndemo complete: {} calls went json_cdr files → SQLite outbox → LeadSquared stand-in; \
+        "\ndemo complete: {} call logs went json_cdr files → SQLite outbox → LeadSquared stand-in; \
          {} agent popups went ESL → LeadSquared stand-in while calls rang; click to call \
          went HTTP → ESL originate; {} disposition freed agent 100 in mod_callcenter.",
         tally.call_logs, tally.popups, tally.dispositions
