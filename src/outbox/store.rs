@@ -174,7 +174,7 @@ impl Store {
             "DISK FULL: the file system of the store refused a write ({action}, {} s ago); \
              new CDR rows are not stored (ingestion resumes by itself when space returns, \
              nothing is lost: the CDR file is read again from the last stored offset); \
-             delivery of stored calls goes on",
+             delivery waits for space to record what it sends",
             age / 1000
         ))
     }
@@ -199,7 +199,7 @@ impl Store {
         if full {
             line.push_str(
                 " -- DISK FULL: new CDR rows cannot be stored until space returns \
-                 (nothing is lost; delivery of stored calls goes on)",
+                 (nothing is lost; delivery waits for space to record what it sends)",
             );
         }
         Some((line, full))
