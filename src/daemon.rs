@@ -420,6 +420,10 @@ impl Daemon {
         }
         line.push_str("; ");
         line.push_str(&status::tasks_line(&self.health.problems()));
+        if let Some(full) = self.store.disk_full() {
+            line.push_str("; ");
+            line.push_str(&full);
+        }
         line
     }
 

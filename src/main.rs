@@ -205,7 +205,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { config, json } => {
             let config = load(&config)?;
-            let report = open_store(&config)?.status()?;
+            let store = open_store(&config)?;
+            let report = store.status()?;
+            // Free space where the store lives: a full disk stops ingestion (not delivery).
+            let space = store.space();
             // The running daemon's own counters (AMI, popups, deliveries by status, HTTP)
             // live in its memory: ask its /metrics when the HTTP API is on.
             let live = match &config.http {
@@ -214,6 +217,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             if json {
                 let mut value = serde_json::to_value(&report)?;
+                if let (Some(map), Some((line, full))) = (value.as_object_mut(), &space) {
+                    map.insert(
+                        "store_space".into(),
+                        serde_json::json!({ "line": line, "disk_full": full }),
+                    );
+                }
                 if let (Some(map), Some(live)) = (value.as_object_mut(), &live) {
                     let live = match live {
                         Ok(samples) => serde_json::json!(
@@ -232,6 +241,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{}",
                     pbxlink::outbox::store::format_status(&report, chrono::Utc::now())
                 );
+                if let Some((line, _)) = &space {
+                    println!("{line}");
+                }
                 match &live {
                     Some(Ok(samples)) => {
                         println!("live figures of the running daemon (/metrics):");

@@ -147,16 +147,17 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    /// At most `requests` in any sliding window of `period`, bursts included.
+    /// At most `requests` in any sliding window of `period`, and exactly that rate while a
+    /// backlog drains (25 per 5 s: 1,500 requests in 5 minutes).
     ///
-    /// GCRA admits `burst + window / interval` requests in any window, so a burst of a
-    /// fifth of the quota is allowed and the rest is spread evenly over the period.
+    /// GCRA admits `burst + window / interval` requests in any window. Any burst above one
+    /// would have to be paid for with a slower steady rate (a burst of 5 left 20 per 5 s:
+    /// 1,200 in 5 minutes, 20 % under the limit), so requests are spaced evenly,
+    /// `period / requests` apart.
     pub fn new(requests: u32, period: Duration) -> Self {
         let requests = requests.max(1);
-        let burst = (requests / 5).max(1);
-        let steady = (requests - burst).max(1);
-        let interval = (period / steady).max(Duration::from_micros(1));
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let interval = (period / requests).max(Duration::from_micros(1));
+        let burst = NonZeroU32::MIN;
         let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(burst))
             .allow_burst(burst);
@@ -268,6 +269,8 @@ pub struct DeliveryWorker<S: Sender> {
     consecutive_failures: u32,
     blocked_until: Option<Instant>,
     heartbeat: Option<Arc<crate::service::health::Heartbeat>>,
+    /// Whether a full disk was logged since the last write that went through.
+    full_logged: bool,
 }
 
 impl<S: Sender> DeliveryWorker<S> {
@@ -289,6 +292,7 @@ impl<S: Sender> DeliveryWorker<S> {
             consecutive_failures: 0,
             blocked_until: None,
             heartbeat: None,
+            full_logged: false,
         }
     }
 
@@ -317,7 +321,8 @@ impl<S: Sender> DeliveryWorker<S> {
     /// summary) and counted as resent after an unclean stop; they are sent again.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
         let kind = self.settings.kind;
-        let recovered = off_the_runtime(|| self.store.recover_in_flight(kind))?;
+        let recovered =
+            off_the_runtime(|| self.until_stored(|store| store.recover_in_flight(kind)))?;
         report_unclean_stop(self.settings.endpoint, &recovered);
         while !*shutdown.borrow() {
             if let Some(until) = self.blocked_until {
@@ -347,11 +352,52 @@ impl<S: Sender> DeliveryWorker<S> {
             self.limiter.acquire().await;
             // Committed before the request leaves: a crash from here on is found at the
             // next start.
-            off_the_runtime(|| self.store.mark_in_flight(row.id))?;
+            match off_the_runtime(|| self.store.mark_in_flight(row.id)) {
+                Ok(()) => {}
+                Err(e) if e.is_disk_full() => {
+                    // Not sent: nothing was marked. Try again in a second.
+                    self.disk_full(&e);
+                    self.blocked_until = Some(deadline_after(BEAT_EVERY));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let outcome = self.sender.send(&row).await;
             off_the_runtime(|| self.record(&row, outcome))?;
+            self.full_logged = false;
         }
         Ok(())
+    }
+
+    /// Logs, once per full-disk episode, that the store refused a delivery's write.
+    fn disk_full(&mut self, e: &StoreError) {
+        if !self.full_logged {
+            tracing::error!(
+                endpoint = self.settings.endpoint,
+                "the store's disk is full; delivery waits for space to record what it sends \
+                 (logged once until a write goes through): {e}"
+            );
+            self.full_logged = true;
+        }
+    }
+
+    /// Runs a write that records what the CRM answered; while the store's disk is full it
+    /// is tried again every second (the answer must not be forgotten: the row stays marked
+    /// in flight meanwhile, so a stop before space returns is reported at the next start).
+    fn until_stored<T>(
+        &mut self,
+        mut write: impl FnMut(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        loop {
+            match write(&*self.store) {
+                Err(e) if e.is_disk_full() => {
+                    self.disk_full(&e);
+                    self.beat(BEAT_EVERY);
+                    std::thread::sleep(BEAT_EVERY);
+                }
+                other => return other,
+            }
+        }
     }
 
     fn record(&mut self, row: &OutboxRow, outcome: SendOutcome) -> Result<(), StoreError> {
@@ -362,8 +408,9 @@ impl<S: Sender> DeliveryWorker<S> {
         match outcome {
             SendOutcome::Delivered { status, response } => {
                 self.consecutive_failures = 0;
-                self.store
-                    .mark_delivered(row.id, endpoint, status, &response)?;
+                self.until_stored(|store| {
+                    store.mark_delivered(row.id, endpoint, status, &response)
+                })?;
                 self.stats.delivered.fetch_add(1, Relaxed);
                 tracing::info!(
                     endpoint,
@@ -386,7 +433,9 @@ impl<S: Sender> DeliveryWorker<S> {
                 );
                 self.blocked_until = Some(deadline_after(delay));
                 if ambiguous {
-                    self.store.mark_retry_ambiguous(row.id, endpoint, &reason)?;
+                    self.until_stored(|store| {
+                        store.mark_retry_ambiguous(row.id, endpoint, &reason)
+                    })?;
                     tracing::warn!(
                         endpoint,
                         call_id = %crate::logtext::Escaped(&row.call_id),
@@ -397,7 +446,7 @@ impl<S: Sender> DeliveryWorker<S> {
                         ResentReason::AmbiguousTimeout.counter()
                     );
                 } else {
-                    self.store.mark_retry(row.id, endpoint, status, &reason)?;
+                    self.until_stored(|store| store.mark_retry(row.id, endpoint, status, &reason))?;
                 }
                 self.stats.retried.fetch_add(1, Relaxed);
                 tracing::warn!(
@@ -412,8 +461,9 @@ impl<S: Sender> DeliveryWorker<S> {
             SendOutcome::Reject { status, reason } => {
                 // The endpoint answered; it is up. Only this row is bad.
                 self.consecutive_failures = 0;
-                self.store
-                    .mark_dead(row.id, endpoint, Some(status), &reason)?;
+                self.until_stored(|store| {
+                    store.mark_dead(row.id, endpoint, Some(status), &reason)
+                })?;
                 self.stats.dead.fetch_add(1, Relaxed);
                 tracing::error!(
                     endpoint,
@@ -429,8 +479,8 @@ impl<S: Sender> DeliveryWorker<S> {
                 let until =
                     now_ms().saturating_add(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX));
                 // The CRM refused the request itself: the row was not logged, it stays pending.
-                self.store.clear_in_flight(row.id)?;
-                self.store.mark_paused(endpoint, &reason, until)?;
+                self.until_stored(|store| store.clear_in_flight(row.id))?;
+                self.until_stored(|store| store.mark_paused(endpoint, &reason, until))?;
                 self.stats.paused.fetch_add(1, Relaxed);
                 tracing::error!(
                     endpoint,
@@ -781,9 +831,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn urgent_requests_go_ahead_of_the_backlog() {
         let limiter = Arc::new(RateLimiter::new(25, Duration::from_secs(5)));
-        for _ in 0..5 {
-            limiter.acquire().await; // the burst is spent on the backlog
-        }
+        limiter.acquire().await; // the backlog took the last slot
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..3 {
@@ -818,7 +866,15 @@ mod tests {
         for window in calls.windows(26) {
             assert!(window[25].0 - window[0].0 >= Duration::from_secs(5));
         }
-        // A short burst goes out at once.
-        assert!(calls[4].0 - start < Duration::from_millis(10));
+        // The first at once, then the configured rate exactly: 5 a second, evenly spaced.
+        assert!(calls[0].0 - start < Duration::from_millis(10));
+        let fifty = calls[50].0 - calls[0].0;
+        assert!(
+            fifty >= Duration::from_secs(10) && fifty < Duration::from_millis(10_050),
+            "50 requests after the first took {fifty:?}, not 10 s"
+        );
+        for pair in calls.windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= Duration::from_millis(200));
+        }
     }
 }

@@ -24,6 +24,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
@@ -74,13 +75,47 @@ pub enum StoreError {
         /// Ours.
         known: i64,
     },
+    /// A write failed for lack of space a moment ago (see [`Store::disk_full`]).
+    #[error("store {path}: {detail}")]
+    DiskFull {
+        /// The database file.
+        path: PathBuf,
+        /// When and what failed, and what it means for ingestion and delivery.
+        detail: String,
+    },
 }
+
+impl StoreError {
+    /// Whether SQLite refused a write because the file system holding the store is full
+    /// (`SQLITE_FULL`): nothing of that transaction is stored, and trying again once space
+    /// returns is safe.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            StoreError::DiskFull { .. } => true,
+            StoreError::Json { .. } | StoreError::TooNew { .. } => false,
+        }
+    }
+}
+
+/// How long after the last write refused for lack of space the store still reports itself
+/// full ([`Store::disk_full`]): the CDR reader retries a refused batch every second, so a
+/// full disk keeps the report fresh and a disk with space again clears it within this time.
+pub const DISK_FULL_SHOWN_FOR_MS: i64 = 10_000;
+
+/// Below this much free space on the store's file system, `pbxlink status` calls it full.
+pub const LOW_SPACE_BYTES: u64 = 1 << 20;
 
 /// The store. Cheap to share behind an `Arc`; every operation takes the one connection.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// When a write last failed with `SQLITE_FULL` (unix ms; 0: never), and what it was.
+    full_at_ms: AtomicI64,
+    full_action: Mutex<&'static str>,
 }
 
 /// Current wall-clock time in unix milliseconds.
@@ -103,6 +138,8 @@ impl Store {
         Ok(Store {
             path: path.to_owned(),
             conn: Mutex::new(conn),
+            full_at_ms: AtomicI64::new(0),
+            full_action: Mutex::new(""),
         })
     }
 
@@ -112,11 +149,63 @@ impl Store {
     }
 
     fn sqlite(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            action,
-            source,
+        move |source| {
+            let error = StoreError::Sqlite {
+                path: self.path.clone(),
+                action,
+                source,
+            };
+            if error.is_disk_full() {
+                *self.full_action.lock().unwrap_or_else(|p| p.into_inner()) = action;
+                self.full_at_ms.store(now_ms(), Ordering::Relaxed);
+            }
+            error
         }
+    }
+
+    /// Why the store is full, while a write failed with `SQLITE_FULL` within the last
+    /// [`DISK_FULL_SHOWN_FOR_MS`]: what failed and when, and what that means. `None` when
+    /// writes go through (or none was refused lately).
+    pub fn disk_full(&self) -> Option<String> {
+        let at = self.full_at_ms.load(Ordering::Relaxed);
+        let age = now_ms().saturating_sub(at);
+        if at == 0 || age > DISK_FULL_SHOWN_FOR_MS {
+            return None;
+        }
+        let action = *self.full_action.lock().unwrap_or_else(|p| p.into_inner());
+        Some(format!(
+            "DISK FULL: the file system of the store refused a write ({action}, {} s ago); \
+             new CDR rows are not stored (ingestion resumes by itself when space returns, \
+             nothing is lost: the CDR file is read again from the last stored offset); \
+             delivery waits for space to record what it sends",
+            age / 1000
+        ))
+    }
+
+    /// The free space of the file system holding the store, as `pbxlink status` shows it:
+    /// `(line, full)`, full when less than [`LOW_SPACE_BYTES`] is left for pbxlink.
+    pub fn space(&self) -> Option<(String, bool)> {
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let fs = rustix::fs::statvfs(dir).ok()?;
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        let size = fs.f_blocks.saturating_mul(fs.f_frsize);
+        let full = free < LOW_SPACE_BYTES;
+        let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+        let mut line = format!(
+            "store file system: {:.1} MiB free of {:.1} MiB",
+            mib(free),
+            mib(size)
+        );
+        if full {
+            line.push_str(
+                " -- DISK FULL: new CDR rows cannot be stored until space returns \
+                 (nothing is lost; delivery waits for space to record what it sends)",
+            );
+        }
+        Some((line, full))
     }
 
     pub(in crate::outbox) fn with_tx<T>(
@@ -148,7 +237,15 @@ impl Store {
     }
 
     /// Checks the store can take a write (for readiness probes).
+    /// A write refused for lack of space in the last [`DISK_FULL_SHOWN_FOR_MS`] fails it too
+    /// (an empty transaction commits even on a full disk), with the reason.
     pub fn check_writable(&self) -> Result<(), StoreError> {
+        if let Some(detail) = self.disk_full() {
+            return Err(StoreError::DiskFull {
+                path: self.path.clone(),
+                detail,
+            });
+        }
         self.with_tx("check the store is writable", |_| Ok(()))
     }
 }

@@ -233,6 +233,8 @@ where
         // The last read error and how many times in a row it happened: logged once, not
         // at every poll.
         let mut failing: Option<(String, u64)> = None;
+        // The last error storing a batch, and how many batches it refused in a row.
+        let mut refused: Option<(String, u64)> = None;
         let mut waiter = ChangeWaiter::new(&self.path);
         while !stop.load(Ordering::Relaxed) {
             if let Some(heartbeat) = &self.heartbeat {
@@ -260,16 +262,28 @@ where
                             skipped_to = Some(batch.checkpoint);
                         }
                         if let Err(e) = self.ingest_batch(&batch) {
-                            // Nothing of this batch is stored: read it again from the saved offset.
-                            tracing::error!(source = %self.name, "cannot store CDR rows, retrying: {e}");
+                            // Nothing of this batch is stored: read it again from the saved
+                            // offset (a full disk: every second until space returns). Logged
+                            // when the error starts or changes, not at every retry.
+                            let text = e.to_string();
+                            if refused.as_ref().is_none_or(|(last, _)| *last != text) {
+                                tracing::error!(source = %self.name, disk_full = e.is_disk_full(), "cannot store CDR rows, retrying every second (logged again only when the error changes): {text}");
+                                refused = Some((text, 0));
+                            }
+                            if let Some((_, times)) = &mut refused {
+                                *times += 1;
+                            }
                             std::thread::sleep(Duration::from_secs(1));
                             let saved = self.store.file_offset(&self.name)?;
                             tailer = self.tailer(saved.map(to_checkpoint).or(skipped_to));
                             break;
                         }
+                        if let Some((error, times)) = refused.take() {
+                            tracing::info!(source = %self.name, refused_batches = times, "CDR rows stored again (they were refused with: {error})");
+                        }
                         // A long backlog (first start, catching up after an outage) must
                         // not hold its settled calls back until the file's end.
-                        self.flush_settled(now_ms())?;
+                        self.flush_settled_or_wait()?;
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
@@ -284,12 +298,15 @@ where
                                 failing = Some((text, 1));
                             }
                         }
-                        self.store.add_counters(&[(counters::READ_ERRORS, 1)])?;
+                        match self.store.add_counters(&[(counters::READ_ERRORS, 1)]) {
+                            Err(e) if !e.is_disk_full() => return Err(e),
+                            _ => {}
+                        }
                         break;
                     }
                 }
             }
-            self.flush_settled(now_ms())?;
+            self.flush_settled_or_wait()?;
             waiter.wait(poll);
         }
         Ok(())
@@ -404,6 +421,22 @@ where
     pub fn flush_settled(&mut self, now: i64) -> Result<usize, StoreError> {
         let calls = self.assembler.take_settled(now);
         self.enqueue(calls)
+    }
+
+    /// [`FileSource::flush_settled`] for the tailing loop: a store refusing the write for
+    /// lack of space is no failure of the reader. The calls' rows stay staged (nothing of
+    /// the transaction is stored), so the assembler is rebuilt from them as at a start,
+    /// and the next loop tries again.
+    fn flush_settled_or_wait(&mut self) -> Result<(), StoreError> {
+        match self.flush_settled(now_ms()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_disk_full() => {
+                drop(self.assembler.take_all());
+                self.restore()?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Enqueues every call held, settled or not (end of an import).

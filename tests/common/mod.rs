@@ -21,6 +21,8 @@ pub struct World {
     pub cdr: PathBuf,
     pub config: PathBuf,
     pub standin: StandIn,
+    /// The store's file (`[store] path`; [`World::move_store`] puts it elsewhere).
+    pub store_path: PathBuf,
     /// The daemon's store, opened in this process on first use (see [`World::status`]).
     store: std::sync::OnceLock<Store>,
 }
@@ -81,12 +83,29 @@ poll_interval_ms = 100
         )
         .expect("config");
         World {
+            store_path: dir.path().join("pbxlink.db"),
             dir,
             cdr,
             config,
             standin,
             store: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Puts the store in `dir` (e.g. a small tmpfs) instead of the world's temp dir; call it
+    /// before the first daemon start and the first [`World::store`].
+    pub fn move_store(&mut self, dir: &Path) {
+        assert!(self.store.get().is_none(), "the store is already open");
+        let new = dir.join("pbxlink.db");
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let old_line = format!("path = {:?}", self.store_path);
+        assert!(text.contains(&old_line), "no {old_line} in the config");
+        std::fs::write(
+            &self.config,
+            text.replace(&old_line, &format!("path = {new:?}")),
+        )
+        .expect("config");
+        self.store_path = new;
     }
 
     /// Starts `pbxlink run` with this world's config.
@@ -138,8 +157,8 @@ poll_interval_ms = 100
     /// it costs a query instead of a `pbxlink status` subprocess every 50 ms.
     pub fn store(&self) -> &Store {
         self.store.get_or_init(|| {
-            let path = self.dir.path().join("pbxlink.db");
-            Store::open(&path, Synchronous::Normal)
+            let path = &self.store_path;
+            Store::open(path, Synchronous::Normal)
                 .unwrap_or_else(|e| panic!("open the store {}: {e}", path.display()))
         })
     }

@@ -118,8 +118,15 @@ pub(super) fn connect(path: &Path, synchronous: Synchronous) -> Result<Connectio
         .map_err(err("set busy_timeout"))?;
     // Takes effect on a file without tables (a new store); an older file is converted once,
     // by the VACUUM after migration 3.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-        .map_err(err("enable incremental auto-vacuum"))?;
+    // Set only when not set yet: setting it writes, and a store on a full disk must still
+    // open (`pbxlink status` says why ingestion stopped).
+    let auto_vacuum: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+        .map_err(err("read auto_vacuum"))?;
+    if auto_vacuum != 2 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(err("enable incremental auto-vacuum"))?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err("enable WAL"))?;
     let sync = match synchronous {
