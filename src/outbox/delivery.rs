@@ -395,7 +395,7 @@ impl<S: Sender> DeliveryWorker<S> {
         mut write: impl FnMut(&Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         loop {
-            match write(&*self.store) {
+            match write(&self.store) {
                 Err(e) if e.is_disk_full() => {
                     self.disk_full(&e);
                     self.beat(BEAT_EVERY);
