@@ -44,7 +44,7 @@ const MISSED_DID: &str = "4930103";
 const QUEUE_DID: &str = "4930200";
 
 /// The rig's `pbxlink` mod_cdr_csv template, column by column (tests/freeswitch/conf).
-const PBXLINK_COLUMNS: [&str; 36] = [
+const PBXLINK_COLUMNS: [&str; 37] = [
     "uuid",
     "bleg_uuid",
     "originating_leg_uuid",
@@ -81,6 +81,7 @@ const PBXLINK_COLUMNS: [&str; 36] = [
     "last_app",
     "pbxlink_lead_number",
     "pbxlink_did",
+    "presence_id",
 ];
 
 fn free_port() -> u16 {

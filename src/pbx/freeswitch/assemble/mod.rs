@@ -24,6 +24,7 @@
 //! from the start) counts once.
 
 mod facts;
+pub mod segments;
 
 use std::collections::HashMap;
 

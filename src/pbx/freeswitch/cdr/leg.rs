@@ -94,6 +94,11 @@ pub struct FsLeg {
     /// The directory user a `user/<name>` dial string reached (`dialed_user`).
     #[serde(default)]
     pub dialed_user: Option<String>,
+    /// `presence_id` (`<user>@<domain>`): on a leg a `user/<ext>` endpoint placed, the user
+    /// it rang, which stays put when the leg itself later dials another user (`att_xfer`
+    /// overwrites the transferring agent's `dialed_user` with the target's).
+    #[serde(default)]
+    pub presence_id: Option<String>,
     /// The user part of the SIP request URI (`sip_req_user`).
     #[serde(default)]
     pub sip_req_user: Option<String>,
@@ -162,6 +167,7 @@ impl FsLeg {
             user_name: None,
             sip_from_user: None,
             dialed_user: None,
+            presence_id: None,
             sip_req_user: None,
             sip_to_user: None,
             origination_caller_id_number: None,
