@@ -154,8 +154,7 @@ fn forwarded_from(legs: &[AgentLeg], first: &AgentLeg) -> Option<String> {
                 && l.uuid != first.uuid
                 && l.extension != first.extension
                 && l.start < first.start
-                && l
-                    .end
+                && l.end
                     .is_some_and(|e| (e - first.start).num_milliseconds() <= FORWARD_SLACK_MS)
         })
         .collect();
