@@ -280,3 +280,5 @@ impl CallAssembler for FsAssembler {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod transfer_fixtures;
