@@ -22,20 +22,16 @@
 
 mod fsrig;
 
-use std::fmt::Write as _;
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fsrig::{RigGuard, RigLock};
-use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
+use fsrig::{
+    LEAD, RigGuard, RigLock, Run, TOKEN, carrier_call, lead_scenario, logs_where, new_standin,
+    time_of,
+};
+use pbxlink::crm::leadsquared::standin::StandIn;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "fs-e2e-token";
-/// The carrier's caller: the lead.
-const LEAD: &str = "+4915112345678";
 const AGENT_100: &str = "+4915100000100";
 const AGENT_101: &str = "+4915100000101";
 const AGENT_103: &str = "+4915100000103";
@@ -43,283 +39,19 @@ const DIRECT_DID: &str = "4930100";
 const MISSED_DID: &str = "4930103";
 const QUEUE_DID: &str = "4930200";
 
-/// The rig's `pbxlink` mod_cdr_csv template, column by column (tests/freeswitch/conf).
-const PBXLINK_COLUMNS: [&str; 37] = [
-    "uuid",
-    "bleg_uuid",
-    "originating_leg_uuid",
-    "cc_member_session_uuid",
-    "direction",
-    "context",
-    "caller_id_name",
-    "caller_id_number",
-    "destination_number",
-    "start_epoch",
-    "answer_epoch",
-    "end_epoch",
-    "start_uepoch",
-    "answer_uepoch",
-    "end_uepoch",
-    "duration",
-    "billsec",
-    "hangup_cause",
-    "sip_hangup_disposition",
-    "cc_queue",
-    "cc_agent",
-    "pbxlink_lead_id",
-    "record_path",
-    "record_name",
-    "accountcode",
-    "call_uuid",
-    "sip_call_id",
-    "cc_side",
-    "user_name",
-    "sip_from_user",
-    "dialed_user",
-    "sip_req_user",
-    "origination_caller_id_number",
-    "last_app",
-    "pbxlink_lead_number",
-    "pbxlink_did",
-    "presence_id",
-];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Kills the daemon when dropped (also when the test panics).
-struct DaemonGuard(Option<Child>);
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl DaemonGuard {
-    /// SIGTERM, then waits for it to exit.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// One daemon run against the stand-in.
-struct Run {
-    http: reqwest::Client,
-    base: String,
-    standin: StandIn,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-    daemon: DaemonGuard,
-}
-
-impl Run {
-    async fn start(source: &str, standin: &StandIn) -> Run {
-        let dir = tempfile::Builder::new()
-            .prefix("pbxlink-fs-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
-        let mut toml = String::new();
-        let _ = write!(
-            toml,
-            "[store]\npath = {db:?}\n\n\
-             [leadsquared]\ncall_log_url = {cl:?}\nagent_popup_url = {pop:?}\ncall_route_url = {route:?}\n\
-             access_key = \"ak\"\nsecret_key = \"sk\"\ndefault_country_code = \"49\"\n\n\
+/// The virtual numbers and agents of these tests' configuration.
+fn directory() -> String {
+    format!(
+        "\
              [[virtual_numbers]]\nnumber = \"+{DIRECT_DID}\"\ntag = \"direct\"\n\n\
              [[virtual_numbers]]\nnumber = \"+{MISSED_DID}\"\ntag = \"support\"\n\n\
              [[virtual_numbers]]\nnumber = \"+{QUEUE_DID}\"\ntag = \"sales\"\n\n\
              [[agents]]\nextension = \"100\"\nphone = \"{AGENT_100}\"\nuser_id = \"u-100\"\n\n\
              [[agents]]\nextension = \"101\"\nphone = \"{AGENT_101}\"\nuser_id = \"u-101\"\n\n\
              [[agents]]\nextension = \"103\"\nphone = \"{AGENT_103}\"\nuser_id = \"u-103\"\n\n\
-             [[agents]]\nextension = \"109\"\nphone = \"+4915100000109\"\n\n\
-             [freeswitch]\ncall_log_source = \"{source}\"\njson_cdr_dir = {json:?}\n{csv_line}\
-             cdr_columns = [{cols}]\n\n\
-             [freeswitch.esl]\nhost = \"127.0.0.1\"\nport = {esl_port}\npassword = {esl_password:?}\n\n\
-             [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nroute_fallback = \"600\"\n",
-            db = dir.path().join("pbxlink.db"),
-            cl = standin.call_log_url(),
-            pop = standin.agent_popup_url(),
-            route = standin.call_route_url(),
-            json = fsrig::json_cdr_dir(),
-            // "both" reads the one file source whose key is set: json_cdr here.
-            csv_line = if source == "both" {
-                String::new()
-            } else {
-                format!("cdr_csv = {:?}\n", fsrig::cdr_csv())
-            },
-            cols = PBXLINK_COLUMNS.map(|c| format!("{c:?}")).join(", "),
-            esl_port = fsrig::esl_port(),
-            esl_password = fsrig::esl_password(),
-        );
-        let config = dir.path().join("pbxlink.toml");
-        std::fs::write(&config, &toml).expect("config");
-        let check = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
-            .args(["check-config", "--config"])
-            .arg(&config)
-            .output()
-            .expect("check-config");
-        assert!(
-            check.status.success(),
-            "check-config: {}{}\n{toml}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let log = dir.path().join("pbxlink.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pbxlink"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info,pbxlink=debug")
-            .stdout(File::create(&log).expect("log"))
-            .stderr(File::options().append(true).open(&log).expect("log"))
-            .spawn()
-            .expect("pbxlink run");
-        let run = Run {
-            http: reqwest::Client::new(),
-            base: format!("http://127.0.0.1:{port}"),
-            standin: standin.clone(),
-            log,
-            _dir: dir,
-            daemon: DaemonGuard(Some(child)),
-        };
-        run.wait_ready(Duration::from_secs(20)).await;
-        eprintln!("[fs_e2e] {source}: pbxlink ready (ESL logged in)");
-        run
-    }
-
-    async fn get(&self, path_and_query: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}{path_and_query}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap_or_default())
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    async fn wait_for<T>(
-        &self,
-        limit: Duration,
-        what: &str,
-        cond: impl Fn(&StandIn) -> Option<T>,
-    ) -> T {
-        let started = Instant::now();
-        loop {
-            if let Some(v) = cond(&self.standin) {
-                return v;
-            }
-            if started.elapsed() > limit {
-                panic!(
-                    "{what}: not within {limit:?}\nstand-in received: {:#?}\n--- pbxlink log\n{}",
-                    self.standin
-                        .received()
-                        .iter()
-                        .map(|r| (r.endpoint, r.status, r.body.clone(), r.problem.clone()))
-                        .collect::<Vec<_>>(),
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_ready(&self, limit: Duration) {
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/readyz?token={TOKEN}", self.base))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                started.elapsed() < limit,
-                "pbxlink not ready within {limit:?}\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// sipp's own `uac` scenario with the lead's number as the caller (sipp calls itself
-/// `sipp`, which is no phone number).
-fn lead_scenario(dir: &Path) -> PathBuf {
-    let out = Command::new("sipp")
-        .args(["-sd", "uac"])
-        .output()
-        .expect("sipp -sd uac (apt-get install sip-tester)");
-    let text = String::from_utf8_lossy(&out.stdout)
-        .replace(
-            "From: sipp <sip:sipp@",
-            &format!("From: {LEAD} <sip:{LEAD}@"),
-        )
-        .replace("Contact: sip:sipp@", &format!("Contact: sip:{LEAD}@"));
-    assert!(text.contains(LEAD), "sipp's uac scenario: {text}");
-    let path = dir.join("lead-uac.xml");
-    std::fs::write(&path, text).expect("scenario");
-    path
-}
-
-/// The lead calls `did` from the carrier and hangs up `hold_ms` after the answer (or when
-/// FreeSWITCH gives up).
-async fn carrier_call(scenario: &Path, did: &str, hold_ms: u32, port: &str) -> (bool, String) {
-    let (scenario, did, port) = (
-        scenario.to_string_lossy().into_owned(),
-        did.to_owned(),
-        port.to_owned(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let hold = hold_ms.to_string();
-        fsrig::sipp(
-            &[
-                "-sf",
-                &scenario,
-                "-s",
-                &did,
-                "127.0.0.1:25080",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-m",
-                "1",
-                "-l",
-                "1",
-                "-d",
-                &hold,
-                "-timeout",
-                "40s",
-                "-nostdin",
-            ],
-            45,
-        )
-    })
-    .await
-    .expect("sipp task")
+             [[agents]]\nextension = \"109\"\nphone = \"+4915100000109\"\n\n
+    "
+    )
 }
 
 /// The popups of calls to `did`.
@@ -328,21 +60,6 @@ fn popups_of(st: &StandIn, did: &str) -> Vec<Value> {
         .into_iter()
         .filter(|p| p["DisplayNumber"] == format!("+{did}"))
         .collect()
-}
-
-fn logs_where(st: &StandIn, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-    st.accepted_call_logs()
-        .into_iter()
-        .filter(|l| pred(l))
-        .collect()
-}
-
-/// A time field of a call log, as UTC.
-fn time_of(log: &Value, field: &str) -> chrono::DateTime<chrono::Utc> {
-    let text = log[field].as_str().unwrap_or_default();
-    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
-        .unwrap_or_else(|e| panic!("{field} {text:?}: {e}: {log}"))
-        .and_utc()
 }
 
 /// The times of `log` lie within `placed ..= over` and it lasted `length` seconds (± 2).
@@ -545,19 +262,6 @@ fn agent_status(agent: &str) -> String {
     .to_owned()
 }
 
-async fn new_standin() -> StandIn {
-    StandIn::start(
-        "127.0.0.1:0".parse::<SocketAddr>().expect("addr"),
-        Expectations {
-            url_key: "fs-key".into(),
-            access_keys: Some(("ak".into(), "sk".into())),
-            reject_call_ids: vec![],
-        },
-    )
-    .await
-    .expect("stand-in")
-}
-
 #[test]
 fn real_freeswitch_calls_reach_the_crm_once_from_json_cdr_cdr_csv_and_esl() {
     if !fsrig::root_or_skip(
@@ -584,7 +288,7 @@ async fn scenario() {
 
     // 1. json_cdr: answered, missed, the ring-all queue, click to call, disposition.
     let standin = new_standin().await;
-    let mut run = Run::start("json_cdr", &standin).await;
+    let mut run = Run::start("json_cdr", &standin, &directory()).await;
     let mut ids = answered_and_missed(&run, &lead, "json_cdr").await;
     queue_call(&run, &lead, &mut ids).await;
     click_to_call_and_disposition(&run, &mut ids).await;
@@ -604,7 +308,7 @@ async fn scenario() {
     // reconciled): answered and missed.
     for source in ["cdr_csv", "esl", "both"] {
         let standin = new_standin().await;
-        let mut run = Run::start(source, &standin).await;
+        let mut run = Run::start(source, &standin, &directory()).await;
         let mut ids = answered_and_missed(&run, &lead, source).await;
         if source == "esl" {
             ids.push(after_restart(&run, &lead).await);
