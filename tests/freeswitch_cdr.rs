@@ -54,6 +54,7 @@ fn record_of(f: &CallFacts) -> Result<CallRecord, String> {
         lead_id: f.lead_id.clone(),
         legs: f.legs,
         segments: Vec::new(),
+        transfer: Default::default(),
     })
 }
 

@@ -11,6 +11,7 @@ mod popup;
 pub mod reconcile;
 pub mod rules;
 pub mod sink;
+pub mod transfer;
 
 pub use clock::monotonic_ms;
 pub use directory::{AgentInfo, Directory, VirtualNumberInfo};
@@ -20,6 +21,7 @@ pub use facts::{
 };
 pub use popup::PopupRequest;
 pub use rules::{CallRules, SkipReason};
+pub use transfer::{TransferInfo, TransferLogs};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -113,4 +115,8 @@ pub struct CallRecord {
     /// Absent in outbox rows written before it existed.
     #[serde(default)]
     pub segments: Vec<AgentSegment>,
+    /// What splitting a transferred call into call logs needs, and which segment this log
+    /// is once split ([`transfer`]). Absent in outbox rows written before it existed.
+    #[serde(default)]
+    pub transfer: TransferInfo,
 }

@@ -17,7 +17,8 @@ use tokio::sync::{Notify, watch};
 
 use super::CallRecord;
 use super::sink::{
-    CallBatch, CallSink, SinkOutcome, SourceKind, outbox_row, outbox_row_in, stored_call_row,
+    CallBatch, CallSink, SinkOutcome, SourceKind, call_body_in, outbox_rows, outbox_rows_in,
+    stored_call_row,
 };
 use crate::outbox::Store;
 use crate::outbox::reconcile::{Arrival, ArrivingCall, HeldCall};
@@ -79,6 +80,7 @@ impl ReconcileStats {
 /// the live side's values where the file has none.
 pub fn merge(file: CallRecord, live: CallRecord) -> CallRecord {
     let source = format!("{}+{}", file.source, live.source);
+    let segments_from_live = file.segments.is_empty();
     CallRecord {
         source,
         lead_id: live.lead_id.or(file.lead_id),
@@ -89,10 +91,16 @@ pub fn merge(file: CallRecord, live: CallRecord) -> CallRecord {
         tag: file.tag.or(live.tag),
         answer: file.answer.or(live.answer),
         caller_name: file.caller_name.or(live.caller_name),
-        segments: if file.segments.is_empty() {
+        // The segments and the agents they name come together from one side.
+        segments: if segments_from_live {
             live.segments
         } else {
             file.segments
+        },
+        transfer: if segments_from_live {
+            live.transfer
+        } else {
+            file.transfer
         },
         ..file
     }
@@ -190,21 +198,21 @@ impl ReconcilingSink {
                 "the live events",
             ),
         };
-        let row = match self.read(&held.body) {
-            Ok(call) => outbox_row_in(&self.store, &call, held.raw.clone())?,
+        let rows = match self.read(&held.body) {
+            Ok(call) => outbox_rows_in(&self.store, &call, held.raw.clone())?,
             Err(e) => {
                 // Written by an incompatible pbxlink: posted as stored, so that delivery
                 // dead-letters it where `pbxlink dead-letter list` shows it.
                 tracing::error!(call_id = %crate::logtext::Escaped(&held.call_id), "{e}; posted as stored");
-                stored_call_row(
+                vec![stored_call_row(
                     &held.call_id,
                     &held.source,
                     held.body.clone(),
                     held.raw.clone(),
-                )
+                )]
             }
         };
-        let posted = self.store.reconcile_release(held, &row, counter)?;
+        let posted = self.store.reconcile_release(held, &rows, counter)?;
         if posted {
             stat.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -264,13 +272,14 @@ impl ReconcilingSink {
         raw: String,
         staged_ids: &[i64],
     ) -> Result<Arrival, StoreError> {
-        let alone = outbox_row_in(&self.store, call, raw.clone())?;
+        let alone = outbox_rows_in(&self.store, call, raw.clone())?;
+        let own_raw = raw.clone();
         let now = self.clock.now_ms();
         let held = HeldCall {
             call_id: call.call_id.clone(),
             side: from,
             source: call.source.clone(),
-            body: alone.body.clone(),
+            body: call_body_in(&self.store, call)?,
             raw,
             held_at: now,
             due_at: now.saturating_add(self.wait_ms),
@@ -285,10 +294,10 @@ impl ReconcilingSink {
                 }
             };
             let (file, live, raw) = match from {
-                SourceKind::File => (call.clone(), other_call, alone.raw.clone()),
+                SourceKind::File => (call.clone(), other_call, own_raw.clone()),
                 SourceKind::Live => (other_call, call.clone(), other.raw.clone()),
             };
-            outbox_row(&merge(file, live), raw).map_err(|e| e.to_string())
+            outbox_rows(&merge(file, live), raw).map_err(|e| e.to_string())
         };
         self.store.reconcile_arrive(
             ArrivingCall {

@@ -36,7 +36,7 @@
 
 use super::{
     CallFacts, CallRecord, DialResult, Direction, Directory, Number, Outcome, PopupRequest,
-    RingingFacts,
+    RingingFacts, TransferInfo, TransferLogs,
 };
 
 /// The classification settings shared by every source of one PBX (`[asterisk]` today,
@@ -58,6 +58,8 @@ pub struct CallRules {
     /// Signed links to recordings pbxlink serves itself (`[recordings]`), used when no
     /// template is set.
     pub recordings: Option<crate::recordings::RecordingLinks>,
+    /// How many call logs a transferred call gives (`transfer_logs`).
+    pub transfer_logs: TransferLogs,
 }
 
 /// Why a finished call is not posted to the CRM.
@@ -237,6 +239,7 @@ impl CallRules {
             lead_id: facts.lead_id.clone(),
             legs: facts.legs,
             segments: facts.answered.clone(),
+            transfer: self.transfer_info(directory, facts),
         })
     }
 
@@ -306,7 +309,26 @@ impl CallRules {
             lead_id: facts.lead_id.clone(),
             legs: facts.legs,
             segments: facts.answered.clone(),
+            transfer: self.transfer_info(directory, facts),
         })
+    }
+
+    /// The `transfer_logs` setting and the agents of the call's segments, for the split
+    /// into call logs ([`crate::call::transfer`]).
+    fn transfer_info(&self, directory: &Directory, facts: &CallFacts) -> TransferInfo {
+        let mut agents: Vec<super::AgentInfo> = Vec::new();
+        for segment in &facts.answered {
+            if let Some(agent) = directory.agent(&segment.extension) {
+                if !agents.iter().any(|a| a.extension == agent.extension) {
+                    agents.push(agent.clone());
+                }
+            }
+        }
+        TransferInfo {
+            logs: self.transfer_logs,
+            agents,
+            segment: None,
+        }
     }
 
     /// The recording's URL, when the call has a recording and it can be addressed.

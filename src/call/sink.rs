@@ -4,8 +4,8 @@
 //! calls it finished into a [`CallSink`], the way a searcher pushes matches into ripgrep's
 //! `Sink`: the producer knows nothing of where calls go. [`OutboxSink`] stores them in the
 //! outbox; [`crate::call::reconcile::ReconcilingSink`] (`call_log_source = "both"`) holds a
-//! call until its other source reported it too. Only [`outbox_row`] builds an outbox row of
-//! a call log, and only [`call_log_key`] says what makes two of them the same delivery.
+//! call until its other source reported it too. Only [`outbox_rows`] builds the outbox rows of
+//! a call's logs (splitting a transferred call), and only [`call_log_key`] says what makes two of them the same delivery.
 
 use std::sync::Arc;
 
@@ -88,7 +88,7 @@ pub struct CallBatch {
 /// What a sink did with a batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SinkOutcome {
-    /// Call logs put in the outbox now.
+    /// Call logs put in the outbox now (a transferred call may give several).
     pub queued: usize,
     /// Calls already in the outbox (the same call read again, or posted by the other source).
     pub duplicates: usize,
@@ -110,14 +110,22 @@ pub fn call_log_key(call_id: &str) -> String {
     format!("{KIND_CALL_LOG}:{call_id}")
 }
 
-/// The outbox row of a call log.
-pub fn outbox_row(call: &CallRecord, raw: String) -> Result<NewOutboxRow, serde_json::Error> {
-    Ok(stored_call_row(
-        &call.call_id,
-        &call.source,
-        serde_json::to_string(call)?,
-        raw,
-    ))
+/// The outbox rows of one finished call: one per call log it gives, after the split of a
+/// transferred call ([`crate::call::transfer::call_logs`]); each keyed by its own
+/// `CallSessionId` (the first keeps the call's id). The only place the split happens, so it
+/// happens once, after `call_log_source = "both"` merged the two sources.
+pub fn outbox_rows(call: &CallRecord, raw: String) -> Result<Vec<NewOutboxRow>, serde_json::Error> {
+    super::transfer::call_logs(call.clone())
+        .into_iter()
+        .map(|log| {
+            Ok(stored_call_row(
+                &log.call_id,
+                &log.source,
+                serde_json::to_string(&log)?,
+                raw.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// The outbox row of a call log already serialised (a held call posted as it was stored);
@@ -138,17 +146,26 @@ pub(crate) fn stored_call_row(
     }
 }
 
-/// [`outbox_row`] with the store's error for a call that cannot be serialised.
-pub(crate) fn outbox_row_in(
-    store: &Store,
-    call: &CallRecord,
-    raw: String,
-) -> Result<NewOutboxRow, StoreError> {
-    outbox_row(call, raw).map_err(|source| StoreError::Json {
+fn serialise_error(store: &Store, source: serde_json::Error) -> StoreError {
+    StoreError::Json {
         path: store.path().to_owned(),
         action: "serialise a call",
         source,
-    })
+    }
+}
+
+/// [`outbox_rows`] with the store's error for a call that cannot be serialised.
+pub(crate) fn outbox_rows_in(
+    store: &Store,
+    call: &CallRecord,
+    raw: String,
+) -> Result<Vec<NewOutboxRow>, StoreError> {
+    outbox_rows(call, raw).map_err(|source| serialise_error(store, source))
+}
+
+/// A call as JSON, as it is held for reconciliation (before any split).
+pub(crate) fn call_body_in(store: &Store, call: &CallRecord) -> Result<String, StoreError> {
+    serde_json::to_string(call).map_err(|source| serialise_error(store, source))
 }
 
 /// Stores every call in the outbox at once (`call_log_source = "cdr"` or `"ami"`, and
@@ -175,7 +192,7 @@ impl CallSink for OutboxSink {
         let mut consumed = batch.consumed;
         for finished in batch.calls {
             consumed.extend_from_slice(&finished.staged_ids);
-            rows.push(outbox_row_in(&self.store, &finished.call, finished.raw)?);
+            rows.extend(outbox_rows_in(&self.store, &finished.call, finished.raw)?);
         }
         if rows.is_empty() && consumed.is_empty() && batch.counters.is_empty() {
             return Ok(SinkOutcome::default());

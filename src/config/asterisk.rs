@@ -11,6 +11,7 @@ use super::parsed::{CdrColumns, ColumnRules, TimeZone};
 use super::reload::{KeyChanges, ReloadKeys};
 use super::secret::required_inline_or_file;
 use super::{ConfigProblem, DialFormat, Problems, StartAt};
+use crate::call::TransferLogs;
 use crate::phone::PhoneNormalizer;
 
 /// What a cdr_custom column list (`[asterisk] cdr_columns`) must hold: the CDR variables
@@ -75,6 +76,9 @@ pub struct AsteriskConfig {
     /// Where call logs come from: the CDR file (`cdr`), AMI events (`ami`) or both
     /// (the call's id keeps one delivery per call).
     pub call_log_source: CallLogSource,
+    /// How many call logs a transferred call gives: `per_agent` (one per agent who talked to
+    /// the lead) or `single` (one, the last agent, the chain in `CallNotes`).
+    pub transfer_logs: TransferLogs,
     /// With `call_log_source = "both"`: how long a call seen live waits for its CDR record
     /// before it is posted from the live side alone.
     pub reconcile_wait_ms: u64,
@@ -115,6 +119,7 @@ impl Default for AsteriskConfig {
             recording_url_template: None,
             ami: None,
             call_log_source: CallLogSource::Cdr,
+            transfer_logs: TransferLogs::PerAgent,
             reconcile_wait_ms: 60_000,
             originate: OriginateConfig::default(),
             free_agent: FreeAgent::Unpause,
@@ -343,6 +348,7 @@ impl ReloadKeys for AsteriskConfig {
             recording_url_template,
             ami,
             call_log_source,
+            transfer_logs,
             reconcile_wait_ms,
             originate,
             free_agent,
@@ -397,6 +403,7 @@ impl ReloadKeys for AsteriskConfig {
             call_log_source,
             &n.call_log_source,
         );
+        changes.restart("asterisk.transfer_logs", transfer_logs, &n.transfer_logs);
         changes.restart(
             "asterisk.reconcile_wait_ms",
             reconcile_wait_ms,

@@ -15,6 +15,7 @@ use super::parsed::{CdrColumns, ColumnRules, TimeZone};
 use super::reload::{KeyChanges, ReloadKeys};
 use super::secret::required_inline_or_file;
 use super::{ConfigProblem, DialFormat, Problems, StartAt};
+use crate::call::TransferLogs;
 
 /// What a mod_cdr_csv column list (a stock template's or `cdr_columns`) must hold: the
 /// channel variables every call log needs (a time as a stamp or an epoch).
@@ -39,6 +40,9 @@ pub struct FreeSwitchConfig {
     /// Where call logs come from: `json_cdr`, `cdr_csv`, `esl` or `both` (the event socket
     /// and the file source whose key is set).
     pub call_log_source: FreeSwitchCallLogSource,
+    /// How many call logs a transferred call gives: `per_agent` (one per agent who talked to
+    /// the lead) or `single` (one, the last agent, the chain in `CallNotes`).
+    pub transfer_logs: TransferLogs,
     /// mod_json_cdr's `log-dir` (one file per leg).
     pub json_cdr_dir: Option<PathBuf>,
     /// mod_cdr_csv's file (`.../cdr-csv/Master.csv`).
@@ -79,6 +83,7 @@ impl Default for FreeSwitchConfig {
     fn default() -> Self {
         Self {
             call_log_source: FreeSwitchCallLogSource::JsonCdr,
+            transfer_logs: TransferLogs::PerAgent,
             json_cdr_dir: None,
             cdr_csv: None,
             cdr_template: None,
@@ -458,6 +463,7 @@ impl ReloadKeys for FreeSwitchConfig {
     fn compare(&self, new: &Self, changes: &mut KeyChanges) {
         let FreeSwitchConfig {
             call_log_source,
+            transfer_logs,
             json_cdr_dir,
             cdr_csv,
             cdr_template,
@@ -477,6 +483,7 @@ impl ReloadKeys for FreeSwitchConfig {
             call_log_source,
             &n.call_log_source,
         );
+        changes.restart("freeswitch.transfer_logs", transfer_logs, &n.transfer_logs);
         changes.restart("freeswitch.json_cdr_dir", json_cdr_dir, &n.json_cdr_dir);
         changes.restart("freeswitch.cdr_csv", cdr_csv, &n.cdr_csv);
         changes.restart("freeswitch.cdr_template", cdr_template, &n.cdr_template);

@@ -27,6 +27,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::call::TransferLogs;
 use crate::phone::PhoneNormalizer;
 pub use crate::tail::StartAt;
 pub use asterisk::{

@@ -76,8 +76,8 @@ pub enum Arrival {
 pub struct ArrivingCall<'a> {
     /// The call as this source built it, held as is.
     pub held: HeldCall,
-    /// Its outbox row, used when it must be posted at once.
-    pub alone: &'a NewOutboxRow,
+    /// Its outbox rows (one per call log), used when it must be posted at once.
+    pub alone: &'a [NewOutboxRow],
     /// Staged rows it consumed, removed in the same transaction.
     pub staged_ids: &'a [i64],
 }
@@ -115,6 +115,15 @@ fn insert_outbox(tx: &rusqlite::Transaction<'_>, row: &NewOutboxRow) -> rusqlite
     Ok(n == 1)
 }
 
+/// Inserts every row of one call; true when any was added.
+fn insert_all(tx: &rusqlite::Transaction<'_>, rows: &[NewOutboxRow]) -> rusqlite::Result<bool> {
+    let mut inserted = false;
+    for row in rows {
+        inserted |= insert_outbox(tx, row)?;
+    }
+    Ok(inserted)
+}
+
 fn delete_staged(tx: &rusqlite::Transaction<'_>, ids: &[i64]) -> rusqlite::Result<()> {
     let mut delete = tx.prepare_cached("DELETE FROM staged_rows WHERE id = ?1")?;
     for id in ids {
@@ -143,14 +152,14 @@ fn merge_failure(e: String) -> rusqlite::Error {
 
 impl Store {
     /// Decides, in one transaction, what becomes of a call that arrived from one source:
-    /// merged with the other source's hold (`merge` builds the row from the held call),
+    /// merged with the other source's hold (`merge` builds the rows from the held call),
     /// held, or dropped as already queued. `max_held` bounds the table: beyond it a call is
     /// posted at once. Counters `merged_counter` (on a merge) and `at_once_counter` are added.
     pub fn reconcile_arrive(
         &self,
         arriving: ArrivingCall<'_>,
         max_held: usize,
-        merge: impl FnOnce(&HeldCall) -> Result<NewOutboxRow, String>,
+        merge: impl FnOnce(&HeldCall) -> Result<Vec<NewOutboxRow>, String>,
         counter_names: (&str, &str),
     ) -> Result<Arrival, StoreError> {
         let (merged_counter, at_once_counter) = counter_names;
@@ -183,8 +192,8 @@ impl Store {
                 .optional()?;
             match other {
                 Some(other) if other.side != held.side => {
-                    let row = merge(&other).map_err(merge_failure)?;
-                    let inserted = insert_outbox(tx, &row)?;
+                    let rows = merge(&other).map_err(merge_failure)?;
+                    let inserted = insert_all(tx, &rows)?;
                     tx.execute(
                         "DELETE FROM reconcile_holds WHERE call_id = ?1",
                         [&held.call_id],
@@ -204,7 +213,7 @@ impl Store {
                     let count: i64 =
                         tx.query_row("SELECT COUNT(*) FROM reconcile_holds", [], |r| r.get(0))?;
                     if usize::try_from(count).unwrap_or(usize::MAX) >= max_held {
-                        let inserted = insert_outbox(tx, arriving.alone)?;
+                        let inserted = insert_all(tx, arriving.alone)?;
                         counters(tx, &[(at_once_counter, 1)])?;
                         return Ok(Arrival::PostedAtOnce { inserted });
                     }
@@ -243,12 +252,12 @@ impl Store {
     }
 
     /// Posts a held call alone (its other source never reported it): removes the hold and
-    /// adds `row` in one transaction, adding `counter`. False when the hold was gone already
+    /// adds its `rows` (one per call log) in one transaction, adding `counter`. False when the hold was gone already
     /// (merged meanwhile) or the key was in the outbox.
     pub fn reconcile_release(
         &self,
         held: &HeldCall,
-        row: &NewOutboxRow,
+        rows: &[NewOutboxRow],
         counter: &str,
     ) -> Result<bool, StoreError> {
         self.with_tx("post a held call", |tx| {
@@ -259,7 +268,7 @@ impl Store {
             if removed == 0 {
                 return Ok(false);
             }
-            let inserted = insert_outbox(tx, row)?;
+            let inserted = insert_all(tx, rows)?;
             counters(tx, &[(counter, 1)])?;
             Ok(inserted)
         })

@@ -40,6 +40,7 @@ fn live_call(id: &str) -> CallRecord {
         lead_id: Some("lead-7".into()),
         legs: 3,
         segments: Vec::new(),
+        transfer: Default::default(),
     }
 }
 
@@ -307,5 +308,134 @@ async fn the_same_source_twice_keeps_one_hold_and_skipped_rows_are_consumed() {
             .any(|(name, n)| name == "calls_skipped" && *n == 1),
         "{:?}",
         status.counters
+    );
+}
+
+/// A call 100 answered and blind-transferred to 103 at 30 s, as one source saw it.
+fn transferred(call: CallRecord) -> CallRecord {
+    use crate::call::{AgentSegment, SegmentArrival};
+    let segments = vec![
+        AgentSegment {
+            extension: "100".into(),
+            answered_at: at(5),
+            ended_at: Some(at(30)),
+            talk_seconds: 25,
+            arrival: SegmentArrival::Direct,
+        },
+        AgentSegment {
+            extension: "103".into(),
+            answered_at: at(33),
+            ended_at: Some(at(40)),
+            talk_seconds: 7,
+            arrival: SegmentArrival::BlindTransfer {
+                from: "100".into(),
+                at: at(30),
+            },
+        },
+    ];
+    CallRecord {
+        outcome: Outcome::Answered,
+        segments,
+        ..call
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transferred_call_is_split_once_after_the_merge() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("store.db");
+    let sink = ReconcilingSink::new(open(&path), Arc::new(Notify::new()), WAIT_MS);
+    let held = sink
+        .push(
+            SourceKind::Live,
+            batch(transferred(live_call("5.1")), Vec::new()),
+        )
+        .expect("push");
+    assert_eq!(held.held, 1);
+    let merged = sink
+        .push(
+            SourceKind::File,
+            batch(transferred(file_call("5.1")), Vec::new()),
+        )
+        .expect("push");
+    assert_eq!((merged.queued, merged.merged), (1, 1));
+    let rows = outbox(&path);
+    let keys: Vec<&str> = rows.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(keys, [call_log_key("5.1"), call_log_key("5.1-2")]);
+    let ids: Vec<(&str, Option<&str>, u64)> = rows
+        .iter()
+        .map(|(_, _, c)| {
+            (
+                c.call_id.as_str(),
+                c.agent_extension.as_deref(),
+                c.talk_seconds,
+            )
+        })
+        .collect();
+    assert_eq!(ids, [("5.1", Some("100"), 25), ("5.1-2", Some("103"), 7)]);
+    for (_, _, call) in &rows {
+        assert_eq!(
+            call.lead_id.as_deref(),
+            Some("lead-7"),
+            "merged before the split"
+        );
+        assert_eq!(
+            call.recording_url.as_deref(),
+            Some("https://rec.example/5.1.wav")
+        );
+    }
+    // The same call from the file again: already queued under its first segment's key.
+    let again = sink
+        .push(
+            SourceKind::File,
+            batch(transferred(file_call("5.1")), Vec::new()),
+        )
+        .expect("push");
+    assert_eq!(again.duplicates, 1);
+    assert_eq!(outbox(&path).len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transferred_call_posted_alone_after_the_wait_is_split_too() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("store.db");
+    let sink = ReconcilingSink::new(open(&path), Arc::new(Notify::new()), WAIT_MS);
+    sink.push(
+        SourceKind::Live,
+        batch(transferred(live_call("6.1")), Vec::new()),
+    )
+    .expect("push");
+    pass(WAIT_MS + 1).await;
+    assert_eq!(sink.release_due().expect("release"), 1);
+    let keys: Vec<String> = outbox(&path).into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(keys, [call_log_key("6.1"), call_log_key("6.1-2")]);
+}
+
+#[test]
+fn the_outbox_sink_splits_a_transferred_call_and_leaves_others_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir.path().join("store.db"));
+    let sink = crate::call::sink::OutboxSink::new(store.clone(), Arc::new(Notify::new()));
+    let mut calls = batch(transferred(file_call("7.1")), Vec::new());
+    calls
+        .calls
+        .extend(batch(file_call("8.1"), Vec::new()).calls);
+    let out = sink.push(SourceKind::File, calls).expect("push");
+    assert_eq!(out.queued, 3);
+    let stored: Vec<CallRecord> = store
+        .bodies("pending")
+        .expect("bodies")
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("a call log"))
+        .collect();
+    let ids: Vec<&str> = stored.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(ids, ["7.1", "7.1-2", "8.1"]);
+    for id in ids {
+        assert!(store.has_key(&call_log_key(id)).expect("key"), "{id}");
+    }
+    assert_eq!(
+        stored[2],
+        file_call("8.1"),
+        "a call not transferred is stored as it was"
     );
 }

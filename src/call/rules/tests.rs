@@ -41,6 +41,7 @@ fn rules() -> CallRules {
         outbound_dial_prefix: String::new(),
         recording_url_template: None,
         recordings: None,
+        transfer_logs: crate::call::TransferLogs::PerAgent,
     }
 }
 

@@ -6,11 +6,12 @@ use super::{MINIMAL, problem_keys};
 use crate::config::*;
 
 /// Lines of keys added since the goldens were written, at their defaults.
-const NEW_KEY_LINES: [&str; 4] = [
+const NEW_KEY_LINES: [&str; 5] = [
     "freeswitch: None,",
     "reconcile_wait_ms: 60000,",
     "callcenter_agent: None,",
     "recordings: None,",
+    "transfer_logs: PerAgent,",
 ];
 
 /// What the code makes of `text`, in the goldens' format.

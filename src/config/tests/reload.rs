@@ -103,3 +103,45 @@ fn every_key_of_every_table_is_classified_live_or_restart() {
         .collect();
     assert_eq!(classified_live, live, "what a reload applies live");
 }
+
+#[test]
+fn transfer_logs_reads_in_both_pbx_tables_and_a_change_needs_a_restart() {
+    use crate::call::TransferLogs;
+    let old = full();
+    assert_eq!(
+        old.asterisk.as_ref().map(|a| a.transfer_logs),
+        Some(TransferLogs::PerAgent),
+        "the default"
+    );
+    let text = format!(
+        "{MINIMAL}[asterisk.ami]\nusername = \"u\"\n{ISSUE_10_FREESWITCH}[http]\n[recordings]\n"
+    )
+    .replacen(
+        "[asterisk]\n",
+        "[asterisk]\ntransfer_logs = \"single\"\n",
+        1,
+    )
+    .replacen(
+        "[freeswitch]\n",
+        "[freeswitch]\ntransfer_logs = \"single\"\n",
+        1,
+    );
+    let new = Config::parse(&text).expect("parses");
+    assert_eq!(
+        new.asterisk.as_ref().map(|a| a.transfer_logs),
+        Some(TransferLogs::Single)
+    );
+    assert_eq!(
+        new.freeswitch.as_ref().map(|f| f.transfer_logs),
+        Some(TransferLogs::Single)
+    );
+    let mut changes = KeyChanges::default();
+    ReloadKeys::compare(&old, &new, &mut changes);
+    assert_eq!(
+        changes.changed(Apply::Restart),
+        ["asterisk.transfer_logs", "freeswitch.transfer_logs"]
+    );
+    let bad = MINIMAL.replacen("[asterisk]\n", "[asterisk]\ntransfer_logs = \"each\"\n", 1);
+    let err = Config::parse(&bad).expect_err("an unknown mode");
+    assert!(err.contains("per_agent"), "{err}");
+}

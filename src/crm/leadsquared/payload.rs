@@ -45,6 +45,26 @@ impl PayloadFormat {
             .to_string()
     }
 
+    /// A time of day in the payload's zone, for `CallNotes`.
+    fn time_of_day(&self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.time_zone)
+            .format("%H:%M:%S")
+            .to_string()
+    }
+
+    /// `CallNotes`: what happened to the call (a transfer, a forwarding:
+    /// [`crate::call::transfer::note`]) and the agent's disposition and notes, both when
+    /// both are known.
+    fn call_notes(&self, call: &CallRecord, notes: Option<&str>) -> Option<String> {
+        let what_happened = crate::call::transfer::note(call, |t| self.time_of_day(t));
+        let notes = notes.filter(|n| !n.is_empty());
+        match (what_happened, notes) {
+            (Some(happened), Some(notes)) => Some(format!("{happened}; {notes}")),
+            (Some(happened), None) => Some(happened),
+            (None, notes) => notes.map(str::to_owned),
+        }
+    }
+
     fn status(&self, outcome: Outcome) -> &str {
         let s = &self.status;
         match outcome {
@@ -92,7 +112,8 @@ impl PayloadFormat {
         Value::Object(body)
     }
 
-    /// The Call Log body. `notes` goes into `CallNotes` (the disposition, when known).
+    /// The Call Log body. `notes` (the disposition, when known) goes into `CallNotes` after
+    /// what the call's segments say (a transfer, a forwarding).
     pub fn call_log(&self, call: &CallRecord, notes: Option<&str>) -> Value {
         let agent_number = match &call.agent {
             Some(agent) => agent
@@ -134,7 +155,7 @@ impl PayloadFormat {
         body.insert("Direction".into(), json!(call.direction.as_str()));
         body.insert("CallSessionId".into(), json!(call.call_id));
         let optional = [
-            ("CallNotes", notes.map(str::to_owned)),
+            ("CallNotes", self.call_notes(call, notes)),
             ("ResourceURL", call.recording_url.clone()),
             (
                 "CallerName",
@@ -205,6 +226,7 @@ mod tests {
             lead_id: None,
             legs: 2,
             segments: Vec::new(),
+            transfer: Default::default(),
         }
     }
 
@@ -267,5 +289,53 @@ mod tests {
         assert_eq!(v["DestinationNumber"], "8044556677");
         assert_eq!(v["CallDuration"], "0");
         assert!(v.get("UserId").is_none());
+    }
+
+    #[test]
+    fn call_notes_say_what_happened_then_the_disposition() {
+        use crate::call::{AgentSegment, SegmentArrival, TransferInfo};
+        let at = |h, m, sec| {
+            Utc.with_ymd_and_hms(2026, 1, 2, h, m, sec)
+                .single()
+                .expect("time")
+        };
+        let mut call = record();
+        call.segments = vec![
+            AgentSegment {
+                extension: "100".into(),
+                answered_at: at(6, 30, 0),
+                ended_at: Some(at(6, 33, 10)),
+                talk_seconds: 190,
+                arrival: SegmentArrival::Direct,
+            },
+            AgentSegment {
+                extension: "103".into(),
+                answered_at: at(6, 33, 15),
+                ended_at: Some(at(6, 36, 0)),
+                talk_seconds: 165,
+                arrival: SegmentArrival::AttendedTransfer {
+                    from: "100".into(),
+                    at: at(6, 33, 10),
+                },
+            },
+        ];
+        call.transfer = TransferInfo {
+            segment: Some(1),
+            ..TransferInfo::default()
+        };
+        let kolkata = format(chrono_tz::Asia::Kolkata, NumberFormat::E164);
+        let v = kolkata.call_log(&call, None);
+        assert_eq!(
+            v["CallNotes"],
+            "from 100 by attended transfer at 12:03:10 (2 of 2)"
+        );
+        let v = kolkata.call_log(&call, Some("Interested: call back"));
+        assert_eq!(
+            v["CallNotes"],
+            "from 100 by attended transfer at 12:03:10 (2 of 2); Interested: call back"
+        );
+        call.transfer.segment = Some(0);
+        let v = kolkata.call_log(&call, Some(""));
+        assert_eq!(v["CallNotes"], "transferred to 103 at 12:03:10 (1 of 2)");
     }
 }

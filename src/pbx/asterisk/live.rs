@@ -200,13 +200,13 @@ impl LiveAsterisk {
             match output {
                 TrackerOutput::Popup(popup) => {
                     let Some(popups) = &self.popups else { continue };
-                    if popups.try_send(popup).is_err() {
+                    if popups.try_send(*popup).is_err() {
                         self.stats.popups_overflow.fetch_add(1, Relaxed);
                         tracing::error!("agent popup queue full: popup dropped");
                     }
                 }
                 TrackerOutput::Ended(Some(call)) if self.enqueue_call_logs => {
-                    if let Err(e) = call_logs.try_send(call) {
+                    if let Err(e) = call_logs.try_send(*call) {
                         self.stats.call_logs_lost.fetch_add(1, Relaxed);
                         let why = match e {
                             mpsc::error::TrySendError::Full(_) => {

@@ -62,6 +62,7 @@ pub fn call_rules(ast: &AsteriskConfig) -> CallRules {
         outbound_dial_prefix: ast.outbound_dial_prefix.clone(),
         recording_url_template: ast.recording_url_template.clone(),
         recordings: None,
+        transfer_logs: ast.transfer_logs,
     }
 }
 

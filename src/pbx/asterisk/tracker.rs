@@ -47,9 +47,9 @@ pub use crate::call::PopupRequest;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackerOutput {
     /// Post an agent popup.
-    Popup(PopupRequest),
+    Popup(Box<PopupRequest>),
     /// A call ended; `None` for calls the CRM is not told about (internal calls).
-    Ended(Option<CallRecord>),
+    Ended(Option<Box<CallRecord>>),
 }
 
 /// Limits and rules of the tracker.
@@ -347,7 +347,7 @@ impl CallTracker {
                     }
                 }
                 if let Some(popup) = self.ringing(linkedid, event, now_ms) {
-                    out.push(TrackerOutput::Popup(popup));
+                    out.push(TrackerOutput::Popup(Box::new(popup)));
                 }
             }
             "DialEnd" => {
@@ -412,7 +412,9 @@ impl CallTracker {
                     }
                     if call.channels.values().all(|hung_up| *hung_up) {
                         if let Some(call) = self.calls.remove(linkedid) {
-                            out.push(TrackerOutput::Ended(self.record(linkedid, &call, wall)));
+                            out.push(TrackerOutput::Ended(
+                                self.record(linkedid, &call, wall).map(Box::new),
+                            ));
                         }
                     }
                 }

@@ -94,6 +94,7 @@ pub fn call_rules(config: &Config, fs: &FreeSwitchConfig) -> anyhow::Result<Call
             .and_then(|a| a.recording_url_template.clone()),
         recordings: crate::recordings::RecordingLinks::from_config(config)
             .context("[recordings]")?,
+        transfer_logs: fs.transfer_logs,
     })
 }
 

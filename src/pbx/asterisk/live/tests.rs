@@ -28,6 +28,7 @@ fn finished_call(call_id: &str) -> CallRecord {
         lead_id: None,
         legs: 1,
         segments: Vec::new(),
+        transfer: Default::default(),
     }
 }
 

@@ -75,16 +75,16 @@ fn run(tracker: &mut CallTracker, fixture: &str) -> Vec<TrackerOutput> {
 fn popups(out: &[TrackerOutput]) -> Vec<&PopupRequest> {
     out.iter()
         .filter_map(|o| match o {
-            TrackerOutput::Popup(p) => Some(p),
+            TrackerOutput::Popup(p) => Some(&**p),
             _ => None,
         })
         .collect()
 }
 
-fn ended(out: &[TrackerOutput]) -> Vec<&Option<CallRecord>> {
+fn ended(out: &[TrackerOutput]) -> Vec<Option<&CallRecord>> {
     out.iter()
         .filter_map(|o| match o {
-            TrackerOutput::Ended(c) => Some(c),
+            TrackerOutput::Ended(c) => Some(c.as_deref()),
             _ => None,
         })
         .collect()
@@ -110,7 +110,7 @@ fn ring_all_pops_every_ringing_agent_once() {
     assert_eq!(p.lead_number.raw, "1986");
     let call = ended(&out);
     assert_eq!(call.len(), 1);
-    let call = call[0].as_ref().expect("an inbound call");
+    let call = call[0].expect("an inbound call");
     assert_eq!(call.outcome, Outcome::NoAnswer);
     assert_eq!(call.call_id, "1770888635.49");
     assert!(
@@ -137,7 +137,7 @@ fn answered_call_names_the_agent_and_talk_time() {
             .as_deref(),
         Some("+919876500021")
     );
-    let call = ended(&out)[0].as_ref().expect("call");
+    let call = ended(&out)[0].expect("call");
     assert_eq!(call.direction, Direction::Inbound);
     assert_eq!(call.outcome, Outcome::Answered);
     assert_eq!(call.agent_extension.as_deref(), Some("21"));
@@ -152,10 +152,7 @@ fn cancelled_call_is_missed_and_internal_call_is_not_posted() {
         include_str!("../../../../tests/fixtures/ami_sweeney-asterisk-mqtt_unanswered-cancel.txt"),
     );
     assert_eq!(popups(&out).len(), 1);
-    assert_eq!(
-        ended(&out)[0].as_ref().map(|c| c.outcome),
-        Some(Outcome::NoAnswer)
-    );
+    assert_eq!(ended(&out)[0].map(|c| c.outcome), Some(Outcome::NoAnswer));
 
     let out = run(
         &mut t,
@@ -165,7 +162,7 @@ fn cancelled_call_is_missed_and_internal_call_is_not_posted() {
         popups(&out).is_empty(),
         "agent 21 calling out is not an inbound call"
     );
-    assert_eq!(ended(&out), vec![&None]);
+    assert_eq!(ended(&out), vec![None]);
 }
 
 #[test]
@@ -329,6 +326,7 @@ fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
         outbound_dial_prefix: "9".into(),
         recording_url_template: Some("https://rec.example/{file}?u={uniqueid}".into()),
         recordings: None,
+        transfer_logs: Default::default(),
     };
     let outbound = "Event: Newchannel\nChannel: PJSIP/11-00000001\nCallerIDNum: 11\n\
         Context: from-internal\nExten: 909611795983\nUniqueid: 7.0\nLinkedid: 7.0\n\n\
@@ -343,7 +341,7 @@ fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
         Event: Hangup\nChannel: PJSIP/trunk-00000002\nUniqueid: 7.1\nLinkedid: 7.0\n\n\
         Event: Hangup\nChannel: PJSIP/11-00000001\nUniqueid: 7.0\nLinkedid: 7.0\n\n";
     let out = run(&mut t, outbound);
-    let call = ended(&out)[0].clone().expect("an outbound call");
+    let call = ended(&out)[0].cloned().expect("an outbound call");
     assert_eq!(call.direction, Direction::Outbound);
     assert_eq!(call.outcome, Outcome::Answered);
     assert_eq!(
@@ -375,7 +373,7 @@ fn the_tracker_applies_the_shared_rules_prefix_display_voicemail_recording() {
         Event: Hangup\nChannel: PJSIP/airtel-00000003\nUniqueid: 8.0\nLinkedid: 8.0\n\n";
     let out = run(&mut t, voicemail);
     assert_eq!(popups(&out).len(), 1);
-    let call = ended(&out)[0].clone().expect("an inbound call");
+    let call = ended(&out)[0].cloned().expect("an inbound call");
     assert_eq!(call.direction, Direction::Inbound);
     assert_eq!(call.outcome, Outcome::Voicemail);
     assert_eq!(call.agent_extension.as_deref(), Some("12"));
@@ -395,7 +393,7 @@ fn the_lead_number_click_to_call_set_wins() {
         Value: lead-42\nUniqueid: 9.0\nLinkedid: 9.0\n\n\
         Event: Hangup\nChannel: PJSIP/11-00000001\nUniqueid: 9.0\nLinkedid: 9.0\n\n";
     let out = run(&mut t, stream);
-    let call = ended(&out)[0].clone().expect("an outbound call");
+    let call = ended(&out)[0].cloned().expect("an outbound call");
     assert_eq!(call.direction, Direction::Outbound);
     assert_eq!(call.lead_number.raw, "+91 96117 95983");
     assert_eq!(call.lead_id.as_deref(), Some("lead-42"));
