@@ -102,7 +102,9 @@ fn drive(esl: &Esl, mark: usize, agent: &str, how: Move) -> String {
         Move::Blind(target) => api(&format!("uuid_transfer {leg} -bleg {target} XML default")),
         Move::Attended(target) => {
             let at = esl.len();
-            api(&format!("uuid_broadcast {leg} att_xfer::user/{target} aleg"));
+            api(&format!(
+                "uuid_broadcast {leg} att_xfer::user/{target} aleg"
+            ));
             esl.wait_for(at, Duration::from_secs(20), |m| {
                 header(m, "Event-Name") == "CHANNEL_ANSWER"
                     && header(m, "variable_dialed_user") == target
@@ -140,14 +142,19 @@ async fn place(
     };
     let (ok, out) = carrier_call(lead, did, hold_ms, "25121").await;
     let id = driver.await.expect("the ESL driver");
-    assert!(ok || matches!(how, Move::Blind("103")), "sipp call to {did}:\n{out}");
+    assert!(
+        ok || matches!(how, Move::Blind("103")),
+        "sipp call to {did}:\n{out}"
+    );
     id
 }
 
 /// The log with `CallSessionId` `id`, once it arrived.
 async fn log_of(run: &Run, id: &str) -> Value {
     run.wait_for(Duration::from_secs(60), &format!("call log {id}"), |st| {
-        logs_where(st, |l| l["CallSessionId"] == id).into_iter().next()
+        logs_where(st, |l| l["CallSessionId"] == id)
+            .into_iter()
+            .next()
     })
     .await
 }
@@ -311,7 +318,10 @@ async fn scenario() {
         )
         .await;
         ids.extend([id.clone(), format!("{id}-2")]);
-        let want = pairs(&[("+4915100000100", &id), ("+4915100000101", &format!("{id}-2"))]);
+        let want = pairs(&[
+            ("+4915100000100", &id),
+            ("+4915100000101", &format!("{id}-2")),
+        ]);
         assert_eq!(popups(&run, &id), want, "{source} blind: popups");
 
         // Attended: 100 consults 101, hangs up; 101 has the lead.
@@ -328,7 +338,10 @@ async fn scenario() {
         )
         .await;
         ids.extend([id.clone(), format!("{id}-2")]);
-        let want = pairs(&[("+4915100000100", &id), ("+4915100000101", &format!("{id}-2"))]);
+        let want = pairs(&[
+            ("+4915100000100", &id),
+            ("+4915100000101", &format!("{id}-2")),
+        ]);
         assert_eq!(popups(&run, &id), want, "{source} attended: popups");
 
         // A transfer to 103, who does not answer: one log, 100's.
@@ -342,7 +355,10 @@ async fn scenario() {
         );
         assert!((2..=4).contains(&secs(&log)), "{log}");
         ids.push(id.clone());
-        let want = pairs(&[("+4915100000100", &id), ("+4915100000103", &format!("{id}-2"))]);
+        let want = pairs(&[
+            ("+4915100000100", &id),
+            ("+4915100000103", &format!("{id}-2")),
+        ]);
         assert_eq!(popups(&run, &id), want, "{source} no answer: popups");
 
         // Follow-me: 103 rings out, 101 answers.
@@ -383,7 +399,10 @@ async fn scenario() {
         tokio::time::sleep(Duration::from_secs(8)).await;
         let logs = run.standin.accepted_call_logs();
         for id in &ids {
-            let n = logs.iter().filter(|l| l["CallSessionId"] == id.as_str()).count();
+            let n = logs
+                .iter()
+                .filter(|l| l["CallSessionId"] == id.as_str())
+                .count();
             assert_eq!(n, 1, "{source}: {id} posted {n} times: {logs:#?}");
         }
         assert_eq!(
@@ -392,7 +411,10 @@ async fn scenario() {
             "{source}: logs of calls not placed: {logs:#?}\n{}",
             run.log_tail()
         );
-        eprintln!("[fs_transfers] {source}: {} call logs as expected", ids.len());
+        eprintln!(
+            "[fs_transfers] {source}: {} call logs as expected",
+            ids.len()
+        );
         run.daemon.stop();
     }
 }

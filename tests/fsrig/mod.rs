@@ -384,7 +384,7 @@ pub const TOKEN: &str = "fs-e2e-token";
 pub const LEAD: &str = "+4915112345678";
 
 /// The rig's `pbxlink` mod_cdr_csv template, column by column (tests/freeswitch/conf).
-pub const PBXLINK_COLUMNS: [&str; 37] = [
+pub const PBXLINK_COLUMNS: [&str; 38] = [
     "uuid",
     "bleg_uuid",
     "originating_leg_uuid",
@@ -422,6 +422,7 @@ pub const PBXLINK_COLUMNS: [&str; 37] = [
     "pbxlink_lead_number",
     "pbxlink_did",
     "presence_id",
+    "ani",
 ];
 
 pub fn free_port() -> u16 {

@@ -73,6 +73,20 @@ pub fn role(leg: &FsLeg, root: &FsLeg, legs: &[&FsLeg]) -> LegRole {
     }
 }
 
+/// The caller's number as party A's received leg arrived (`ani`), when FreeSWITCH has
+/// since written another leg's destination into its caller id (`uuid_bridge` of an
+/// attended transfer writes the agent's phone into the lead's profile); else `None`.
+fn caller_id_overwritten<'a>(root: &'a FsLeg, legs: &[&FsLeg]) -> Option<&'a str> {
+    let ani = root.ani.as_deref().filter(|a| !a.is_empty())?;
+    let cid = root.caller_id_number.as_deref()?;
+    let overwritten = root.direction == Some(LegDirection::Inbound)
+        && ani != cid
+        && legs
+            .iter()
+            .any(|l| l.uuid != root.uuid && l.destinations.iter().any(|d| d == cid));
+    overwritten.then_some(ani)
+}
+
 /// Whether party A's leg was placed by FreeSWITCH itself (an API originate, click to
 /// call): its first caller profile is the originate's, and the leg rings its own user.
 fn root_was_originated(root: &FsLeg) -> bool {
@@ -126,6 +140,12 @@ pub fn call_facts(source: &str, legs: &[&FsLeg]) -> Result<CallFacts, String> {
     let originated = root_was_originated(root);
     facts.caller_number = root.caller_id_number.clone().unwrap_or_default();
     facts.caller_name = root.caller_id_name.clone();
+    if let Some(ani) = caller_id_overwritten(root, legs) {
+        // The lead's caller id now names an agent's phone: the number it arrived with
+        // counts, and the name (the phone's) is not the lead's.
+        facts.caller_number = ani.to_owned();
+        facts.caller_name = None;
+    }
     facts.caller_extension = root.user_name.clone().or_else(|| {
         if originated {
             root.dialed_user.clone()

@@ -273,7 +273,14 @@ fn csv_layout_for(first_row: &[u8]) -> CsvLayout {
             .collect();
         CsvLayout::new(None, Some(&columns)).expect("rig layout")
     } else {
-        CsvLayout::new(Some("pbxlink"), None).expect("pbxlink layout")
+        let layout = CsvLayout::new(Some("pbxlink"), None).expect("pbxlink layout");
+        if fields + 1 == layout.columns.len() {
+            // The transfer captures: the template before its last column (`ani`).
+            let mut columns = layout.columns.clone();
+            columns.pop();
+            return CsvLayout::new(None, Some(&columns)).expect("transfer capture layout");
+        }
+        layout
     }
 }
 
@@ -570,6 +577,8 @@ fn transfer_fixtures_json_cdr_segments() {
         let f = only_call(json_legs(scenario));
         assert_eq!(f.call_id, call_id, "{scenario}");
         assert_eq!(f.answered, want, "{scenario}: json_cdr segments");
+        // After att_xfer FreeSWITCH writes agent 100's phone into the lead's caller id.
+        assert_eq!(f.caller_number, "+4915112345678", "{scenario}");
     }
 }
 

@@ -82,6 +82,11 @@ pub struct FsLeg {
     /// Caller id number of the leg's first caller profile.
     #[serde(default)]
     pub caller_id_number: Option<String>,
+    /// `ani` of the leg's first caller profile: the caller's number as the leg arrived, which
+    /// stays put when FreeSWITCH rewrites the caller id of a transferred lead's leg
+    /// (`uuid_bridge` after `att_xfer` writes the agent's phone into it).
+    #[serde(default)]
+    pub ani: Option<String>,
     /// Caller id name of the leg's first caller profile.
     #[serde(default)]
     pub caller_id_name: Option<String>,
@@ -163,6 +168,7 @@ impl FsLeg {
             destinations: Vec::new(),
             dialplan_destination: None,
             caller_id_number: None,
+            ani: None,
             caller_id_name: None,
             user_name: None,
             sip_from_user: None,

@@ -238,6 +238,7 @@ impl<'a> VarReader<'a> {
         }
         leg.caller_id_number = self.text("caller_id_number");
         leg.caller_id_name = self.text("caller_id_name");
+        leg.ani = self.text("ani");
         leg.user_name = self.text("user_name");
         leg.sip_from_user = self.text("sip_from_user");
         leg.dialed_user = self.text("dialed_user");
