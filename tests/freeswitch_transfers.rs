@@ -212,6 +212,7 @@ async fn transferred(
     to: (&str, &str, &str),
     kind: &str,
     talk: (std::ops::RangeInclusive<i64>, std::ops::RangeInclusive<i64>),
+    caller_name: bool,
 ) {
     let first = log_of(run, id).await;
     let second_id = format!("{id}-2");
@@ -220,12 +221,18 @@ async fn transferred(
     let at = hms(&first, "EndTime");
     let mut want = base(did, tag, id, from.0, from.1);
     want["CallNotes"] = json!(format!("transferred to {} at {at} (1 of 2)", to.2));
+    if !caller_name {
+        want.as_object_mut().map(|o| o.remove("CallerName"));
+    }
     same(&first, want, &format!("{what}: the first agent's log"));
     let mut want = base(did, tag, &second_id, to.0, to.1);
     want["CallNotes"] = json!(format!(
         "from {} by {kind} transfer at {at} (2 of 2)",
         from.2
     ));
+    if !caller_name {
+        want.as_object_mut().map(|o| o.remove("CallerName"));
+    }
     same(&second, want, &format!("{what}: the second agent's log"));
     assert_eq!(
         time_of(&second, "StartTime"),
@@ -315,6 +322,7 @@ async fn scenario() {
             (AGENT_101, "u-101", "101"),
             "blind",
             (2..=4, 4..=8),
+            true,
         )
         .await;
         ids.extend([id.clone(), format!("{id}-2")]);
@@ -335,6 +343,10 @@ async fn scenario() {
             (AGENT_101, "u-101", "101"),
             "attended",
             (2..=4, 5..=10),
+            // After att_xfer FreeSWITCH writes agent 100's phone into the lead's caller id
+            // name and number; the CDRs keep the number (`ani`), not the name. The event
+            // socket saw the name before.
+            !matches!(source, "json_cdr" | "cdr_csv"),
         )
         .await;
         ids.extend([id.clone(), format!("{id}-2")]);
@@ -384,6 +396,7 @@ async fn scenario() {
             (AGENT_100, "u-100", "100"),
             "blind",
             (2..=4, 2..=6),
+            true,
         )
         .await;
         ids.extend([id.clone(), format!("{id}-2")]);
