@@ -222,7 +222,9 @@ async fn transferred(
     let mut want = base(did, tag, id, from.0, from.1);
     want["CallNotes"] = json!(format!("transferred to {} at {at} (1 of 2)", to.2));
     if !caller_name {
-        want.as_object_mut().map(|o| o.remove("CallerName"));
+        if let Some(fields) = want.as_object_mut() {
+            fields.remove("CallerName");
+        }
     }
     same(&first, want, &format!("{what}: the first agent's log"));
     let mut want = base(did, tag, &second_id, to.0, to.1);
@@ -231,7 +233,9 @@ async fn transferred(
         from.2
     ));
     if !caller_name {
-        want.as_object_mut().map(|o| o.remove("CallerName"));
+        if let Some(fields) = want.as_object_mut() {
+            fields.remove("CallerName");
+        }
     }
     same(&second, want, &format!("{what}: the second agent's log"));
     assert_eq!(
