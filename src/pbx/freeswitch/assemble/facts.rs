@@ -230,8 +230,8 @@ pub fn call_facts(source: &str, legs: &[&FsLeg]) -> Result<CallFacts, String> {
                     end: Some(leg.end),
                     billsec: Some(leg.billsec),
                     callcenter: leg.is_callcenter_agent_leg(),
-                    bridged_to_lead: leg.bridged_to.iter().any(|b| *b == root.uuid)
-                        || root.bridged_to.iter().any(|b| *b == leg.uuid),
+                    bridged_to_lead: leg.bridged_to.contains(&root.uuid)
+                        || root.bridged_to.contains(&leg.uuid),
                 });
             }
             LegRole::Outside => {

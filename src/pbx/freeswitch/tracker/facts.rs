@@ -187,8 +187,8 @@ pub fn call_facts(key: &str, call: &Call, tracker: &FsCallTracker) -> Option<Cal
                     end: l.ended_us.map(time),
                     billsec: l.billsec,
                     callcenter: !l.cc_agent.is_empty(),
-                    bridged_to_lead: l.bridged.iter().any(|b| *b == root.uuid)
-                        || root.bridged.iter().any(|b| *b == l.uuid),
+                    bridged_to_lead: l.bridged.contains(&root.uuid)
+                        || root.bridged.contains(&l.uuid),
                 });
             }
             None => {
