@@ -20,22 +20,15 @@
 //! Root only (the rig is a chroot); otherwise a loud SKIPPED banner. Holds the rig lock
 //! (`/var/tmp/pbxlink-freeswitch.lock`) for its whole run.
 
-mod daemon_watch;
 mod fsrig;
 
-use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_watch::{DaemonGuard, DaemonWatch};
-use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
-use pbxlink::pbx::freeswitch::cdr::{CsvLayout, templates};
+use fsrig::{LEAD, Run, TOKEN, lead_call, logs_where, new_standin, time_of};
+use pbxlink::crm::leadsquared::standin::StandIn;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "fs-e2e-token";
-/// The carrier's caller: the lead.
-const LEAD: &str = "+4915112345678";
 const AGENT_100: &str = "+4915100000100";
 const AGENT_101: &str = "+4915100000101";
 const AGENT_103: &str = "+4915100000103";
@@ -43,92 +36,17 @@ const DIRECT_DID: &str = "4930100";
 const MISSED_DID: &str = "4930103";
 const QUEUE_DID: &str = "4930200";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One daemon run against the stand-in.
-struct Run {
-    watch: DaemonWatch,
-    _dir: tempfile::TempDir,
-    daemon: DaemonGuard,
-}
-
-impl std::ops::Deref for Run {
-    type Target = DaemonWatch;
-
-    fn deref(&self) -> &DaemonWatch {
-        &self.watch
-    }
-}
-
-impl Run {
-    async fn start(source: &str, standin: &StandIn) -> Run {
-        let dir = tempfile::Builder::new()
-            .prefix("pbxlink-fs-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let port = free_port();
-        let mut toml = String::new();
-        let _ = write!(
-            toml,
-            "[store]\npath = {db:?}\n\n\
-             [leadsquared]\ncall_log_url = {cl:?}\nagent_popup_url = {pop:?}\ncall_route_url = {route:?}\n\
-             access_key = \"ak\"\nsecret_key = \"sk\"\ndefault_country_code = \"49\"\n\n\
-             [[virtual_numbers]]\nnumber = \"+{DIRECT_DID}\"\ntag = \"direct\"\n\n\
-             [[virtual_numbers]]\nnumber = \"+{MISSED_DID}\"\ntag = \"support\"\n\n\
-             [[virtual_numbers]]\nnumber = \"+{QUEUE_DID}\"\ntag = \"sales\"\n\n\
-             [[agents]]\nextension = \"100\"\nphone = \"{AGENT_100}\"\nuser_id = \"u-100\"\n\n\
-             [[agents]]\nextension = \"101\"\nphone = \"{AGENT_101}\"\nuser_id = \"u-101\"\n\n\
-             [[agents]]\nextension = \"103\"\nphone = \"{AGENT_103}\"\nuser_id = \"u-103\"\n\n\
-             [[agents]]\nextension = \"109\"\nphone = \"+4915100000109\"\n\n\
-             [freeswitch]\ncall_log_source = \"{source}\"\njson_cdr_dir = {json:?}\n{csv_line}\
-             cdr_columns = [{cols}]\n\n\
-             [freeswitch.esl]\nhost = \"127.0.0.1\"\nport = {esl_port}\npassword = {esl_password:?}\n\n\
-             [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nroute_fallback = \"600\"\n",
-            db = dir.path().join("pbxlink.db"),
-            cl = standin.call_log_url(),
-            pop = standin.agent_popup_url(),
-            route = standin.call_route_url(),
-            json = fsrig::json_cdr_dir(),
-            // "both" reads the one file source whose key is set: json_cdr here.
-            csv_line = if source == "both" {
-                String::new()
-            } else {
-                format!("cdr_csv = {:?}\n", fsrig::cdr_csv())
-            },
-            // The rig's `pbxlink` mod_cdr_csv template (tests/freeswitch/conf), column by column.
-            cols = CsvLayout::from_template_text(templates::PBXLINK)
-                .columns
-                .iter()
-                .map(|c| format!("{c:?}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            esl_port = fsrig::esl_port(),
-            esl_password = fsrig::esl_password(),
-        );
-        let (child, log) = daemon_watch::start_daemon(dir.path(), &toml);
-        let run = Run {
-            watch: DaemonWatch::new(port, TOKEN, standin, log),
-            _dir: dir,
-            daemon: DaemonGuard(Some(child)),
-        };
-        run.wait_ready(Duration::from_secs(20)).await;
-        eprintln!("[fs_e2e] {source}: pbxlink ready (ESL logged in)");
-        run
-    }
-}
-
-/// The lead calls `did` from the carrier and hangs up `hold_ms` after the answer (or when
-/// FreeSWITCH gives up).
-async fn carrier_call(scenario: &Path, did: &str, hold_ms: u32, port: &str) -> (bool, String) {
-    let (scenario, did, port) = (scenario.to_owned(), did.to_owned(), port.to_owned());
-    tokio::task::spawn_blocking(move || fsrig::carrier_call_from(&scenario, &did, hold_ms, &port))
-        .await
-        .expect("sipp task")
+/// The virtual numbers and agents of these tests' configuration.
+fn directory() -> String {
+    format!(
+        "[[virtual_numbers]]\nnumber = \"+{DIRECT_DID}\"\ntag = \"direct\"\n\n\
+         [[virtual_numbers]]\nnumber = \"+{MISSED_DID}\"\ntag = \"support\"\n\n\
+         [[virtual_numbers]]\nnumber = \"+{QUEUE_DID}\"\ntag = \"sales\"\n\n\
+         [[agents]]\nextension = \"100\"\nphone = \"{AGENT_100}\"\nuser_id = \"u-100\"\n\n\
+         [[agents]]\nextension = \"101\"\nphone = \"{AGENT_101}\"\nuser_id = \"u-101\"\n\n\
+         [[agents]]\nextension = \"103\"\nphone = \"{AGENT_103}\"\nuser_id = \"u-103\"\n\n\
+         [[agents]]\nextension = \"109\"\nphone = \"+4915100000109\"\n\n"
+    )
 }
 
 /// The popups of calls to `did`.
@@ -137,21 +55,6 @@ fn popups_of(st: &StandIn, did: &str) -> Vec<Value> {
         .into_iter()
         .filter(|p| p["DisplayNumber"] == format!("+{did}"))
         .collect()
-}
-
-fn logs_where(st: &StandIn, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-    st.accepted_call_logs()
-        .into_iter()
-        .filter(|l| pred(l))
-        .collect()
-}
-
-/// A time field of a call log, as UTC.
-fn time_of(log: &Value, field: &str) -> chrono::DateTime<chrono::Utc> {
-    let text = log[field].as_str().unwrap_or_default();
-    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
-        .unwrap_or_else(|e| panic!("{field} {text:?}: {e}: {log}"))
-        .and_utc()
 }
 
 /// The times of `log` lie within `placed ..= over` and it lasted `length` seconds (± 2).
@@ -179,7 +82,7 @@ fn check_times(
 async fn answered_and_missed(run: &Run, scenario: &Path, source: &str) -> Vec<String> {
     // Answered: DID 4930100 → agent 100 (answers after 2.5 s), the lead hangs up 3 s later.
     let placed = chrono::Utc::now();
-    let (ok, out) = carrier_call(scenario, DIRECT_DID, 3000, "25111").await;
+    let (ok, out) = lead_call(scenario, DIRECT_DID, 3000, "25111").await;
     assert!(ok, "sipp answered call failed:\n{out}");
     let log = run
         .wait_for(Duration::from_secs(40), "the answered call's log", |st| {
@@ -219,7 +122,7 @@ async fn answered_and_missed(run: &Run, scenario: &Path, source: &str) -> Vec<St
 
     // Missed: DID 4930103 → agent 103, whose phone rings and never answers.
     let placed = chrono::Utc::now();
-    let _ = carrier_call(scenario, MISSED_DID, 1000, "25112").await;
+    let _ = lead_call(scenario, MISSED_DID, 1000, "25112").await;
     let log = run
         .wait_for(Duration::from_secs(60), "the missed call's log", |st| {
             logs_where(st, |l| l["DisplayNumber"] == format!("+{MISSED_DID}"))
@@ -307,7 +210,7 @@ async fn after_restart(run: &Run, scenario: &Path) -> String {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("[fs_e2e] esl: FreeSWITCH restarted, pbxlink logged in again");
-    let (ok, out) = carrier_call(scenario, DIRECT_DID, 2000, "25114").await;
+    let (ok, out) = lead_call(scenario, DIRECT_DID, 2000, "25114").await;
     assert!(ok, "sipp call after the restart failed:\n{out}");
     let popup = run
         .wait_for(Duration::from_secs(20), "a popup after the restart", |st| {
@@ -354,19 +257,6 @@ fn agent_status(agent: &str) -> String {
     .to_owned()
 }
 
-async fn new_standin() -> StandIn {
-    StandIn::start(
-        "127.0.0.1:0".parse::<SocketAddr>().expect("addr"),
-        Expectations {
-            url_key: "fs-key".into(),
-            access_keys: Some(("ak".into(), "sk".into())),
-            reject_call_ids: vec![],
-        },
-    )
-    .await
-    .expect("stand-in")
-}
-
 #[test]
 fn real_freeswitch_calls_reach_the_crm_once_from_json_cdr_cdr_csv_and_esl() {
     if !fsrig::root_or_skip(
@@ -390,7 +280,7 @@ async fn scenario() {
 
     // 1. json_cdr: answered, missed, the ring-all queue, click to call, disposition.
     let standin = new_standin().await;
-    let mut run = Run::start("json_cdr", &standin).await;
+    let mut run = Run::start("json_cdr", &standin, &directory()).await;
     let mut ids = answered_and_missed(&run, &lead, "json_cdr").await;
     queue_call(&run, &lead, &mut ids).await;
     click_to_call_and_disposition(&run, &mut ids).await;
@@ -410,7 +300,7 @@ async fn scenario() {
     // reconciled): answered and missed.
     for source in ["cdr_csv", "esl", "both"] {
         let standin = new_standin().await;
-        let mut run = Run::start(source, &standin).await;
+        let mut run = Run::start(source, &standin, &directory()).await;
         let mut ids = answered_and_missed(&run, &lead, source).await;
         if source == "esl" {
             ids.push(after_restart(&run, &lead).await);
@@ -433,7 +323,7 @@ async fn scenario() {
 
 /// A ring-all queue call: agents 100 and 101 pop once each with the call's id, 101 answers.
 async fn queue_call(run: &Run, scenario: &Path, ids: &mut Vec<String>) {
-    let (ok, out) = carrier_call(scenario, QUEUE_DID, 6000, "25113").await;
+    let (ok, out) = lead_call(scenario, QUEUE_DID, 6000, "25113").await;
     assert!(ok, "sipp queue call failed:\n{out}");
     let popups = run
         .wait_for(

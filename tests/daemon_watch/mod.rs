@@ -4,7 +4,8 @@
 //! condition, else a panic with everything it received and the daemon's log); starting it
 //! on a config that `pbxlink check-config` accepts, and a guard that kills it when dropped.
 //!
-//! Included with `mod daemon_watch;` by `tests/asterisk_live.rs` and the FreeSWITCH tests;
+//! Included with `mod daemon_watch;` by `tests/asterisk_live.rs`, and by `tests/fsrig` (with
+//! `#[path]`, re-exported) for the FreeSWITCH tests;
 //! cargo does not build it as a test of its own.
 
 // Each test binary uses a subset of these helpers.

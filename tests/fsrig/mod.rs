@@ -4,8 +4,11 @@
 //! PBX-neutral parts come from `tests/rigkit`), [`install_and_start`] for a test's prologue,
 //! the files FreeSWITCH writes, a raw event-socket (ESL) client that records every byte it
 //! reads, and sipp: carrier calls into a DID ([`carrier_call`], [`carrier_call_from`] with
-//! the lead's number from [`lead_scenario`]) and the carrier's answering side
-//! ([`carrier_uas`]).
+//! the lead's number from [`lead_scenario`], [`lead_call`] from async code) and the carrier's
+//! answering side ([`carrier_uas`]). For the tests through `pbxlink run`
+//! (`freeswitch_e2e`, `freeswitch_transfers`): [`Run`], the daemon on the rig against the
+//! LeadSquared stand-in ([`new_standin`]), watched through `tests/daemon_watch`, and
+//! call-log look-ups ([`logs_where`], [`time_of`]).
 //!
 //! Included with `mod fsrig;`; cargo does not build `tests/fsrig/mod.rs` as a test of its own.
 
@@ -13,8 +16,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,16 @@ mod rigkit;
 // Each test binary uses a subset of these.
 #[allow(unused_imports)]
 pub use rigkit::{RigGuard, RigLock, is_root, rig, rig_ok, rig_ok_with, rig_required, tail_of};
+
+#[path = "../daemon_watch/mod.rs"]
+mod daemon_watch;
+// Each test binary uses a subset of these.
+#[allow(unused_imports)]
+pub use daemon_watch::{DaemonGuard, DaemonWatch, start_daemon};
+
+use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
+use pbxlink::pbx::freeswitch::cdr::{CsvLayout, templates};
+use serde_json::Value;
 
 /// Held (flock, exclusive) by a test for its whole use of the FreeSWITCH rig.
 pub const LOCK: &str = "/var/tmp/pbxlink-freeswitch.lock";
@@ -417,4 +431,130 @@ pub fn carrier_uas(calls: u32, timeout_s: u32) -> (bool, String) {
         ],
         timeout_s + 5,
     )
+}
+
+/// [`carrier_call_from`] from async code (on a blocking thread): the lead calls `did` from
+/// the carrier with `scenario` and hangs up `hold_ms` after the answer (or when FreeSWITCH
+/// gives up).
+pub async fn lead_call(scenario: &Path, did: &str, hold_ms: u32, port: &str) -> (bool, String) {
+    let (scenario, did, port) = (scenario.to_owned(), did.to_owned(), port.to_owned());
+    tokio::task::spawn_blocking(move || carrier_call_from(&scenario, &did, hold_ms, &port))
+        .await
+        .expect("sipp task")
+}
+
+// ---- `pbxlink run` on the rig against the CRM stand-in.
+
+/// The `[http] token` of every [`Run`].
+pub const TOKEN: &str = "fs-e2e-token";
+/// The carrier's caller: the lead (for [`lead_scenario`]).
+pub const LEAD: &str = "+4915112345678";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One `pbxlink run` on the rig against the stand-in: watched through [`DaemonWatch`]
+/// (deref), killed when dropped; `daemon.stop()` ends it with SIGTERM.
+pub struct Run {
+    watch: DaemonWatch,
+    _dir: tempfile::TempDir,
+    pub daemon: DaemonGuard,
+}
+
+impl std::ops::Deref for Run {
+    type Target = DaemonWatch;
+
+    fn deref(&self) -> &DaemonWatch {
+        &self.watch
+    }
+}
+
+impl Run {
+    /// Starts `pbxlink run` with call-log source `source` (`json_cdr`, `cdr_csv` with the
+    /// rig's `pbxlink` template, `esl` or `both`) against `standin`, and waits until it is
+    /// ready; `directory` is the `[[virtual_numbers]]` / `[[agents]]` part of the
+    /// configuration.
+    pub async fn start(source: &str, standin: &StandIn, directory: &str) -> Run {
+        let dir = tempfile::Builder::new()
+            .prefix("pbxlink-fs-run-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let mut toml = String::new();
+        let _ = write!(
+            toml,
+            "[store]\npath = {db:?}\n\n\
+             [leadsquared]\ncall_log_url = {cl:?}\nagent_popup_url = {pop:?}\ncall_route_url = {route:?}\n\
+             access_key = \"ak\"\nsecret_key = \"sk\"\ndefault_country_code = \"49\"\n\n\
+             {directory}\
+             [freeswitch]\ncall_log_source = \"{source}\"\njson_cdr_dir = {json:?}\n{csv_line}\
+             cdr_columns = [{cols}]\n\n\
+             [freeswitch.esl]\nhost = \"127.0.0.1\"\nport = {esl_port}\npassword = {esl_password:?}\n\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nroute_fallback = \"600\"\n",
+            db = dir.path().join("pbxlink.db"),
+            cl = standin.call_log_url(),
+            pop = standin.agent_popup_url(),
+            route = standin.call_route_url(),
+            json = json_cdr_dir(),
+            // "both" reads the one file source whose key is set: json_cdr here.
+            csv_line = if source == "both" {
+                String::new()
+            } else {
+                format!("cdr_csv = {:?}\n", cdr_csv())
+            },
+            // The rig's `pbxlink` mod_cdr_csv template (tests/freeswitch/conf, kept equal to
+            // `templates::PBXLINK` by a unit test), column by column.
+            cols = CsvLayout::from_template_text(templates::PBXLINK)
+                .columns
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            esl_port = esl_port(),
+            esl_password = esl_password(),
+        );
+        let (child, log) = start_daemon(dir.path(), &toml);
+        let run = Run {
+            watch: DaemonWatch::new(port, TOKEN, standin, log),
+            _dir: dir,
+            daemon: DaemonGuard(Some(child)),
+        };
+        run.wait_ready(Duration::from_secs(20)).await;
+        eprintln!("[fsrig] {source}: pbxlink ready (ESL logged in)");
+        run
+    }
+}
+
+/// A LeadSquared stand-in on 127.0.0.1 expecting the keys every [`Run`] is configured with.
+pub async fn new_standin() -> StandIn {
+    StandIn::start(
+        "127.0.0.1:0".parse::<SocketAddr>().expect("addr"),
+        Expectations {
+            url_key: "fs-key".into(),
+            access_keys: Some(("ak".into(), "sk".into())),
+            reject_call_ids: vec![],
+        },
+    )
+    .await
+    .expect("stand-in")
+}
+
+/// The call logs the stand-in accepted that satisfy `pred`.
+pub fn logs_where(st: &StandIn, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    st.accepted_call_logs()
+        .into_iter()
+        .filter(|l| pred(l))
+        .collect()
+}
+
+/// A time field of a call log, as UTC.
+pub fn time_of(log: &Value, field: &str) -> chrono::DateTime<chrono::Utc> {
+    let text = log[field].as_str().unwrap_or_default();
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+        .unwrap_or_else(|e| panic!("{field} {text:?}: {e}: {log}"))
+        .and_utc()
 }

@@ -1,6 +1,7 @@
 //! The facts of one call from its legs (see [`super`] for how legs are grouped).
 
-use crate::call::{AgentSegment, CallFacts, DialResult, RecordingRef};
+use super::segments::{AgentLeg, agent_segments};
+use crate::call::{CallFacts, DialResult, RecordingRef};
 use crate::pbx::freeswitch::cdr::leg::{FsLeg, LegDirection, push_unique};
 
 /// What a leg is in its call.
@@ -72,6 +73,20 @@ pub fn role(leg: &FsLeg, root: &FsLeg, legs: &[&FsLeg]) -> LegRole {
     }
 }
 
+/// The caller's number as party A's received leg arrived (`ani`), when FreeSWITCH has
+/// since written another leg's destination into its caller id (`uuid_bridge` of an
+/// attended transfer writes the agent's phone into the lead's profile); else `None`.
+fn caller_id_overwritten<'a>(root: &'a FsLeg, legs: &[&FsLeg]) -> Option<&'a str> {
+    let ani = root.ani.as_deref().filter(|a| !a.is_empty())?;
+    let cid = root.caller_id_number.as_deref()?;
+    let overwritten = root.direction == Some(LegDirection::Inbound)
+        && ani != cid
+        && legs
+            .iter()
+            .any(|l| l.uuid != root.uuid && l.destinations.iter().any(|d| d == cid));
+    overwritten.then_some(ani)
+}
+
 /// Whether party A's leg was placed by FreeSWITCH itself (an API originate, click to
 /// call): its first caller profile is the originate's, and the leg rings its own user.
 fn root_was_originated(root: &FsLeg) -> bool {
@@ -79,8 +94,27 @@ fn root_was_originated(root: &FsLeg) -> bool {
 }
 
 /// The agent extension a leg reached: the directory user of the dial string, else the
-/// mod_callcenter agent name.
-fn agent_extension(leg: &FsLeg) -> Option<String> {
+/// mod_callcenter agent name. A leg that itself placed a leg to the same user (the
+/// transferring agent's leg of an `att_xfer`, whose `dialed_user` FreeSWITCH overwrites with
+/// the target's) is named by its `presence_id` instead.
+fn agent_extension(leg: &FsLeg, legs: &[&FsLeg]) -> Option<String> {
+    let dialed = leg.dialed_user.as_deref();
+    let overwritten = dialed.is_some()
+        && legs.iter().any(|other| {
+            other.uuid != leg.uuid
+                && other.originator.as_deref() == Some(leg.uuid.as_str())
+                && other.dialed_user.as_deref() == dialed
+        });
+    if overwritten {
+        let presence_user = leg
+            .presence_id
+            .as_deref()
+            .and_then(|p| p.split('@').next())
+            .filter(|u| !u.is_empty());
+        if let Some(user) = presence_user {
+            return Some(user.to_owned());
+        }
+    }
     leg.dialed_user.clone().or_else(|| leg.cc_agent.clone())
 }
 
@@ -106,6 +140,12 @@ pub fn call_facts(source: &str, legs: &[&FsLeg]) -> Result<CallFacts, String> {
     let originated = root_was_originated(root);
     facts.caller_number = root.caller_id_number.clone().unwrap_or_default();
     facts.caller_name = root.caller_id_name.clone();
+    if let Some(ani) = caller_id_overwritten(root, legs) {
+        // The lead's caller id now names an agent's phone: the number it arrived with
+        // counts, and the name (the phone's) is not the lead's.
+        facts.caller_number = ani.to_owned();
+        facts.caller_name = None;
+    }
     facts.caller_extension = root.user_name.clone().or_else(|| {
         if originated {
             root.dialed_user.clone()
@@ -172,24 +212,27 @@ pub fn call_facts(source: &str, legs: &[&FsLeg]) -> Result<CallFacts, String> {
         }
     }
 
-    let mut answered: Vec<AgentSegment> = Vec::new();
+    let mut agent_legs: Vec<AgentLeg> = Vec::new();
     for (r, leg) in parties() {
         match r {
             LegRole::Agent => {
-                let Some(ext) = agent_extension(leg) else {
+                let Some(ext) = agent_extension(leg, legs) else {
                     continue;
                 };
                 push_unique(&mut facts.rung_agents, &ext);
                 facts.attempts.push(leg.dial_result());
-                if let Some(at) = leg.answer {
-                    answered.push(AgentSegment {
-                        extension: ext,
-                        answered_at: at,
-                        ended_at: Some(leg.end),
-                        talk_seconds: leg.billsec,
-                        arrival: crate::call::SegmentArrival::Direct,
-                    });
-                }
+                agent_legs.push(AgentLeg {
+                    uuid: leg.uuid.clone(),
+                    extension: ext,
+                    originator: leg.originator.clone(),
+                    start: leg.start,
+                    answer: leg.answer,
+                    end: Some(leg.end),
+                    billsec: Some(leg.billsec),
+                    callcenter: leg.is_callcenter_agent_leg(),
+                    bridged_to_lead: leg.bridged_to.contains(&root.uuid)
+                        || root.bridged_to.contains(&leg.uuid),
+                });
             }
             LegRole::Outside => {
                 facts.attempts.push(leg.dial_result());
@@ -205,8 +248,7 @@ pub fn call_facts(source: &str, legs: &[&FsLeg]) -> Result<CallFacts, String> {
             LegRole::Root | LegRole::Mirror | LegRole::Other => {}
         }
     }
-    answered.sort_by_key(|s| s.answered_at);
-    facts.answered = answered;
+    facts.answered = agent_segments(&agent_legs);
     if facts.attempts.is_empty() {
         facts.own_result = Some(own_result(root));
     }

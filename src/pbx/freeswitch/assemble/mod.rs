@@ -24,6 +24,7 @@
 //! from the start) counts once.
 
 mod facts;
+pub mod segments;
 
 use std::collections::HashMap;
 
@@ -279,3 +280,5 @@ impl CallAssembler for FsAssembler {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod transfer_fixtures;

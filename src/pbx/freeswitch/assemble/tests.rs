@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
+use super::transfer_fixtures::{TRANSFER_SCENARIOS, transfer_segments};
 use super::*;
 use crate::call::{AgentSegment, DialResult, RecordingRef};
 use crate::pbx::asterisk::cdr::TimeWindow;
@@ -272,7 +273,14 @@ fn csv_layout_for(first_row: &[u8]) -> CsvLayout {
             .collect();
         CsvLayout::new(None, Some(&columns)).expect("rig layout")
     } else {
-        CsvLayout::new(Some("pbxlink"), None).expect("pbxlink layout")
+        let layout = CsvLayout::new(Some("pbxlink"), None).expect("pbxlink layout");
+        if fields + 1 == layout.columns.len() {
+            // The transfer captures: the template before its last column (`ani`).
+            let mut columns = layout.columns.clone();
+            columns.pop();
+            return CsvLayout::new(None, Some(&columns)).expect("transfer capture layout");
+        }
+        layout
     }
 }
 
@@ -557,4 +565,71 @@ proptest! {
             ])
         );
     }
+}
+
+/// The rig's transfer calls (real json_cdr files): one segment per agent who talked to the
+/// lead, with its arrival, its own times and talk time; none for the consultation call, the
+/// target who did not answer or the queue's losing ring leg.
+#[test]
+fn transfer_fixtures_json_cdr_segments() {
+    for scenario in TRANSFER_SCENARIOS {
+        let (call_id, want) = transfer_segments(scenario);
+        let f = only_call(json_legs(scenario));
+        assert_eq!(f.call_id, call_id, "{scenario}");
+        assert_eq!(f.answered, want, "{scenario}: json_cdr segments");
+        // After att_xfer FreeSWITCH writes agent 100's phone into the lead's caller id.
+        assert_eq!(f.caller_number, "+4915112345678", "{scenario}");
+    }
+}
+
+/// The same calls from the rig's Master.csv rows (the recommended `pbxlink` template): the
+/// same segments as from json_cdr.
+#[test]
+fn transfer_fixtures_cdr_csv_segments() {
+    for scenario in TRANSFER_SCENARIOS {
+        let (call_id, want) = transfer_segments(scenario);
+        let f = only_call(csv_legs(scenario));
+        assert_eq!(f.call_id, call_id, "{scenario}");
+        assert_eq!(f.answered, want, "{scenario}: cdr_csv segments");
+    }
+}
+
+/// The segments do not depend on the order the legs are read in.
+#[test]
+fn transfer_segments_do_not_depend_on_leg_order() {
+    for scenario in TRANSFER_SCENARIOS {
+        let (_, want) = transfer_segments(scenario);
+        let mut legs = csv_legs(scenario);
+        legs.reverse();
+        assert_eq!(only_call(legs).answered, want, "{scenario} reversed");
+    }
+}
+
+/// A consultation call that never got the lead (the agent cancelled it and went back to
+/// the lead) is no segment, and the agent keeps its talk time.
+#[test]
+fn a_cancelled_consultation_is_no_segment() {
+    let mut legs = csv_legs("transfer_attended");
+    let target = "e6c603b0-5e46-4f29-88db-0f1b8fca61ec";
+    let agent = "2c05043c-8a02-44db-bb97-a5a332a8534e";
+    let lead_end = legs
+        .iter()
+        .find(|l| l.uuid == "141a705b-d76a-4224-ab4a-ea3599915903")
+        .map(|l| l.end)
+        .expect("lead");
+    for l in &mut legs {
+        if l.uuid == target {
+            // Hung up during the consultation, never bridged to the lead.
+            l.bridged_to.clear();
+            l.end = us(1796184356000000);
+        }
+        if l.uuid == agent {
+            l.end = lead_end;
+            l.billsec = 14;
+        }
+    }
+    let f = only_call(legs);
+    assert_eq!(f.answered.len(), 1, "{:#?}", f.answered);
+    assert_eq!(f.answered[0].extension, "100");
+    assert_eq!(f.answered[0].talk_seconds, 14);
 }

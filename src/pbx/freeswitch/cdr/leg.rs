@@ -82,6 +82,11 @@ pub struct FsLeg {
     /// Caller id number of the leg's first caller profile.
     #[serde(default)]
     pub caller_id_number: Option<String>,
+    /// `ani` of the leg's first caller profile: the caller's number as the leg arrived, which
+    /// stays put when FreeSWITCH rewrites the caller id of a transferred lead's leg
+    /// (`uuid_bridge` after `att_xfer` writes the agent's phone into it).
+    #[serde(default)]
+    pub ani: Option<String>,
     /// Caller id name of the leg's first caller profile.
     #[serde(default)]
     pub caller_id_name: Option<String>,
@@ -94,6 +99,11 @@ pub struct FsLeg {
     /// The directory user a `user/<name>` dial string reached (`dialed_user`).
     #[serde(default)]
     pub dialed_user: Option<String>,
+    /// `presence_id` (`<user>@<domain>`): on a leg a `user/<ext>` endpoint placed, the user
+    /// it rang, which stays put when the leg itself later dials another user (`att_xfer`
+    /// overwrites the transferring agent's `dialed_user` with the target's).
+    #[serde(default)]
+    pub presence_id: Option<String>,
     /// The user part of the SIP request URI (`sip_req_user`).
     #[serde(default)]
     pub sip_req_user: Option<String>,
@@ -158,10 +168,12 @@ impl FsLeg {
             destinations: Vec::new(),
             dialplan_destination: None,
             caller_id_number: None,
+            ani: None,
             caller_id_name: None,
             user_name: None,
             sip_from_user: None,
             dialed_user: None,
+            presence_id: None,
             sip_req_user: None,
             sip_to_user: None,
             origination_caller_id_number: None,

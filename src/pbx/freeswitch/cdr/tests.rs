@@ -46,7 +46,7 @@ fn stock_templates_have_their_columns() {
     assert_eq!(count("linksys"), Some(17));
     assert_eq!(count("asterisk"), Some(18));
     assert_eq!(count("opencdrrate"), Some(13));
-    assert_eq!(count("pbxlink"), Some(36));
+    assert_eq!(count("pbxlink"), Some(38));
     let example = templates::layout("example").expect("example");
     assert_eq!(example.columns[10], "uuid");
     assert_eq!(example.columns[4], "start_stamp");

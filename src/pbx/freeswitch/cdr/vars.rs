@@ -238,9 +238,11 @@ impl<'a> VarReader<'a> {
         }
         leg.caller_id_number = self.text("caller_id_number");
         leg.caller_id_name = self.text("caller_id_name");
+        leg.ani = self.text("ani");
         leg.user_name = self.text("user_name");
         leg.sip_from_user = self.text("sip_from_user");
         leg.dialed_user = self.text("dialed_user");
+        leg.presence_id = self.text("presence_id");
         leg.sip_req_user = self.text("sip_req_user");
         leg.sip_to_user = self.text("sip_to_user");
         leg.origination_caller_id_number = self.text("origination_caller_id_number");

@@ -179,6 +179,7 @@ pub fn parse_json_cdr(
         if let Some(first) = profiles.first() {
             leg.caller_id_number = first.text("caller_id_number");
             leg.caller_id_name = first.text("caller_id_name");
+            leg.ani = leg.ani.take().or_else(|| first.text("ani"));
         }
     }
     if leg.caller_id_number.is_none() {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use super::leg::{Leg, LegRole};
 use super::{Call, FsCallTracker, SOURCE};
 use crate::call::{AgentSegment, CallFacts, DialResult, RecordingRef, RingingFacts};
+use crate::pbx::freeswitch::assemble::segments::{AgentLeg, agent_segments};
 
 fn time(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
@@ -171,26 +172,24 @@ pub fn call_facts(key: &str, call: &Call, tracker: &FsCallTracker) -> Option<Cal
         push_unique(&mut f.rung_agents, &r.extension);
     }
     // The dial attempts: every placed leg after party A's.
+    let mut agent_legs: Vec<AgentLeg> = Vec::new();
     for l in legs.iter().skip(1).filter(|l| l.is_placed()) {
         f.attempts.push(dial_result(l));
         match tracker.agent_extension(l) {
             Some(ext) => {
                 push_unique(&mut f.rung_agents, &ext);
-                if let Some(answered) = l.answered_us {
-                    let ended = l.ended_us;
-                    let talk = l.billsec.unwrap_or_else(|| {
-                        ended.map_or(0, |e| {
-                            u64::try_from((e - answered) / 1_000_000).unwrap_or(0)
-                        })
-                    });
-                    f.answered.push(AgentSegment {
-                        extension: ext,
-                        answered_at: time(answered),
-                        ended_at: ended.map(time),
-                        talk_seconds: talk,
-                        arrival: crate::call::SegmentArrival::Direct,
-                    });
-                }
+                agent_legs.push(AgentLeg {
+                    uuid: l.uuid.clone(),
+                    extension: ext,
+                    originator: Some(l.originator.clone()).filter(|o| !o.is_empty()),
+                    start: time(l.created_us.unwrap_or(start)),
+                    answer: l.answered_us.map(time),
+                    end: l.ended_us.map(time),
+                    billsec: l.billsec,
+                    callcenter: !l.cc_agent.is_empty(),
+                    bridged_to_lead: l.bridged.contains(&root.uuid)
+                        || root.bridged.contains(&l.uuid),
+                });
             }
             None => {
                 if f.outside_answered.is_none() {
@@ -209,6 +208,7 @@ pub fn call_facts(key: &str, call: &Call, tracker: &FsCallTracker) -> Option<Cal
             }
         }
     }
+    f.answered = agent_segments(&agent_legs);
     // mod_callcenter said an agent answered whose leg was never seen.
     for (ext, answered, _) in &call.cc_answered {
         if let (Some(a), false) = (answered, f.answered.iter().any(|s| s.extension == *ext)) {

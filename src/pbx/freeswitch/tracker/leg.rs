@@ -24,6 +24,9 @@
 
 use crate::pbx::freeswitch::esl::Event;
 
+/// Bridge partners kept per leg.
+pub const MAX_BRIDGED: usize = 8;
+
 /// Values taken from events are kept to this many characters.
 pub const MAX_VALUE_CHARS: usize = 256;
 
@@ -71,6 +74,14 @@ pub struct Leg {
     pub dialed_user: String,
     /// `variable_cc_agent`.
     pub cc_agent: String,
+    /// `variable_originating_leg_uuid` as first seen: the leg that placed this one (the
+    /// lead's leg for a bridge, the transferring agent's leg for an `att_xfer`
+    /// consultation).
+    pub originator: String,
+    /// Legs this one was bridged with (CHANNEL_BRIDGE's `Bridge-A/B-Unique-ID`, and
+    /// `variable_bridge_uuid` / `last_bridge_to` / `signal_bond`), at most
+    /// [`MAX_BRIDGED`].
+    pub bridged: Vec<String>,
     /// `variable_sip_call_id`.
     pub sip_call_id: String,
     /// Creation time (µs since the epoch).
@@ -165,6 +176,8 @@ impl Leg {
             user: String::new(),
             dialed_user: String::new(),
             cc_agent: String::new(),
+            originator: String::new(),
+            bridged: Vec::new(),
             sip_call_id: String::new(),
             created_us: None,
             created_exact: false,
@@ -224,6 +237,34 @@ impl Leg {
         set_first(&mut self.dialed_user, text(event, "variable_dialed_user"));
         set_first(&mut self.cc_agent, text(event, "variable_cc_agent"));
         set_first(&mut self.sip_call_id, text(event, "variable_sip_call_id"));
+        let originator = text(event, "variable_originating_leg_uuid");
+        if originator != self.uuid {
+            set_first(&mut self.originator, originator);
+        }
+        let bridge_event = event.name().eq_ignore_ascii_case("CHANNEL_BRIDGE");
+        let partners: &[&str] = if bridge_event {
+            &[
+                "Bridge-A-Unique-ID",
+                "Bridge-B-Unique-ID",
+                "Other-Leg-Unique-ID",
+            ]
+        } else {
+            &[
+                "variable_bridge_uuid",
+                "variable_last_bridge_to",
+                "variable_signal_bond",
+            ]
+        };
+        for name in partners {
+            let other = text(event, name);
+            if !other.is_empty()
+                && other != self.uuid
+                && !self.bridged.contains(&other)
+                && self.bridged.len() < MAX_BRIDGED
+            {
+                self.bridged.push(other);
+            }
+        }
         if !self.created_exact {
             let exact = micros(event, "Caller-Channel-Created-Time")
                 .or_else(|| micros(event, "variable_start_uepoch"));

@@ -138,6 +138,10 @@ pub struct RelearnReport {
 #[derive(Debug, Clone)]
 struct Rung {
     extension: String,
+    /// Agent segments answered before this ringing (0 for the call's first agents; a
+    /// transfer target rings for the next segment): the popup carries
+    /// `segment_call_id(call_id, segment)`.
+    segment: usize,
     popped: bool,
 }
 
@@ -535,7 +539,15 @@ impl FsCallTracker {
                     .then(|| self.agent_extension(l))
                     .flatten()
             });
-        if let Some(ext) = agent {
+        // A leg rings until it answers; its hangup is no ringing (a ring-all loser's
+        // LOSE_RACE comes after the winner answered).
+        let ringing = !hangup
+            && self
+                .calls
+                .get(&key)
+                .and_then(|c| c.leg(&uuid))
+                .is_some_and(|l| l.answered_us.is_none());
+        if let (Some(ext), true) = (agent, ringing) {
             self.ring(&key, &ext, false);
         }
         self.emit_rings(&key, now_ms, out);
@@ -834,7 +846,10 @@ impl FsCallTracker {
         }
         for r in moved.rung {
             if target.rung.len() < MAX_RUNG_PER_CALL
-                && !target.rung.iter().any(|t| t.extension == r.extension)
+                && !target
+                    .rung
+                    .iter()
+                    .any(|t| t.extension == r.extension && t.segment == r.segment)
                 && loop_leg.is_none()
             {
                 target.rung.push(r);
@@ -946,10 +961,30 @@ impl FsCallTracker {
     }
 
     fn ring(&mut self, key: &str, extension: &str, popped: bool) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        // Agent legs that answered before this ringing: each is a segment before it.
+        let segment = call
+            .legs
+            .iter()
+            .filter(|l| {
+                l.role == LegRole::Member
+                    && l.uuid != key
+                    && l.is_placed()
+                    && l.answered_us.is_some()
+                    && self.agent_extension(l).is_some()
+            })
+            .count()
+            .max(call.cc_answered.len());
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        if call.rung.iter().any(|r| r.extension == extension) {
+        if call
+            .rung
+            .iter()
+            .any(|r| r.extension == extension && r.segment == segment)
+        {
             return;
         }
         if call.rung.len() >= MAX_RUNG_PER_CALL {
@@ -957,6 +992,7 @@ impl FsCallTracker {
         }
         call.rung.push(Rung {
             extension: extension.to_owned(),
+            segment,
             popped,
         });
     }
@@ -977,6 +1013,7 @@ impl FsCallTracker {
         for r in call.rung.iter_mut().filter(|r| !r.popped) {
             r.popped = true;
             let mut ringing = base.clone();
+            ringing.call_id = crate::call::segment_call_id(key, r.segment);
             ringing.agent_extension = r.extension.clone();
             ringing.event_at_ms = now_ms;
             out.push(FsTrackerOutput::Ringing(ringing));

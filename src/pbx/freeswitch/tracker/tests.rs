@@ -851,3 +851,35 @@ fn keep_legs_up_is_the_relearn_without_show_channels() {
     assert!(tracker.is_empty());
     assert_eq!(tracker.stats().lost_while_disconnected, 1);
 }
+
+/// The rig's transfer calls from their real event-socket captures: the same agent segments
+/// as json_cdr and cdr_csv give, and each agent's popup once per segment it rings for, the
+/// transfer target's carrying the next segment's id (`<call id>-2`).
+#[test]
+fn transfer_captures_give_segments_and_segment_popups() {
+    use crate::pbx::freeswitch::assemble::transfer_fixtures::{
+        TRANSFER_SCENARIOS, transfer_segments,
+    };
+    for scenario in TRANSFER_SCENARIOS {
+        let (call_id, want) = transfer_segments(scenario);
+        let (seen, _) = run(scenario);
+        let f = only_call(&seen);
+        assert_eq!(f.call_id, call_id, "{scenario}");
+        assert_eq!(f.answered, want, "{scenario}: ESL segments");
+        let second = format!("{call_id}-2");
+        let mut want_popups: Vec<(&str, &str)> = match scenario {
+            "transfer_blind" | "transfer_attended" => vec![("100", call_id), ("101", &second)],
+            "transfer_no_answer" => vec![("100", call_id), ("103", &second)],
+            "transfer_follow_me" => vec![("103", call_id), ("101", call_id)],
+            _ => vec![("100", call_id), ("101", call_id), ("100", &second)],
+        };
+        want_popups.sort();
+        let mut popups: Vec<(&str, &str)> = seen
+            .ringing
+            .iter()
+            .map(|r| (r.agent_extension.as_str(), r.call_id.as_str()))
+            .collect();
+        popups.sort();
+        assert_eq!(popups, want_popups, "{scenario}: ringing");
+    }
+}
