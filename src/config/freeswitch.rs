@@ -207,6 +207,8 @@ const PBXLINK_COLUMNS: &[&str] = &[
     "last_app",
     "pbxlink_lead_number",
     "pbxlink_did",
+    "presence_id",
+    "ani",
 ];
 
 impl CdrCsvTemplate {
