@@ -16,6 +16,7 @@ use super::reload::{KeyChanges, ReloadKeys};
 use super::secret::required_inline_or_file;
 use super::{ConfigProblem, DialFormat, Problems, StartAt};
 use crate::call::TransferLogs;
+use crate::pbx::freeswitch::cdr::templates;
 
 /// What a mod_cdr_csv column list (a stock template's or `cdr_columns`) must hold: the
 /// channel variables every call log needs (a time as a stamp or an epoch).
@@ -150,67 +151,6 @@ pub enum CdrCsvTemplate {
     Pbxlink,
 }
 
-const EXAMPLE_COLUMNS: &[&str] = &[
-    "caller_id_name",
-    "caller_id_number",
-    "destination_number",
-    "context",
-    "start_stamp",
-    "answer_stamp",
-    "end_stamp",
-    "duration",
-    "billsec",
-    "hangup_cause",
-    "uuid",
-    "bleg_uuid",
-    "accountcode",
-    "read_codec",
-    "write_codec",
-];
-
-/// The `${variables}` of the `pbxlink` template, in order (the template's text is
-/// `crate::pbx::freeswitch::cdr::templates::PBXLINK`; a test keeps the two equal).
-const PBXLINK_COLUMNS: &[&str] = &[
-    "uuid",
-    "bleg_uuid",
-    "originating_leg_uuid",
-    "cc_member_session_uuid",
-    "direction",
-    "context",
-    "caller_id_name",
-    "caller_id_number",
-    "destination_number",
-    "start_epoch",
-    "answer_epoch",
-    "end_epoch",
-    "start_uepoch",
-    "answer_uepoch",
-    "end_uepoch",
-    "duration",
-    "billsec",
-    "hangup_cause",
-    "sip_hangup_disposition",
-    "cc_queue",
-    "cc_agent",
-    "pbxlink_lead_id",
-    "record_path",
-    "record_name",
-    "accountcode",
-    "call_uuid",
-    "sip_call_id",
-    "cc_side",
-    "user_name",
-    "sip_from_user",
-    "dialed_user",
-    "sip_req_user",
-    "origination_caller_id_number",
-    "last_app",
-    "pbxlink_lead_number",
-    "pbxlink_did",
-    "presence_id",
-    "ani",
-];
-
 impl CdrCsvTemplate {
     /// Every template `cdr_template` accepts.
     pub const ALL: [CdrCsvTemplate; 5] = [
@@ -232,46 +172,12 @@ impl CdrCsvTemplate {
         }
     }
 
-    /// The template's `${variables}`, in the order it writes them.
-    pub fn columns(self) -> Vec<&'static str> {
-        match self {
-            CdrCsvTemplate::Example => EXAMPLE_COLUMNS.to_vec(),
-            CdrCsvTemplate::Snom => [
-                EXAMPLE_COLUMNS,
-                &[
-                    "sip_user_agent",
-                    "call_clientcode",
-                    "sip_rtp_rxstat",
-                    "sip_rtp_txstat",
-                    "sofia_record_file",
-                ],
-            ]
-            .concat(),
-            CdrCsvTemplate::Linksys => {
-                [EXAMPLE_COLUMNS, &["sip_user_agent", "sip_p_rtp_stat"]].concat()
-            }
-            CdrCsvTemplate::Asterisk => vec![
-                "accountcode",
-                "caller_id_number",
-                "destination_number",
-                "context",
-                "caller_id",
-                "channel_name",
-                "bridge_channel",
-                "last_app",
-                "last_arg",
-                "start_stamp",
-                "answer_stamp",
-                "end_stamp",
-                "duration",
-                "billsec",
-                "hangup_cause",
-                "amaflags",
-                "uuid",
-                "userfield",
-            ],
-            CdrCsvTemplate::Pbxlink => PBXLINK_COLUMNS.to_vec(),
-        }
+    /// The template's `${variables}`, in the order it writes them: read from the template's
+    /// text (`crate::pbx::freeswitch::cdr::templates`), so the two cannot drift apart.
+    pub fn columns(self) -> Vec<String> {
+        templates::layout(self.name())
+            .map(|layout| layout.columns)
+            .unwrap_or_default()
     }
 }
 
@@ -313,9 +219,6 @@ impl FreeSwitchConfig {
             self.cdr_template
                 .unwrap_or(CdrCsvTemplate::Example)
                 .columns()
-                .into_iter()
-                .map(String::from)
-                .collect()
         } else {
             self.cdr_columns.names().to_vec()
         }
