@@ -593,17 +593,23 @@ where
 
     /// The exact `pbxlink import` command that posts this file's calls.
     fn import_command(&self) -> String {
-        let config = self.config_path.as_ref().map_or_else(
-            || "/etc/pbxlink/pbxlink.toml".to_owned(),
-            |p| shell_word(&p.to_string_lossy()),
-        );
-        let file = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
-        let command = format!(
-            "pbxlink import --config {config} {}",
-            shell_word(&file.to_string_lossy())
-        );
-        Escaped(&command).to_string()
+        import_command(self.config_path.as_deref(), &self.path)
     }
+}
+
+/// The exact `pbxlink import` command that posts the calls of `target` (a CDR file or a
+/// json_cdr directory) with the daemon's config file, escaped for a log line.
+pub(crate) fn import_command(config_path: Option<&Path>, target: &Path) -> String {
+    let config = config_path.map_or_else(
+        || "/etc/pbxlink/pbxlink.toml".to_owned(),
+        |p| shell_word(&p.to_string_lossy()),
+    );
+    let target = std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
+    let command = format!(
+        "pbxlink import --config {config} {}",
+        shell_word(&target.to_string_lossy())
+    );
+    Escaped(&command).to_string()
 }
 
 /// `word` as one word for a POSIX shell: as it is when it holds only safe characters, else

@@ -334,16 +334,7 @@ impl JsonCdrDirSource {
 
     /// The `pbxlink import` command that posts the directory's files.
     pub fn import_command(&self) -> String {
-        let config = self.config_path.as_ref().map_or_else(
-            || "/etc/pbxlink/pbxlink.toml".to_owned(),
-            |p| shell_word(&p.to_string_lossy()),
-        );
-        let dir = std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone());
-        let command = format!(
-            "pbxlink import --config {config} {}",
-            shell_word(&dir.to_string_lossy())
-        );
-        Escaped(&command).to_string()
+        crate::pipeline::import_command(self.config_path.as_deref(), &self.dir)
     }
 
     fn take_file(
@@ -531,14 +522,4 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// `word` as one word for a POSIX shell.
-fn shell_word(word: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
-    if !word.is_empty() && word.chars().all(safe) {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
 }
