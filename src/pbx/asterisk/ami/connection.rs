@@ -107,18 +107,13 @@ impl Protocol for AmiProtocol {
         self.dispatcher.backlog(&session.fanout)
     }
 
-    fn drain<'a>(
-        &'a mut self,
-        session: &'a mut AmiSession,
-    ) -> impl Future<Output = Result<(), AmiError>> + Send + 'a {
-        async move {
-            let d = &*self.dispatcher;
-            loop {
-                d.flush(&mut session.fanout).await;
-                d.pump(&mut session.fanout, &mut session.framer)?;
-                if d.backlog(&session.fanout) == Backlog::None {
-                    return Ok(());
-                }
+    async fn drain(&mut self, session: &mut AmiSession) -> Result<(), AmiError> {
+        let d = &*self.dispatcher;
+        loop {
+            d.flush(&mut session.fanout).await;
+            d.pump(&mut session.fanout, &mut session.framer)?;
+            if d.backlog(&session.fanout) == Backlog::None {
+                return Ok(());
             }
         }
     }
