@@ -1121,12 +1121,12 @@ async fn client_run(
             .expect("AmiClient state");
             let _ = ready_tx.send(());
             let mut tracker = tracker_for(&config);
-            let (mut received, mut lagged, mut popups) = (0u64, 0u64, 0usize);
+            let (mut received, lagged, mut popups) = (0u64, 0u64, 0usize);
             let mut last = Instant::now();
             let cpu0 = thread_cpu();
             while received + lagged < total {
                 match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
-                    Ok(Ok(m)) => {
+                    Ok(Some(m)) => {
                         received += 1;
                         last = Instant::now();
                         if with_tracker {
@@ -1137,8 +1137,7 @@ async fn client_run(
                                 .count();
                         }
                     }
-                    Ok(Err(RecvError::Lagged(n))) => lagged += n,
-                    Ok(Err(RecvError::Closed)) | Err(_) => break,
+                    Ok(None) | Err(_) => break,
                 }
                 if (received + lagged) % 128 == 0 {
                     progress.events.store(received + lagged, Ordering::Relaxed);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pbxlink::config::AmiSettings;
 use pbxlink::pbx::asterisk::ami::{Action, AmiClient, ConnectionState, Message};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 mod rig;
 use rig::{RigGuard, RigLock, rig_ok, root_or_skip};
@@ -108,7 +108,7 @@ async fn pause(client: &AmiClient, paused: bool) {
 /// Events until `done` says so; panics (with the events seen) when `within` passes first,
 /// so a wait that never came true fails where it waited. `what` names the wait.
 async fn collect(
-    rx: &mut broadcast::Receiver<Arc<Message>>,
+    rx: &mut mpsc::Receiver<Arc<Message>>,
     within: Duration,
     what: &str,
     mut done: impl FnMut(&[Arc<Message>]) -> bool,
@@ -117,9 +117,8 @@ async fn collect(
     let mut got = Vec::new();
     while !done(&got) {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(m)) => got.push(m),
-            Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("lagged {n} events"),
-            Ok(Err(e)) => panic!("events: {e}"),
+            Ok(Some(m)) => got.push(m),
+            Ok(None) => panic!("events: the client is gone"),
             Err(_) => panic!(
                 "timed out after {within:?} waiting for {what}; {} event(s) seen: {:#?}",
                 got.len(),

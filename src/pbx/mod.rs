@@ -18,6 +18,7 @@
 
 pub mod asterisk;
 pub mod connection;
+pub mod framing;
 pub mod freeswitch;
 pub mod grouping;
 pub mod live;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::ami::{Action, AmiClient, ConnectionState, Message};
 use super::tracker::{CallTracker, EventFields, PopupRequest, TrackerOutput, TrackerSettings};
@@ -91,16 +91,11 @@ impl LiveAsterisk {
         let result = loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Ok(message) => {
+                    Some(message) => {
                         let outputs = tracker.handle(&*message, monotonic_ms(), chrono::Utc::now());
                         self.dispatch(outputs, &call_logs);
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        self.stats.events_lagged.fetch_add(n, Relaxed);
-                        tracing::warn!(missed = n, "AMI events missed by the call tracker; re-learning the calls in progress");
-                        self.rebuild(&mut tracker).await;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break Ok(()),
+                    None => break Ok(()),
                 },
                 changed = state.changed() => {
                     if changed.is_err() {

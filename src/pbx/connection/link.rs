@@ -168,6 +168,12 @@ impl Link {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.wr.write_all(bytes)).await;
     }
 
+    /// Counts now as the last time a byte arrived: the silence since was caused on this
+    /// side (the reader chose not to read while its consumer was full).
+    pub fn note_alive(&mut self) {
+        self.last_rx = Instant::now();
+    }
+
     /// When the last byte arrived (or the connection was made).
     pub fn last_rx(&self) -> Instant {
         self.last_rx

@@ -82,6 +82,17 @@ pub struct Outgoing<T> {
     pub ticket: T,
 }
 
+/// What a protocol holds for consumers that had no room ([`Protocol::backlog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backlog {
+    /// Nothing held.
+    None,
+    /// Frames held, but the socket may still be read (e.g. so that answers reach callers).
+    KeepReading,
+    /// Frames held: stop reading until [`Protocol::drain`] made room.
+    StopReading,
+}
+
 /// A PBX protocol, as the supervisor drives it.
 pub trait Protocol: Send + 'static {
     /// What callers wait on, shared with the handles (e.g. calls by ActionID); reset to its
@@ -104,8 +115,27 @@ pub trait Protocol: Send + 'static {
     ) -> impl Future<Output = Result<(Self::Session, String), Self::Error>> + Send + 'a;
 
     /// Bytes arrived (empty right after [`Protocol::connect`]: frames it left buffered);
-    /// dispatches every whole frame buffered. Must not wait: the reader never blocks.
+    /// dispatches the whole frames buffered. Must not wait; a protocol whose consumers are
+    /// full holds what they have no room for and says so in [`Protocol::backlog`].
     fn received(&mut self, session: &mut Self::Session, bytes: &[u8]) -> Result<(), Self::Error>;
+
+    /// Whether the protocol holds frames its consumers had no room for, and whether the
+    /// socket may be read meanwhile. While it holds any, the supervisor runs
+    /// [`Protocol::drain`]; while it says [`Backlog::StopReading`] it does not read the
+    /// socket (TCP then pushes back on the server) nor count the silence as half-open.
+    fn backlog(&self, _session: &Self::Session) -> Backlog {
+        Backlog::None
+    }
+
+    /// Waits until the consumers made room, hands on what was held and dispatches what is
+    /// still buffered. Must be cancel-safe (the supervisor drops it when another branch of
+    /// its loop is ready): progress lives in the session.
+    fn drain<'a>(
+        &'a mut self,
+        _session: &'a mut Self::Session,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a {
+        std::future::ready(Ok(()))
+    }
 
     /// The bytes of an [`Outgoing`] were written.
     fn written(&mut self, session: &mut Self::Session, ticket: Self::Ticket);
@@ -435,13 +465,22 @@ async fn serve<Pr: Protocol>(
     if let Err(e) = protocol.received(session, &[]) {
         return End::Failed(e);
     }
+    let mut was_reading = true;
     loop {
+        let backlog = protocol.backlog(session);
+        let reading = backlog != Backlog::StopReading;
+        if reading && !was_reading {
+            // Not reading was this side's choice: the silence it caused is not the peer's.
+            link.note_alive();
+        }
+        was_reading = reading;
         let idle_deadline = link.last_rx() + settings.idle_limit;
         let step: Result<Option<End<Pr::Error>>, Pr::Error> = tokio::select! {
-            r = link.read() => match r {
+            r = link.read(), if reading => match r {
                 Ok(bytes) => protocol.received(session, bytes).map(|()| None),
                 Err(e) => Err(e.into()),
             },
+            r = protocol.drain(session), if backlog != Backlog::None => r.map(|()| None),
             cmd = commands.recv() => match cmd {
                 None => {
                     if let Some(bytes) = protocol.goodbye(session) {
@@ -464,7 +503,7 @@ async fn serve<Pr: Protocol>(
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             },
-            () = tokio::time::sleep_until(idle_deadline) => {
+            () = tokio::time::sleep_until(idle_deadline), if reading => {
                 Err(LinkError::HalfOpen { idle: settings.idle_limit }.into())
             }
             () = wait_true(shutdown) => {

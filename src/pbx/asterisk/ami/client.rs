@@ -49,8 +49,12 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// garbage, closes) is retried with growing delays like one that refuses the connection,
 /// not every half second.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
-/// Events buffered per [`AmiClient::events`] receiver before it lags.
-pub const EVENT_CAPACITY: usize = 32_768;
+/// Events queued per [`AmiClient::events`] receiver. When a receiver's queue is full the
+/// reader waits for it and stops reading the socket, so TCP pushes back on Asterisk.
+pub const EVENT_CAPACITY: usize = 1024;
+/// Most events parked for full receivers while a caller waits for the answer to an action
+/// (the reader then goes on reading so the answer reaches it; see [`super::dispatch`]).
+pub const PARK_LIMIT: usize = 4096;
 /// Timeout of each step of connecting: TCP connect, banner, each setup action.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout of one write to the socket.

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use tracing::{debug, info};
 
-use super::dispatch::Dispatcher;
+use super::client::PARK_LIMIT;
+use super::dispatch::{Dispatcher, Fanout};
 use super::{Action, AmiError, Frame, FrameError, FrameLimits, Framer, Message};
 use crate::config::{AmiLogin, AmiSettings};
-use crate::pbx::connection::{Failure, Link, LinkError, Protocol};
+use crate::pbx::connection::{Backlog, Failure, Link, LinkError, Protocol};
 
 impl From<LinkError> for AmiError {
     fn from(e: LinkError) -> Self {
@@ -32,9 +33,11 @@ pub(super) struct AmiProtocol {
     pub(super) secret: String,
 }
 
-/// A logged-in connection's framer and the counter of its internal ActionIDs.
+/// A logged-in connection's framer, its side of the event fan-out and the counter of its
+/// internal ActionIDs.
 pub(super) struct AmiSession {
     framer: Framer,
+    fanout: Fanout,
     next_internal: u64,
 }
 
@@ -64,7 +67,14 @@ impl AmiSession {
                 Frame::Message(m) if m.action_id() == Some(id.as_str()) && m.event().is_none() => {
                     return Ok(m);
                 }
-                Frame::Message(m) => dispatcher.dispatch(m),
+                Frame::Message(m) => {
+                    dispatcher.dispatch(&mut self.fanout, m);
+                    if dispatcher.backlog(&self.fanout) == Backlog::StopReading
+                        || self.fanout.held_len() >= PARK_LIMIT
+                    {
+                        dispatcher.flush(&mut self.fanout).await;
+                    }
+                }
                 Frame::Banner { .. } => {}
             }
         }
@@ -88,12 +98,24 @@ impl Protocol for AmiProtocol {
 
     fn received(&mut self, session: &mut AmiSession, bytes: &[u8]) -> Result<(), AmiError> {
         session.framer.extend(bytes);
-        while let Some(frame) = session.framer.next_frame()? {
-            if let Frame::Message(m) = frame {
-                self.dispatcher.dispatch(m);
+        self.dispatcher
+            .pump(&mut session.fanout, &mut session.framer)
+            .map_err(Into::into)
+    }
+
+    fn backlog(&self, session: &AmiSession) -> Backlog {
+        self.dispatcher.backlog(&session.fanout)
+    }
+
+    async fn drain(&mut self, session: &mut AmiSession) -> Result<(), AmiError> {
+        let d = &*self.dispatcher;
+        loop {
+            d.flush(&mut session.fanout).await;
+            d.pump(&mut session.fanout, &mut session.framer)?;
+            if d.backlog(&session.fanout) == Backlog::None {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     fn written(&mut self, _session: &mut AmiSession, _ticket: ()) {}
@@ -128,6 +150,7 @@ async fn establish(
     let server = dispatcher.sup.server();
     let mut session = AmiSession {
         framer: Framer::after_connect(FrameLimits::default()),
+        fanout: Fanout::default(),
         next_internal: 0,
     };
     let version = match session.read_frame(link, "banner").await? {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use super::client::supervisor_settings;
@@ -148,11 +148,12 @@ impl AmiClient {
 
     /// A receiver of the events that pass the filter (the configured `events`, plus
     /// FullyBooted and Shutdown; every event when `events` is empty), unknown event names
-    /// included when configured. A receiver that falls more than
-    /// [`EVENT_CAPACITY`](super::client::EVENT_CAPACITY) events
-    /// behind gets `RecvError::Lagged`; the loss is counted in
-    /// [`AmiStats::events_lagged`].
-    pub fn events(&self) -> broadcast::Receiver<Arc<Message>> {
+    /// included when configured, from now on and in order; `None` once the client is gone.
+    /// It queues [`EVENT_CAPACITY`](super::client::EVENT_CAPACITY) events; when it is full
+    /// the connection waits for it (no event is lost, Asterisk is pushed back through
+    /// TCP), except that answers to actions still reach their callers. Read it, or drop
+    /// it: a receiver nobody reads holds the connection up.
+    pub fn events(&self) -> mpsc::Receiver<Arc<Message>> {
         self.dispatcher.subscribe()
     }
 

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::client::{BACKOFF_MAX, EVENT_CAPACITY, HEALTHY_AFTER, IDLE_LIMIT, backoff_delay};
+use super::client::{
+    BACKOFF_MAX, EVENT_CAPACITY, HEALTHY_AFTER, IDLE_LIMIT, PARK_LIMIT, backoff_delay,
+};
 use super::*;
 use crate::config::AmiSettings;
 
@@ -899,32 +901,167 @@ async fn shutdown_logs_off_and_fails_later_calls() {
     ));
 }
 
-#[tokio::test]
-async fn lagging_receiver_is_counted() {
+/// `n` events `Event: Newstate` numbered from `from` (header `N`), in wire form.
+fn numbered_events(from: usize, n: usize) -> String {
+    let mut s = String::new();
+    for i in from..from + n {
+        s.push_str(&format!("Event: Newstate\r\nN: {i}\r\n\r\n"));
+    }
+    s
+}
+
+/// Reads `n` events and checks they are numbered `from`, `from + 1`, ... (none lost, none
+/// reordered).
+async fn expect_numbered(events: &mut mpsc::Receiver<Arc<Message>>, from: usize, n: usize) {
+    for i in from..from + n {
+        let e = tokio::time::timeout(T, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("event {i} in time"))
+            .expect("event");
+        assert_eq!(e.get("N"), Some(i.to_string().as_str()));
+    }
+}
+
+/// A receiver that does not read makes the reader stop reading the socket: the server's
+/// writes block (TCP pushes back) instead of pbxlink buffering the stream, and no more than
+/// the receiver's queue (plus the one event held) is taken. A block of a minute is not taken
+/// for a half-open socket. Once the receiver reads, every event arrives, in order.
+#[tokio::test(start_paused = true)]
+async fn a_full_receiver_stops_the_reader_and_tcp_pushes_back() {
     let mock = Mock::new().await;
     let client = AmiClient::spawn(settings(mock.port, &[]), "s".into());
     let mut peer = mock.accept().await;
     peer.login(true).await;
     connected(&client).await;
     let mut events = client.events();
-    let mut burst = String::new();
-    for i in 0..EVENT_CAPACITY + 10 {
-        burst.push_str(&format!("Event: Newstate\r\nN: {i}\r\n\r\n"));
+
+    // Write until the socket refuses more (the paused clock only moves when nothing else
+    // can: the reader has stopped). More than 64 MiB taken would mean buffering.
+    let mut wire = Vec::new();
+    let mut next = 0usize;
+    let mut written = 0usize;
+    loop {
+        if wire.is_empty() {
+            wire = numbered_events(next, 100).into_bytes();
+            next += 100;
+        }
+        match peer.stream.try_write(&wire) {
+            Ok(n) => {
+                written += n;
+                wire.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let ready =
+                    tokio::time::timeout(Duration::from_secs(1), peer.stream.writable()).await;
+                if ready.is_err() {
+                    break;
+                }
+            }
+            Err(e) => panic!("mock write: {e}"),
+        }
+        assert!(
+            written < 64 << 20,
+            "the client took 64 MiB without reading them"
+        );
     }
-    peer.write(&burst).await;
-    let server = tokio::spawn(async move {
-        let m = peer.expect("CoreSettings").await;
-        peer.reply(&m, &[("Response", "Success")]).await;
+    let taken = client.stats();
+    assert!(
+        taken.events_forwarded <= EVENT_CAPACITY as u64 + 1,
+        "{} events taken with a queue of {EVENT_CAPACITY}",
+        taken.events_forwarded
+    );
+    assert!(taken.events_forwarded >= EVENT_CAPACITY as u64);
+    assert!(taken.reader_waits >= 1);
+
+    // A minute of not reading (pings unanswered: the mock reads nothing either).
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        matches!(*client.state().borrow(), ConnectionState::Connected { .. }),
+        "a reader waiting for its receiver is not a half-open socket"
+    );
+
+    // The rest of what was written, then the receiver reads everything.
+    let rest = tokio::spawn(async move {
+        peer.stream.write_all(&wire).await.expect("mock write");
         peer
     });
-    // Answered after the burst: every event of it has been dispatched.
-    client
-        .send(Action::new("CoreSettings"), T)
+    expect_numbered(&mut events, 0, next).await;
+    let _peer = rest.await.expect("writer");
+    assert_eq!(client.stats().events_forwarded, next as u64);
+}
+
+/// The call tracker waits for `CoreShowChannels` while it does not read its events. With
+/// its queue full, the reader goes on reading while a caller waits, hands the answer over
+/// and parks the events meanwhile; none is lost or reordered.
+#[tokio::test(start_paused = true)]
+async fn answers_reach_their_caller_while_a_receiver_is_full() {
+    let mock = Mock::new().await;
+    let client = AmiClient::spawn(settings(mock.port, &[]), "s".into());
+    let mut peer = mock.accept().await;
+    peer.login(true).await;
+    connected(&client).await;
+    let mut events = client.events();
+    let first = EVENT_CAPACITY + 100;
+    peer.write(&numbered_events(0, first)).await;
+    let server = tokio::spawn(async move {
+        let a = peer.expect("CoreShowChannels").await;
+        peer.write(&numbered_events(first, 500)).await;
+        peer.reply(
+            &a,
+            &[
+                ("Response", "Success"),
+                ("EventList", "start"),
+                ("Message", "Channels will follow"),
+            ],
+        )
+        .await;
+        peer.reply(&a, &[("Event", "CoreShowChannel"), ("Channel", "PJSIP/1")])
+            .await;
+        peer.reply(
+            &a,
+            &[
+                ("Event", "CoreShowChannelsComplete"),
+                ("EventList", "Complete"),
+            ],
+        )
+        .await;
+        peer
+    });
+    let (_, channels) = client
+        .send_list(Action::new("CoreShowChannels"), T)
         .await
-        .expect("sync");
+        .expect("the answer arrives while the receiver is full");
+    assert_eq!(channels.len(), 1);
     let _peer = server.await.expect("server");
-    assert_eq!(client.stats().events_lagged, 10);
-    assert!(matches!(events.recv().await, Err(RecvError::Lagged(10))));
-    let first: Arc<Message> = events.recv().await.expect("event");
-    assert_eq!(first.get("N"), Some("10"));
+    let st = client.stats();
+    assert!(st.events_parked_peak >= 500, "{st:?}");
+    expect_numbered(&mut events, 0, first + 500).await;
+    // The list's own events are forwarded too (no filter), after the numbered ones.
+    let e = events.recv().await.expect("event");
+    assert_eq!(e.event(), Some("CoreShowChannel"));
+}
+
+/// Parking is bounded: past [`PARK_LIMIT`] events the reader stops even though a caller
+/// waits, and the caller's timeout ends the wait; the events are all delivered once read.
+#[tokio::test(start_paused = true)]
+async fn parking_is_bounded() {
+    let mock = Mock::new().await;
+    let client = AmiClient::spawn(settings(mock.port, &[]), "s".into());
+    let mut peer = mock.accept().await;
+    peer.login(true).await;
+    connected(&client).await;
+    let mut events = client.events();
+    let total = EVENT_CAPACITY + PARK_LIMIT + 2000;
+    let server = tokio::spawn(async move {
+        let a = peer.expect("CoreSettings").await;
+        peer.write(&numbered_events(0, total)).await;
+        peer.reply(&a, &[("Response", "Success")]).await;
+        peer
+    });
+    let r = client.send(Action::new("CoreSettings"), T).await;
+    assert!(matches!(r, Err(AmiError::Timeout { .. })), "{r:?}");
+    let st = client.stats();
+    assert!(st.events_parked_peak <= PARK_LIMIT as u64, "{st:?}");
+    expect_numbered(&mut events, 0, total).await;
+    let _peer = server.await.expect("server");
 }

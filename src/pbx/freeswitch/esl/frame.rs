@@ -24,7 +24,7 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode;
 
-use crate::pbx::read_buffer::ReadBuffer;
+use crate::pbx::framing::{BlockEnd, LineFramer, block_end, clip, lines, split_header};
 
 /// Default bound of one header block (envelope or event headers are far smaller: FreeSWITCH
 /// formats every envelope into a 512- or 1024-byte buffer).
@@ -210,8 +210,7 @@ impl Headers {
     /// Parses a header block (lines, no empty line inside), each line `Name: value`.
     fn parse(block: &[u8], encoded: bool) -> Result<Self, FrameError> {
         let mut spans = Vec::with_capacity(block.len() / 32 + 1);
-        for (i, raw) in block.split(|&b| b == b'\n').enumerate() {
-            let line = strip_cr(raw);
+        for (i, line) in lines(block).enumerate() {
             if line.is_empty() {
                 continue;
             }
@@ -335,7 +334,11 @@ impl Event {
 
     /// Parses a `text/event-plain` body.
     pub fn parse_plain(body: &[u8]) -> Result<Self, FrameError> {
-        let Some((block_end, rest_start)) = find_block_end(body, 0) else {
+        let Some(BlockEnd {
+            lines_end: block_end,
+            next: rest_start,
+        }) = block_end(body, 0)
+        else {
             // FreeSWITCH always ends the block with an empty line; be lenient about a last
             // header line without it.
             return Ok(Self {
@@ -429,12 +432,11 @@ struct Checked {
     body_len: usize,
 }
 
-/// The framer of one connection: its read buffer and where checking stopped.
+/// The framer of one connection: the shared line framing (read buffer, resumable search for
+/// the empty line) and the current message's envelope once found.
 #[derive(Debug)]
 pub struct Framer {
-    buf: ReadBuffer,
-    /// Where the search for the empty line resumes, relative to the first pending byte.
-    scan: usize,
+    lines: LineFramer,
     /// The header block of the current message, once found.
     checked: Option<Checked>,
     limits: FrameLimits,
@@ -444,8 +446,7 @@ impl Framer {
     /// A framer for a fresh connection.
     pub fn new(limits: FrameLimits) -> Self {
         Self {
-            buf: ReadBuffer::with_capacity(16 * 1024),
-            scan: 0,
+            lines: LineFramer::with_capacity(16 * 1024),
             checked: None,
             limits,
         }
@@ -453,12 +454,12 @@ impl Framer {
 
     /// Appends bytes read from the socket.
     pub fn extend(&mut self, data: &[u8]) {
-        self.buf.extend(data);
+        self.lines.extend(data);
     }
 
     /// Bytes buffered and not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.lines.buffered()
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed, or the error that must end
@@ -467,12 +468,11 @@ impl Framer {
         let Some(c) = self.check()? else {
             return Ok(None);
         };
-        let msg = self.buf.pending();
+        let msg = self.lines.pending();
         let headers = Headers::parse(&msg[..c.block_end], false)?;
         let body = &msg[c.body_start..c.body_start + c.body_len];
         let frame = to_frame(headers, body)?;
-        self.buf.consume(c.body_start + c.body_len);
-        self.scan = 0;
+        self.lines.consume(c.body_start + c.body_len);
         self.checked = None;
         Ok(Some(frame))
     }
@@ -481,33 +481,24 @@ impl Framer {
     fn check(&mut self) -> Result<Option<Checked>, FrameError> {
         if self.checked.is_none() {
             // Empty lines between messages are skipped.
-            while self.scan == 0 {
-                let data = self.buf.pending();
-                match data.first() {
-                    Some(b'\n') => self.buf.consume(1),
-                    Some(b'\r') if data.get(1) == Some(&b'\n') => self.buf.consume(2),
-                    Some(b'\r') if data.len() == 1 => return Ok(None),
-                    Some(_) => break,
-                    None => return Ok(None),
-                }
+            if !self.lines.skip_empty_lines() {
+                return Ok(None);
             }
-            let data = self.buf.pending();
             let limit = self.limits.max_header_bytes;
-            let Some((block_end, body_start)) = find_block_end(data, self.scan) else {
-                if data.len() > limit {
+            let Some(end) = self.lines.find_block_end() else {
+                if self.lines.buffered() > limit {
                     return Err(FrameError::HeadersTooLarge { limit });
                 }
-                // Resume a little before the end: the empty line may straddle reads.
-                self.scan = data.len().saturating_sub(2).max(1);
                 return Ok(None);
             };
-            if body_start > limit {
+            if end.next > limit {
                 return Err(FrameError::HeadersTooLarge { limit });
             }
-            let body_len = content_length(&data[..block_end], self.limits.max_body_bytes)?;
+            let data = self.lines.pending();
+            let body_len = content_length(&data[..end.lines_end], self.limits.max_body_bytes)?;
             self.checked = Some(Checked {
-                block_end,
-                body_start,
+                block_end: end.lines_end,
+                body_start: end.next,
                 body_len,
             });
         }
@@ -516,28 +507,11 @@ impl Framer {
     }
 }
 
-/// Finds the empty line that ends a header block, searching from `from` (a position at most
-/// two bytes before where the previous search stopped). Returns (end of the header lines,
-/// start of what follows the empty line).
-fn find_block_end(data: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut i = from;
-    while let Some(nl) = data[i..].iter().position(|&b| b == b'\n') {
-        let at = i + nl;
-        // `at` ends a line; is the next line empty?
-        match data.get(at + 1) {
-            Some(b'\n') => return Some((at, at + 2)),
-            Some(b'\r') if data.get(at + 2) == Some(&b'\n') => return Some((at, at + 3)),
-            _ => i = at + 1,
-        }
-    }
-    None
-}
-
 /// The body length from the envelope's `Content-Length` (0 when absent).
 fn content_length(block: &[u8], max: usize) -> Result<usize, FrameError> {
     let mut found = None;
-    for line in block.split(|&b| b == b'\n') {
-        let Some((name, value)) = split_header(strip_cr(line)) else {
+    for line in lines(block) {
+        let Some((name, value)) = split_header(line) else {
             continue; // reported by the parse step
         };
         if name.eq_ignore_ascii_case(b"Content-Length") {
@@ -603,30 +577,6 @@ fn to_frame(headers: Headers, body: &[u8]) -> Result<Frame, FrameError> {
             body: body.to_vec(),
         }
     })
-}
-
-fn strip_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn clip(s: &[u8]) -> String {
-    String::from_utf8_lossy(s).chars().take(80).collect()
-}
-
-/// `Name: value` → (name, value): the name non-empty without control characters, the value
-/// without the blanks after the colon (FreeSWITCH: `while (*val == ' ') val++`).
-fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let name = line[..colon].trim_ascii();
-    if name.is_empty() || name.iter().any(|b| b.is_ascii_control()) {
-        return None;
-    }
-    let value = &line[colon + 1..];
-    let skip = value
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    Some((name, &value[skip..]))
 }
 
 #[cfg(test)]
