@@ -120,10 +120,15 @@ impl Daemon {
     pub async fn start_from(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Daemon> {
         let (path, synchronous) = (config.store.path.clone(), config.store.synchronous);
         let store = Arc::new(
-            tokio::task::spawn_blocking(move || Store::open(&path, synchronous))
-                .await
-                .context("the task opening the store failed")?
-                .context("opening the store")?,
+            // The daemon keeps the store's reserve for delivery on a full disk.
+            tokio::task::spawn_blocking(move || {
+                Store::open(&path, synchronous).inspect(|s| {
+                    s.keep_reserve();
+                })
+            })
+            .await
+            .context("the task opening the store failed")?
+            .context("opening the store")?,
         );
         let credentials = config.credentials()?;
         let client = LeadSquaredClient::new(config, credentials)?;

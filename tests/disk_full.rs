@@ -6,8 +6,11 @@
 //! - offsets never ahead of rows: at every check the stored file offset covers only calls
 //!   the store holds (staged, pending, delivered);
 //! - `/readyz` and `pbxlink status` say why (DISK FULL);
-//! - delivery of what is stored: NOT while the disk stays full (it waits, printed; open),
-//!   but at once when space returns;
+//! - delivery of what is stored goes on while the disk stays full (the filler stays; the
+//!   only free space is the store's reserve, released at the first refused write): every
+//!   call stored reaches the CRM once, every field right, while the offset stays put
+//!   (ingestion paused) and calls keep coming;
+//! - the reserve is made again when space returns, before ingestion resumes;
 //! - ingestion resumes by itself when space returns, and every call reaches the CRM once,
 //!   every field right.
 //!
@@ -17,6 +20,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -101,6 +105,12 @@ fn get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     (status, body.to_owned())
+}
+
+/// Free bytes of the file system at `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    let fs = rustix::fs::statvfs(dir).expect("statvfs");
+    fs.f_bavail * fs.f_frsize
 }
 
 fn free_port() -> u16 {
@@ -209,42 +219,96 @@ async fn a_full_disk_pauses_ingestion_without_a_crash_and_loses_nothing() {
     assert!(said.contains("resumes by itself"), "{said}");
 
     // While full: the daemon stays up, the offset stays behind the rows, the status says why,
-    // and the calls stored before go out once the CRM is back.
+    // and the calls stored before go out once the CRM is back, with the filler still there.
     let (ok, out) = w.pbxlink(&["status"]);
     assert!(ok, "{out}");
     assert!(out.contains("DISK FULL"), "pbxlink status: {out}");
+    let reserve = pbxlink::outbox::store::reserve_path(&w.store_path);
+    let reserve_bytes = w.store().reserve_bytes();
+    assert_eq!(
+        std::fs::metadata(&reserve).map(|m| m.len()).ok(),
+        Some(0),
+        "the reserve {} is released at the refusal",
+        reserve.display()
+    );
+    // Ingestion stays paused while the reserve is released: the offset does not move.
+    let paused_offset = check_offset_not_ahead(&w, &source, written);
+    let stored = w.status();
+    let stored_calls = ["pending", "in_flight", "delivered"]
+        .iter()
+        .map(|k| stored[*k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert!(stored_calls >= 60, "{stored}");
+    let free_at_release = free_bytes(fs.path());
     w.standin.set_behaviour(Behaviour::Healthy);
-    // Delivery of the stored calls while the disk stays full: SQLite must write to record
-    // each request (in flight, delivered), and a full disk refuses those writes too, so
-    // delivery waits (it does not exit, does not lose the CRM's answer). Not asserted:
-    // OPEN (issue 11 test 5 wants delivery to go on; that needs space kept in reserve for
-    // the outbox's own writes). Measured and printed; the daemon must stay up meanwhile.
-    let before_full = w.accepted_by_id().len();
-    for _ in 0..50 {
-        check_offset_not_ahead(&w, &source, written);
+    let full_since = Instant::now();
+    let mut most_free = 0u64;
+    loop {
+        // Calls keep coming; none of them is stored while full.
+        written += 1;
+        w.append(&inbound_call(written));
+        assert_eq!(
+            check_offset_not_ahead(&w, &source, written),
+            paused_offset,
+            "ingestion wrote while the reserve was released"
+        );
         assert!(
             daemon.child.try_wait().expect("wait").is_none(),
             "the daemon exited on a full disk: {}",
             daemon.log_tail()
         );
+        assert!(filler.exists());
+        most_free = most_free.max(free_bytes(fs.path()));
+        let s = w.status();
+        if s["pending"] == 0 && s["in_flight"] == 0 {
+            break;
+        }
+        assert!(
+            full_since.elapsed() < LIMIT,
+            "the stored calls were not delivered while the disk stayed full: {s}\n\
+             stand-in accepted {}\n{}",
+            w.accepted_by_id().len(),
+            daemon.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "[disk full] 10 s with the disk full and the CRM up: {} call(s) delivered \
-         (was {before_full}; 60+ are stored)",
-        w.accepted_by_id().len()
+    let took = full_since.elapsed();
+    // Every stored call reached the CRM once, every field right; none written since.
+    let s = w.status();
+    let delivered = s["delivered"].as_u64().unwrap_or(0);
+    assert_eq!(delivered, stored_calls, "{s}");
+    let accepted = w.accepted_by_id();
+    assert_eq!(accepted.len() as u64, delivered, "{accepted:?}");
+    let first_unstored = (1..=written)
+        .find(|n| !accepted.contains_key(&common::call_id(*n)))
+        .unwrap_or(written + 1);
+    w.assert_delivered_exactly(1..first_unstored, 0);
+    assert_eq!(
+        u64::from(first_unstored - 1),
+        delivered,
+        "the calls delivered while full are the first ones stored, no gap"
     );
-    let stalled = w.status();
+    // The file system stayed full: the only free space is what the reserve gave back.
     assert!(
-        daemon.child.try_wait().expect("wait").is_none(),
-        "the daemon exited on a full disk: {}",
-        daemon.log_tail()
+        most_free <= reserve_bytes + (64 << 10),
+        "{most_free} bytes free at most while full (reserve {reserve_bytes})"
     );
     let (_, body) = readyz();
     assert!(body.contains("DISK FULL"), "{body}");
+    assert!(
+        body.contains("delivery of what is stored goes on"),
+        "{body}"
+    );
+    let (_, out) = w.pbxlink(&["status"]);
+    assert!(
+        out.contains("DISK FULL"),
+        "pbxlink status while full: {out}"
+    );
     eprintln!(
-        "[disk full] while full: {} delivered, status {stalled}",
-        w.accepted_by_id().len()
+        "[disk full] with the disk full (filler {filled} bytes still there, {free_at_release} \
+         bytes free at the release, {most_free} at most after, reserve {reserve_bytes}): \
+         {delivered} stored calls delivered in {took:?}, each once, every field right; \
+         the offset stayed at {paused_offset} while {written} calls were written"
     );
 
     // 3. Space returns: ingestion resumes by itself; nothing lost, nothing twice.
@@ -259,6 +323,19 @@ async fn a_full_disk_pauses_ingestion_without_a_crash_and_loses_nothing() {
         space_back.elapsed()
     );
     check_offset_not_ahead(&w, &source, written);
+    assert_eq!(
+        std::fs::metadata(&reserve).map(|m| m.blocks() * 512).ok(),
+        Some(reserve_bytes),
+        "the reserve is made again when space returns"
+    );
+    let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    let remade = log.find("the store's reserve is made again");
+    let resumed = log.find("CDR rows stored again");
+    assert!(
+        remade.is_some() && remade < resumed,
+        "the reserve is made again before ingestion resumes: {}",
+        daemon.log_tail()
+    );
     w.wait_for(LIMIT, "/readyz no longer says DISK FULL", || {
         !readyz().1.contains("DISK FULL")
     })

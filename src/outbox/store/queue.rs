@@ -231,7 +231,7 @@ impl Store {
     /// ([`Store::recover_in_flight`]).
     pub fn mark_in_flight(&self, id: i64) -> Result<(), StoreError> {
         let now = now_ms();
-        self.with_tx("mark in flight", |tx| {
+        self.with_outbox_tx("mark in flight", |tx| {
             tx.prepare_cached("UPDATE outbox SET in_flight_since = ?2 WHERE id = ?1")?
                 .execute(params![id, now])?;
             Ok(())
@@ -241,7 +241,7 @@ impl Store {
     /// Clears a row's in-flight mark without recording an attempt (its request got an answer
     /// that changes nothing about the row, e.g. a pause for bad credentials).
     pub fn clear_in_flight(&self, id: i64) -> Result<(), StoreError> {
-        self.with_tx("clear in-flight mark", |tx| {
+        self.with_outbox_tx("clear in-flight mark", |tx| {
             tx.execute(
                 "UPDATE outbox SET in_flight_since = NULL WHERE id = ?1",
                 [id],
@@ -256,7 +256,7 @@ impl Store {
     /// in `outbox_resent_unclean_stop`, in one transaction. Returns them, oldest first.
     pub fn recover_in_flight(&self, kind: &str) -> Result<Vec<ResentCall>, StoreError> {
         let now = now_ms();
-        self.with_tx("recover rows in flight at an unclean stop", |tx| {
+        self.with_outbox_tx("recover rows in flight at an unclean stop", |tx| {
             let found: Vec<ResentCall> = {
                 let mut stmt = tx.prepare(
                     "SELECT id, kind, call_id, in_flight_since FROM outbox
@@ -321,7 +321,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let response = pack(response);
-        self.with_tx("mark delivered", |tx| {
+        self.with_outbox_tx("mark delivered", |tx| {
             tx.prepare_cached(
                 "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = ?2,
                      updated_at = ?2, last_status = ?3, last_error = NULL, response = ?4,
@@ -377,7 +377,7 @@ impl Store {
         resent: Option<ResentReason>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        self.with_tx("record failed attempt", |tx| {
+        self.with_outbox_tx("record failed attempt", |tx| {
             tx.prepare_cached(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, updated_at = ?2,
                      last_status = ?3, last_error = ?4, in_flight_since = NULL,
@@ -409,7 +409,7 @@ impl Store {
         error: &str,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        self.with_tx("dead-letter row", |tx| {
+        self.with_outbox_tx("dead-letter row", |tx| {
             tx.execute(
                 "UPDATE outbox SET state = 'dead', attempts = attempts + 1, updated_at = ?2,
                      last_status = ?3, last_error = ?4, in_flight_since = NULL
@@ -429,7 +429,7 @@ impl Store {
         until_ms: i64,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        self.with_tx("record delivery pause", |tx| {
+        self.with_outbox_tx("record delivery pause", |tx| {
             record_endpoint_error(tx, endpoint, now, error, Some(until_ms))?;
             add_counters(tx, &[("delivery_paused", 1)])
         })

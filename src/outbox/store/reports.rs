@@ -118,7 +118,7 @@ impl Store {
         delivered_before: i64,
         forget_before: i64,
     ) -> Result<(usize, usize), StoreError> {
-        let counts = self.with_tx("prune delivered rows", |tx| {
+        let counts = self.with_outbox_tx("prune delivered rows", |tx| {
             let compacted = tx.execute(
                 "UPDATE outbox SET body = NULL, raw = NULL, response = NULL
                  WHERE state = 'delivered' AND delivered_at < ?1
