@@ -61,6 +61,82 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Where a process's resident memory is: the totals of /proc/PID/status and, from
+/// /proc/PID/smaps, the resident KiB of each mapping, grouped by what backs it (the file's
+/// name, or `[heap]`, `[stack]`, `[anon]` for the rest).
+#[derive(Debug, Default, Clone)]
+pub struct MemMap {
+    /// VmRSS, RssAnon, RssFile (KiB).
+    pub rss: u64,
+    pub anon: u64,
+    pub file: u64,
+    /// Resident KiB per backing, largest first.
+    pub by_backing: Vec<(String, u64)>,
+}
+
+impl MemMap {
+    /// The process's mappings now; None when it is gone.
+    pub fn read(pid: u32) -> Option<MemMap> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+        let mut by: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        let mut current = String::new();
+        for line in smaps.lines() {
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or("");
+            if first.contains('-') && !first.ends_with(':') {
+                // A mapping's header: range perms offset dev inode [path].
+                let perms = words.next().unwrap_or("");
+                let path = words.nth(3).unwrap_or("");
+                let name = match path {
+                    "" => "[anon]".to_owned(),
+                    p if p.starts_with('[') => p.to_owned(),
+                    p => Path::new(p)
+                        .file_name()
+                        .map_or(p.to_owned(), |n| n.to_string_lossy().into_owned()),
+                };
+                current = format!("{name} {perms}");
+            } else if first == "Rss:" {
+                let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                *by.entry(current.clone()).or_default() += kib;
+            }
+        }
+        let mut by_backing: Vec<(String, u64)> = by.into_iter().filter(|(_, k)| *k > 0).collect();
+        by_backing.sort_by(|a, b| b.1.cmp(&a.1));
+        Some(MemMap {
+            rss: field("VmRSS:"),
+            anon: field("RssAnon:"),
+            file: field("RssFile:"),
+            by_backing,
+        })
+    }
+
+    /// One line: the totals, then the `top` largest backings.
+    pub fn line(&self, top: usize) -> String {
+        let parts: Vec<String> = self
+            .by_backing
+            .iter()
+            .take(top)
+            .map(|(name, kib)| format!("{name} {:.1}", mib(*kib)))
+            .collect();
+        format!(
+            "Rss {:.1} MiB = anon {:.1} + file {:.1}; by mapping (MiB): {}",
+            mib(self.rss),
+            mib(self.anon),
+            mib(self.file),
+            parts.join(", ")
+        )
+    }
+}
+
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }

@@ -28,6 +28,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicU64;
 
 use super::*;
+use common::MemMap;
 
 /// Events of the blast (the captures repeated; rounded up to whole captures).
 const BLAST_EVENTS: usize = 300_000;
@@ -183,6 +184,9 @@ struct DaemonRun {
     burst_peak_kib: u64,
     burst_after_kib: u64,
     burst_popups: usize,
+    /// Where the idle and the after-burst RSS are (file-backed vs anonymous, per mapping).
+    idle_map: MemMap,
+    burst_after_map: MemMap,
 }
 
 /// Waits until the stand-in accepted a popup for `call_id`; false after `limit`.
@@ -216,6 +220,7 @@ async fn daemon_run(bin: &Path, blast: &[u8], sentinel: &SimCall) -> DaemonRun {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut run = DaemonRun {
         idle_kib: rss_kib(pid).map_or(0, |(rss, _)| rss),
+        idle_map: MemMap::read(pid).unwrap_or_default(),
         ..DaemonRun::default()
     };
 
@@ -276,6 +281,7 @@ async fn daemon_run(bin: &Path, blast: &[u8], sentinel: &SimCall) -> DaemonRun {
     run.burst_peak_kib = sampler.finish();
     tokio::time::sleep(AFTER).await;
     run.burst_after_kib = rss_kib(pid).map_or(0, |(rss, _)| rss);
+    run.burst_after_map = MemMap::read(pid).unwrap_or_default();
     counting.abort();
     r.daemon.stop();
     run
@@ -520,6 +526,8 @@ pub(super) async fn bench(summary: &mut Summary, everything: bool) {
                 mib(d.burst_peak_kib),
                 mib(d.burst_after_kib),
             );
+            println!("      idle:             {}", d.idle_map.line(8));
+            println!("      10 s after burst: {}", d.burst_after_map.line(8));
             daemon_runs[i].push(d);
         }
         if let Some(python) = &python {
@@ -564,6 +572,14 @@ pub(super) async fn bench(summary: &mut Summary, everything: bool) {
             ));
         }
         let f = |g: fn(&DaemonRun) -> u64| kib_mib(&runs.iter().map(g).collect::<Vec<_>>());
+        summary.add(format!(
+            "RSS ({}) MiB: idle anon {} + file {}; 10 s after the burst anon {} + file {}",
+            b.label,
+            mr(&f(|r| r.idle_map.anon), 1),
+            mr(&f(|r| r.idle_map.file), 1),
+            mr(&f(|r| r.burst_after_map.anon), 1),
+            mr(&f(|r| r.burst_after_map.file), 1),
+        ));
         summary.add(format!(
             "RSS ({}) MiB: idle {}; AMI blast peak {}, 10 s after {}; {BURST_CALLS}-call ringing burst peak {}, 10 s after {} (popups {:?})",
             b.label,
