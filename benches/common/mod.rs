@@ -110,7 +110,7 @@ impl MemMap {
             }
         }
         let mut by_backing: Vec<(String, u64)> = by.into_iter().filter(|(_, k)| *k > 0).collect();
-        by_backing.sort_by(|a, b| b.1.cmp(&a.1));
+        by_backing.sort_by_key(|entry| std::cmp::Reverse(entry.1));
         Some(MemMap {
             rss: field("VmRSS:"),
             anon: field("RssAnon:"),
