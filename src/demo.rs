@@ -350,49 +350,64 @@ secret = "demo-ami-secret"
     )
 }
 
-/// One cdr_csv row with `loguniqueid` and `loguserfield` (18 columns), as Asterisk writes it.
-struct Row<'a> {
-    src: &'a str,
-    dst: &'a str,
-    dcontext: &'a str,
-    clid: &'a str,
-    channel: &'a str,
-    dstchannel: &'a str,
-    lastapp: &'a str,
-    lastdata: &'a str,
-    start: DateTime<Utc>,
-    answer: Option<DateTime<Utc>>,
-    end: DateTime<Utc>,
-    disposition: &'a str,
-    uniqueid: &'a str,
-}
-
-impl Row<'_> {
-    fn line(&self) -> String {
-        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        let t = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
-        let duration = (self.end - self.start).num_seconds();
-        let billsec = self.answer.map_or(0, |a| (self.end - a).num_seconds());
-        format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{duration},{billsec},{},{},{},{}\n",
+/// The story's CDR rows, one a line: `src|dst|dcontext|clid|channel|dstchannel|lastapp|lastdata|
+/// start|answer|end|disposition|uid`, times in seconds after the story's base (answer empty when
+/// nobody answered), `uid` the number in the row's `uniqueid`. Written as Asterisk's cdr_csv with
+/// `loguniqueid` and `loguserfield` (18 columns).
+fn cdr_rows(base: DateTime<Utc>, rows: &[&str]) -> anyhow::Result<String> {
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let at = |secs: &str| -> anyhow::Result<DateTime<Utc>> {
+        let secs: i64 = secs
+            .parse()
+            .with_context(|| format!("story time {secs:?}"))?;
+        Ok(base + chrono::Duration::seconds(secs))
+    };
+    let t = |t: DateTime<Utc>| q(&t.format("%Y-%m-%d %H:%M:%S").to_string());
+    let mut text = String::new();
+    for row in rows {
+        let f: Vec<&str> = row.split('|').collect();
+        let [
+            src,
+            dst,
+            dcontext,
+            clid,
+            channel,
+            dstchannel,
+            app,
+            data,
+            start,
+            answer,
+            end,
+            disposition,
+            uid,
+        ] = f[..]
+        else {
+            anyhow::bail!("story row has {} fields, not 13: {row}", f.len());
+        };
+        let (start, end) = (at(start)?, at(end)?);
+        let answer = if answer.is_empty() {
+            None
+        } else {
+            Some(at(answer)?)
+        };
+        let duration = (end - start).num_seconds();
+        let billsec = answer.map_or(0, |a| (end - a).num_seconds());
+        let parties = [src, dst, dcontext, clid, channel, dstchannel, app, data].map(q);
+        let uniqueid = format!("{}.{uid}", base.timestamp());
+        text += &format!(
+            "{},{},{},{},{},{duration},{billsec},{},{},{},{}\n",
             q(""),
-            q(self.src),
-            q(self.dst),
-            q(self.dcontext),
-            q(self.clid),
-            q(self.channel),
-            q(self.dstchannel),
-            q(self.lastapp),
-            q(self.lastdata),
-            q(&t(self.start)),
-            self.answer.map(|a| q(&t(a))).unwrap_or_default(),
-            q(&t(self.end)),
-            q(self.disposition),
+            parties.join(","),
+            t(start),
+            answer.map(t).unwrap_or_default(),
+            t(end),
+            q(disposition),
             q("DOCUMENTATION"),
-            q(self.uniqueid),
+            q(&uniqueid),
             q(""),
-        )
+        );
     }
+    Ok(text)
 }
 
 async fn append(path: &PathBuf, text: &str) -> anyhow::Result<()> {
@@ -420,74 +435,23 @@ async fn simulate_calls(path: PathBuf, ami: AmiSimulator) -> anyhow::Result<()> 
     let uid = |n: u32| format!("{}.{n}", base.timestamp());
     let pause = || tokio::time::sleep(Duration::from_millis(700));
 
+    let scene = |rows: &[&str]| cdr_rows(base, rows);
     println!(
         "PBX simulator: inbound call from +91 96117 95983 on the sales line, agent 100 answers"
     );
-    let (a, b) = (uid(1), uid(2));
-    let t0 = base;
-    append(
-        &path,
-        &[
-            Row {
-                src: "+919611795983",
-                dst: "918044556677",
-                dcontext: "from-trunk",
-                clid: "\"Priya Sharma\" <+919611795983>",
-                channel: "PJSIP/airtel-00000001",
-                dstchannel: "PJSIP/100-00000002",
-                lastapp: "Dial",
-                lastdata: "PJSIP/100,30",
-                start: t0,
-                answer: Some(t0 + s(4)),
-                end: t0 + s(95),
-                disposition: "ANSWERED",
-                uniqueid: &a,
-            },
-            Row {
-                src: "100",
-                dst: "s",
-                dcontext: "from-internal",
-                clid: "\"Asha\" <100>",
-                channel: "PJSIP/100-00000002",
-                dstchannel: "",
-                lastapp: "AppDial",
-                lastdata: "(Outgoing Line)",
-                start: t0,
-                answer: Some(t0 + s(4)),
-                end: t0 + s(95),
-                disposition: "ANSWERED",
-                uniqueid: &b,
-            },
-        ]
-        .map(|r| r.line())
-        .concat(),
-    )
+    append(&path, &scene(&[
+        "+919611795983|918044556677|from-trunk|\"Priya Sharma\" <+919611795983>|PJSIP/airtel-00000001|PJSIP/100-00000002|Dial|PJSIP/100,30|0|4|95|ANSWERED|1",
+        "100|s|from-internal|\"Asha\" <100>|PJSIP/100-00000002||AppDial|(Outgoing Line)|0|4|95|ANSWERED|2",
+    ])?)
     .await?;
     pause().await;
 
     println!(
         "PBX simulator: inbound call from 09845012345 rings agent 101 for 20 s, nobody answers"
     );
-    let t1 = base + s(10);
-    append(
-        &path,
-        &Row {
-            src: "09845012345",
-            dst: "918044556677",
-            dcontext: "from-trunk",
-            clid: "\"\" <09845012345>",
-            channel: "PJSIP/airtel-00000003",
-            dstchannel: "PJSIP/101-00000004",
-            lastapp: "Dial",
-            lastdata: "PJSIP/101,20",
-            start: t1,
-            answer: None,
-            end: t1 + s(20),
-            disposition: "NO ANSWER",
-            uniqueid: &uid(3),
-        }
-        .line(),
-    )
+    append(&path, &scene(&[
+        "09845012345|918044556677|from-trunk|\"\" <09845012345>|PJSIP/airtel-00000003|PJSIP/101-00000004|Dial|PJSIP/101,20|10||30|NO ANSWER|3",
+    ])?)
     .await?;
     pause().await;
 
@@ -498,33 +462,15 @@ async fn simulate_calls(path: PathBuf, ami: AmiSimulator) -> anyhow::Result<()> 
     pause().await;
 
     println!("PBX simulator: agent 101 calls 98450 11111, the lead answers");
-    let t2 = base + s(30);
-    append(
-        &path,
-        &Row {
-            src: "101",
-            dst: "9845011111",
-            dcontext: "from-internal",
-            clid: "\"Ravi\" <101>",
-            channel: "PJSIP/101-00000005",
-            dstchannel: "PJSIP/airtel-00000006",
-            lastapp: "Dial",
-            lastdata: "PJSIP/9845011111@airtel,60",
-            start: t2,
-            answer: Some(t2 + s(7)),
-            end: t2 + s(187),
-            disposition: "ANSWERED",
-            uniqueid: &uid(5),
-        }
-        .line(),
-    )
+    append(&path, &scene(&[
+        "101|9845011111|from-internal|\"Ravi\" <101>|PJSIP/101-00000005|PJSIP/airtel-00000006|Dial|PJSIP/9845011111@airtel,60|30|37|217|ANSWERED|5",
+    ])?)
     .await?;
     pause().await;
 
     println!(
         "PBX simulator: inbound call into the ring-all queue: agents 100 and 101 ring, 101 answers (3 CDR rows)"
     );
-    let t3 = base + s(60);
     let q = uid(7);
     // What AMI shows while it rings: the caller's channel, then both queue members called.
     let caller = "PJSIP/airtel-00000007";
@@ -558,138 +504,37 @@ async fn simulate_calls(path: PathBuf, ami: AmiSimulator) -> anyhow::Result<()> 
         ("Uniqueid", &q),
         ("Linkedid", &q),
     ]);
-    append(
-        &path,
-        &[
-            Row {
-                src: "+14155552671",
-                dst: "918044556677",
-                dcontext: "from-trunk",
-                clid: "\"Dana\" <+14155552671>",
-                channel: "PJSIP/airtel-00000007",
-                dstchannel: "PJSIP/100-00000008",
-                lastapp: "Queue",
-                lastdata: "sales,r,,,30",
-                start: t3,
-                answer: Some(t3),
-                end: t3 + s(12),
-                disposition: "NO ANSWER",
-                uniqueid: &q,
-            },
-            Row {
-                src: "+14155552671",
-                dst: "918044556677",
-                dcontext: "from-trunk",
-                clid: "\"Dana\" <+14155552671>",
-                channel: "PJSIP/airtel-00000007",
-                dstchannel: "PJSIP/101-00000009",
-                lastapp: "Queue",
-                lastdata: "sales,r,,,30",
-                start: t3,
-                answer: Some(t3 + s(12)),
-                end: t3 + s(70),
-                disposition: "ANSWERED",
-                uniqueid: &q,
-            },
-            Row {
-                src: "+14155552671",
-                dst: "918044556677",
-                dcontext: "from-trunk",
-                clid: "\"Dana\" <+14155552671>",
-                channel: "PJSIP/airtel-00000007",
-                dstchannel: "",
-                lastapp: "Hangup",
-                lastdata: "",
-                start: t3 + s(70),
-                answer: Some(t3 + s(70)),
-                end: t3 + s(70),
-                disposition: "ANSWERED",
-                uniqueid: &q,
-            },
-        ]
-        .map(|r| r.line())
-        .concat(),
-    )
+    append(&path, &scene(&[
+        "+14155552671|918044556677|from-trunk|\"Dana\" <+14155552671>|PJSIP/airtel-00000007|PJSIP/100-00000008|Queue|sales,r,,,30|60|60|72|NO ANSWER|7",
+        "+14155552671|918044556677|from-trunk|\"Dana\" <+14155552671>|PJSIP/airtel-00000007|PJSIP/101-00000009|Queue|sales,r,,,30|60|72|130|ANSWERED|7",
+        "+14155552671|918044556677|from-trunk|\"Dana\" <+14155552671>|PJSIP/airtel-00000007||Hangup||130|130|130|ANSWERED|7",
+    ])?)
     .await?;
     pause().await;
 
     println!(
         "PBX simulator: inbound call answered only by the IVR, caller hangs up (Missed: no agent answered)"
     );
-    let t4 = base + s(80);
-    append(
-        &path,
-        &Row {
-            src: "+919611700000",
-            dst: "918044556677",
-            dcontext: "from-trunk",
-            clid: "\"\" <+919611700000>",
-            channel: "PJSIP/airtel-0000000a",
-            dstchannel: "",
-            lastapp: "BackGround",
-            lastdata: "main-menu",
-            start: t4,
-            answer: Some(t4),
-            end: t4 + s(9),
-            disposition: "ANSWERED",
-            uniqueid: &uid(10),
-        }
-        .line(),
-    )
+    append(&path, &scene(&[
+        "+919611700000|918044556677|from-trunk|\"\" <+919611700000>|PJSIP/airtel-0000000a||BackGround|main-menu|80|80|89|ANSWERED|10",
+    ])?)
     .await?;
 
     println!(
         "PBX simulator: agent 100 answers a call and blind-transfers it to agent 101 (two call logs, one per agent)"
     );
-    let t6 = base + s(85);
-    let transferred = |dstchannel: &'static str, start: i64, answer: i64, end: i64| Row {
-        src: "+919611712345",
-        // A blind transfer rewrites both rows' dst/dcontext to the target's.
-        dst: "101",
-        dcontext: "transfer",
-        clid: "\"Meera\" <+919611712345>",
-        channel: "PJSIP/airtel-0000000d",
-        dstchannel,
-        lastapp: "Dial",
-        lastdata: "PJSIP/100,30,tT",
-        start: t6 + s(start),
-        answer: Some(t6 + s(answer)),
-        end: t6 + s(end),
-        disposition: "ANSWERED",
-        uniqueid: "",
-    };
-    let first = Row {
-        uniqueid: &uid(13),
-        ..transferred("PJSIP/100-0000000e", 0, 3, 20)
-    };
-    let second = Row {
-        uniqueid: &uid(13),
-        ..transferred("PJSIP/101-0000000f", 20, 24, 64)
-    };
-    append(&path, &[first.line(), second.line()].concat()).await?;
+    // A blind transfer rewrites both rows' dst/dcontext to the target's.
+    append(&path, &scene(&[
+        "+919611712345|101|transfer|\"Meera\" <+919611712345>|PJSIP/airtel-0000000d|PJSIP/100-0000000e|Dial|PJSIP/100,30,tT|85|88|105|ANSWERED|13",
+        "+919611712345|101|transfer|\"Meera\" <+919611712345>|PJSIP/airtel-0000000d|PJSIP/101-0000000f|Dial|PJSIP/100,30,tT|105|109|149|ANSWERED|13",
+    ])?)
+    .await?;
     pause().await;
 
     println!("PBX simulator: agent 100 calls agent 101 (internal: not posted)\n");
-    let t5 = base + s(90);
-    append(
-        &path,
-        &Row {
-            src: "100",
-            dst: "101",
-            dcontext: "from-internal",
-            clid: "\"Asha\" <100>",
-            channel: "PJSIP/100-0000000b",
-            dstchannel: "PJSIP/101-0000000c",
-            lastapp: "Dial",
-            lastdata: "PJSIP/101,30",
-            start: t5,
-            answer: Some(t5 + s(2)),
-            end: t5 + s(30),
-            disposition: "ANSWERED",
-            uniqueid: &uid(11),
-        }
-        .line(),
-    )
+    append(&path, &scene(&[
+        "100|101|from-internal|\"Asha\" <100>|PJSIP/100-0000000b|PJSIP/101-0000000c|Dial|PJSIP/101,30|90|92|120|ANSWERED|11",
+    ])?)
     .await?;
     Ok(())
 }

@@ -467,9 +467,7 @@ impl<S: Sender> DeliveryWorker<S> {
             SendOutcome::Reject { status, reason } => {
                 // The endpoint answered; it is up. Only this row is bad.
                 self.consecutive_failures = 0;
-                self.until_stored(|store| {
-                    store.mark_dead(row.id, endpoint, Some(status), &reason)
-                })?;
+                self.until_stored(|store| store.mark_dead(row.id, endpoint, status, &reason))?;
                 self.stats.dead.fetch_add(1, Relaxed);
                 tracing::error!(
                     endpoint,

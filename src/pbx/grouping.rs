@@ -78,6 +78,74 @@ pub fn select<P>(
         .collect()
 }
 
+/// Takes the groups of `pending` for which `keep` is false: each taken group's members go
+/// through `assemble`, and the indices of every taken record come back for
+/// [`remove_taken`] (called by the owner of `pending` once `assemble`'s borrows end).
+pub fn take<P, T>(
+    pending: &[P],
+    groups: Vec<Vec<usize>>,
+    keep: impl Fn(&[&P]) -> bool,
+    mut assemble: impl FnMut(&[&P]) -> T,
+) -> (Vec<T>, Vec<usize>) {
+    let taken = select(pending, groups, keep);
+    let assembled = taken.iter().map(|(_, members)| assemble(members)).collect();
+    let indices = taken.into_iter().flat_map(|(group, _)| group).collect();
+    (assembled, indices)
+}
+
+/// When a group of pending records is a complete call, the same rule for every CDR
+/// assembler: a group with its root record is complete once no record came for `settle_ms`,
+/// or once all its records ended well before the newest record seen (a backlog read at
+/// once); a group without its root is released after `max_call_secs` without a new record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settling {
+    settle_ms: i64,
+    /// A group whose records all ended this long before the newest record seen is complete
+    /// whatever its read time (bounds memory while a backlog is read).
+    watermark_lag_ms: i64,
+    /// A group without its root is released after this long without new records.
+    max_call_ms: i64,
+    /// The latest end of any record seen.
+    newest_end_ms: i64,
+}
+
+impl Settling {
+    /// The rule for `settle_ms` and `max_call_secs` (the sources' settings).
+    pub fn new(settle_ms: u64, max_call_secs: u64) -> Self {
+        let settle_ms = i64::try_from(settle_ms).unwrap_or(i64::MAX);
+        Self {
+            settle_ms,
+            watermark_lag_ms: settle_ms.max(60_000),
+            max_call_ms: i64::try_from(max_call_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            newest_end_ms: i64::MIN,
+        }
+    }
+
+    /// Notes a record that ended at `end_ms`.
+    pub fn saw_end(&mut self, end_ms: i64) {
+        self.newest_end_ms = self.newest_end_ms.max(end_ms);
+    }
+
+    /// Whether a group is still waiting at `now_ms`: `last_read_ms` is when its newest
+    /// record was read, `has_root` whether its root record is in, `last_end_ms` the latest
+    /// end of its records.
+    pub fn waits(
+        &self,
+        now_ms: i64,
+        last_read_ms: Option<i64>,
+        has_root: bool,
+        last_end_ms: Option<i64>,
+    ) -> bool {
+        let quiet_for = now_ms.saturating_sub(last_read_ms.unwrap_or(now_ms));
+        if !has_root {
+            return quiet_for < self.max_call_ms;
+        }
+        let last_end = last_end_ms.unwrap_or(self.newest_end_ms);
+        let overtaken = self.newest_end_ms.saturating_sub(last_end) >= self.watermark_lag_ms;
+        !(quiet_for >= self.settle_ms || overtaken)
+    }
+}
+
 /// Removes the records at `taken` (indices into `pending`) in one pass, keeping the order.
 pub fn remove_taken<P>(pending: &mut Vec<P>, taken: impl IntoIterator<Item = usize>) {
     let mut gone = vec![false; pending.len()];

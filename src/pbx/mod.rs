@@ -83,6 +83,22 @@ pub struct AssembledCall {
     pub raw: String,
 }
 
+impl AssembledCall {
+    /// The call `classified` made of the records `staged_ids` (`Err`: why it is skipped).
+    pub fn new(classified: Result<CallRecord, String>, staged_ids: Vec<i64>, raw: String) -> Self {
+        let (call, skipped) = match classified {
+            Ok(call) => (Some(call), None),
+            Err(reason) => (None, Some(reason)),
+        };
+        Self {
+            call,
+            skipped,
+            staged_ids,
+            raw,
+        }
+    }
+}
+
 /// Groups a PBX's parsed records into calls and decides when a call is complete.
 pub trait CallAssembler: Send {
     /// The parsed record type (e.g. an Asterisk CDR row).

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::connection::ConnectionState;
+use super::connection::SupervisedConnection;
 use super::{PbxControl, PbxFuture};
 use crate::call::reconcile::{ReconcileStats, ReconcilingSink};
 use crate::call::{Directory, PopupRequest};
@@ -101,15 +101,25 @@ pub struct LivePart {
     pub tracker: PbxFuture<'static, Result<(), String>>,
     /// Click to call and freeing agents, through the connection.
     pub control: Arc<dyn PbxControl>,
-    /// The connection's name on the `STATUS=` line (`AMI`, `ESL`).
-    pub label: &'static str,
-    /// The connection's state, read for the `STATUS=` line.
-    pub state: watch::Receiver<ConnectionState>,
-    /// Closes the connection at shutdown.
-    pub close: PbxFuture<'static, ()>,
+    /// The connection: its state on the `STATUS=` line, closed at shutdown.
+    pub connection: Arc<dyn SupervisedConnection>,
 }
 
 impl PbxParts {
+    /// Adds a file source's reader thread `thread_name` (see [`FileSourceRun`]).
+    pub fn add_file_source(
+        &mut self,
+        thread_name: &str,
+        heartbeat: Arc<AtomicI64>,
+        run: impl FnOnce(Arc<AtomicBool>) -> Result<(), String> + Send + 'static,
+    ) {
+        self.file_sources.push(FileSourceRun {
+            thread_name: thread_name.to_owned(),
+            heartbeat,
+            run: Box::new(run),
+        });
+    }
+
     /// Adds `live`: the tracker as a task (it sends popups), the control, the connection's
     /// part of the `STATUS=` line and its close at shutdown.
     pub fn add_live(&mut self, live: LivePart) {
@@ -119,10 +129,12 @@ impl PbxParts {
         });
         self.sends_popups = true;
         self.control = Some(live.control);
-        let (state, label) = (live.state, live.label);
+        let connection = live.connection;
+        let (state, label) = (connection.state(), connection.name());
         self.status
             .push(Box::new(move || state.borrow().status_line(label)));
-        self.stops.push(live.close);
+        self.stops
+            .push(Box::pin(async move { connection.close().await }));
     }
 
     /// For `call_log_source = "both"`: the reconciler the file source and the live tracker

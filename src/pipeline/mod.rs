@@ -82,6 +82,19 @@ pub mod counters {
     pub const NUL_BYTES: &str = "cdr_nul_bytes_skipped";
     /// Errors reading the file.
     pub const READ_ERRORS: &str = "cdr_read_errors";
+
+    /// The counters every file source keeps, labelled with its `source` on `/metrics`.
+    pub const FILE_SOURCE: [&str; 9] = [
+        PARSE_ERRORS,
+        ROWS_READ,
+        CALLS_ENQUEUED,
+        CALLS_SKIPPED,
+        ROTATIONS,
+        TRUNCATIONS,
+        OVERSIZED_LINES,
+        NUL_BYTES,
+        READ_ERRORS,
+    ];
 }
 
 /// A change applied to a running source's assembler between two reads (config reload).
@@ -150,8 +163,9 @@ where
 
     /// The configuration file the daemon runs with, named in the `pbxlink import` command
     /// logged when a first start passes over an existing file.
-    pub fn with_config_path(mut self, path: &Path) -> Self {
-        self.config_path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+    pub fn with_config_path(mut self, path: Option<&Path>) -> Self {
+        self.config_path =
+            path.map(|path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
         self
     }
 

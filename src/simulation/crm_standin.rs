@@ -255,13 +255,44 @@ impl Drop for InFlight {
 }
 
 impl AppState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn record(&self, received: Received) {
         let _ = self.events.send(received.clone());
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .received
-            .push(received);
+        self.lock().received.push(received);
+    }
+
+    /// Records a request answered with 200.
+    fn accept(&self, at: SystemTime, endpoint: &'static str, body: Value) {
+        self.record(Received {
+            at,
+            endpoint,
+            status: 200,
+            body,
+            problem: None,
+        });
+    }
+
+    /// Records a request refused with 400 for `problem` and answers as LeadSquared does, with
+    /// `message`.
+    fn refuse(
+        &self,
+        at: SystemTime,
+        endpoint: &'static str,
+        body: Value,
+        problem: &str,
+        message: &str,
+    ) -> Response {
+        self.record(Received {
+            at,
+            endpoint,
+            status: 400,
+            body,
+            problem: Some(problem.to_owned()),
+        });
+        lsq_error(StatusCode::BAD_REQUEST, message)
     }
 }
 
@@ -288,7 +319,7 @@ async fn gate(
     at: SystemTime,
 ) -> Result<(), Response> {
     let (behaviour, expectations) = {
-        let shared = state.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = state.lock();
         (shared.behaviour.clone(), shared.expectations.clone())
     };
     let record = |status: u16, problem: &str| {
@@ -363,33 +394,16 @@ async fn call_log(
     if let Err(answer) = gate(&state, "call_log", &key, &headers, &body_json, at).await {
         return answer;
     }
-    let record = |status: u16, problem: Option<String>| {
-        state.record(Received {
-            at,
-            endpoint: "call_log",
-            status,
-            body: body_json.clone(),
-            problem,
-        })
-    };
     if let Err(problem) = check_call_log(&body_json) {
-        record(400, Some(problem.clone()));
-        return lsq_error(StatusCode::BAD_REQUEST, &problem);
+        return state.refuse(at, "call_log", body_json, &problem, &problem);
     }
     let session = body_json["CallSessionId"].as_str().unwrap_or_default();
-    let rejected = {
-        let shared = state.shared.lock().unwrap_or_else(|p| p.into_inner());
-        shared
-            .expectations
-            .reject_call_ids
-            .iter()
-            .any(|id| id == session)
-    };
+    let rejected = (state.lock().expectations.reject_call_ids.iter()).any(|id| id == session);
     if rejected {
-        record(400, Some("rejected by the test".into()));
-        return lsq_error(StatusCode::BAD_REQUEST, "Lead could not be created");
+        let message = "Lead could not be created";
+        return state.refuse(at, "call_log", body_json, "rejected by the test", message);
     }
-    record(200, None);
+    state.accept(at, "call_log", body_json);
     success(at, "Call log saved")
 }
 
@@ -404,18 +418,12 @@ async fn agent_popup(
     if let Err(answer) = gate(&state, "agent_popup", &key, &headers, &body_json, at).await {
         return answer;
     }
-    let problem = check_popup(&body_json).err();
-    let status = if problem.is_some() { 400 } else { 200 };
-    state.record(Received {
-        at,
-        endpoint: "agent_popup",
-        status,
-        body: body_json.clone(),
-        problem: problem.clone(),
-    });
-    match problem {
-        Some(p) => lsq_error(StatusCode::BAD_REQUEST, &p),
-        None => success(at, "Message broadcasted successfully"),
+    match check_popup(&body_json) {
+        Err(problem) => state.refuse(at, "agent_popup", body_json, &problem, &problem),
+        Ok(()) => {
+            state.accept(at, "agent_popup", body_json);
+            success(at, "Message broadcasted successfully")
+        }
     }
 }
 
@@ -460,29 +468,11 @@ async fn call_route(
         return answer;
     }
     let Some(caller) = caller else {
-        state.record(Received {
-            at,
-            endpoint: "call_route",
-            status: 400,
-            body,
-            problem: Some("caller_id is mandatory".into()),
-        });
-        return lsq_error(StatusCode::BAD_REQUEST, "caller_id is mandatory");
+        let problem = "caller_id is mandatory";
+        return state.refuse(at, "call_route", body, problem, problem);
     };
-    let owner = state
-        .shared
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .route_owners
-        .get(&digits(&caller))
-        .cloned();
-    state.record(Received {
-        at,
-        endpoint: "call_route",
-        status: 200,
-        body,
-        problem: None,
-    });
+    let owner = state.lock().route_owners.get(&digits(&caller)).cloned();
+    state.accept(at, "call_route", body);
     axum::Json(json!({"Status": "Success", "Message": owner.unwrap_or_else(|| json!({}))}))
         .into_response()
 }
@@ -496,13 +486,7 @@ fn v2_refusal(
     headers: &HeaderMap,
     at: SystemTime,
 ) -> Option<Response> {
-    let expected = state
-        .shared
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .expectations
-        .access_keys
-        .clone();
+    let expected = state.lock().expectations.access_keys.clone();
     // LeadSquared takes the keys from the query or (preferred) from the headers.
     let header = |name: &str| {
         headers
@@ -545,22 +529,10 @@ async fn sign_on_key(
         return answer;
     }
     let Some(user) = url_query_value(&query, "userName").filter(|u| u.contains('@')) else {
-        state.record(Received {
-            at,
-            endpoint: "sso",
-            status: 400,
-            body: Value::Null,
-            problem: Some("userName must be the user's e-mail".into()),
-        });
-        return lsq_error(StatusCode::BAD_REQUEST, "Invalid userName");
+        let problem = "userName must be the user's e-mail";
+        return state.refuse(at, "sso", Value::Null, problem, "Invalid userName");
     };
-    state.record(Received {
-        at,
-        endpoint: "sso",
-        status: 200,
-        body: json!({ "userName": user }),
-        problem: None,
-    });
+    state.accept(at, "sso", json!({ "userName": user }));
     axum::Json(json!(format!("sso-key-for-{user}"))).into_response()
 }
 
@@ -575,31 +547,13 @@ async fn lead_by_phone(
         return answer;
     }
     let phone = url_query_value(&query, "phone").unwrap_or_default();
+    let body = json!({ "phone": phone });
     if phone.is_empty() || !phone.chars().all(|c| c.is_ascii_digit()) {
-        state.record(Received {
-            at,
-            endpoint: "lead_by_phone",
-            status: 400,
-            body: json!({ "phone": phone }),
-            problem: Some("phone must be digits only".into()),
-        });
-        return lsq_error(StatusCode::BAD_REQUEST, "Invalid phone");
+        let problem = "phone must be digits only";
+        return state.refuse(at, "lead_by_phone", body, problem, "Invalid phone");
     }
-    let leads = state
-        .shared
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .leads
-        .get(&phone)
-        .cloned()
-        .unwrap_or_default();
-    state.record(Received {
-        at,
-        endpoint: "lead_by_phone",
-        status: 200,
-        body: json!({ "phone": phone }),
-        problem: None,
-    });
+    let leads = state.lock().leads.get(&phone).cloned().unwrap_or_default();
+    state.accept(at, "lead_by_phone", body);
     axum::Json(Value::Array(leads)).into_response()
 }
 

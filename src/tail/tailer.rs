@@ -246,6 +246,29 @@ impl Current {
         self.skipping = None;
     }
 
+    /// The bytes before the offset are not what was read there: the file was rewritten
+    /// under us. Says so and starts the file again from its first byte.
+    fn changed_under_us(&mut self, events: &mut Vec<TailEvent>) {
+        events.push(TailEvent::ChecksumMismatch {
+            file: self.id,
+            offset: self.offset,
+        });
+        self.restart();
+    }
+
+    /// [`Self::read`] into the lines and offsets of a new batch.
+    fn read_batch(
+        &mut self,
+        path: &Path,
+        buf: &mut Vec<u8>,
+        opts: &TailOptions,
+        events: &mut Vec<TailEvent>,
+    ) -> (Vec<Vec<u8>>, Vec<u64>, io::Result<bool>) {
+        let (mut lines, mut offsets) = (Vec::new(), Vec::new());
+        let at_eof = self.read(path, buf, opts, &mut lines, &mut offsets, events);
+        (lines, offsets, at_eof)
+    }
+
     /// Reads what is new into `lines`; returns true if the end of the file was reached.
     /// State only changes after successful reads, so an error can be retried.
     fn read(
@@ -287,11 +310,7 @@ impl Current {
                 if wl > 0 {
                     let now = read_window(&self.file, self.offset, wl).map_err(rd)?;
                     if now.as_deref() != Some(&self.window[..]) {
-                        events.push(TailEvent::ChecksumMismatch {
-                            file: self.id,
-                            offset: self.offset,
-                        });
-                        self.restart();
+                        self.changed_under_us(events);
                         continue;
                     }
                 }
@@ -313,11 +332,7 @@ impl Current {
                 match read_window(&self.file, self.offset, wl).map_err(rd)? {
                     Some(w) if w == self.window => {}
                     _ => {
-                        events.push(TailEvent::ChecksumMismatch {
-                            file: self.id,
-                            offset: self.offset,
-                        });
-                        self.restart();
+                        self.changed_under_us(events);
                         continue;
                     }
                 }
@@ -364,11 +379,7 @@ impl Current {
                 continue;
             }
             if buf[..wl] != self.window[..] {
-                events.push(TailEvent::ChecksumMismatch {
-                    file: self.id,
-                    offset: self.offset,
-                });
-                self.restart();
+                self.changed_under_us(events);
                 continue;
             }
             let data = &buf[wl..n];
@@ -554,16 +565,9 @@ impl FileTailer {
         // Look at the path BEFORE reading, so that once a new file is seen there, everything
         // written to the old one up to that moment is read before moving on.
         let at_path = identity_at(&self.path, self.follow_symlink)?;
-        let mut lines = Vec::new();
-        let mut offsets = Vec::new();
-        let at_eof = cur.read(
-            &self.path,
-            &mut self.buf,
-            &self.opts,
-            &mut lines,
-            &mut offsets,
-            events,
-        )?;
+        let (lines, offsets, at_eof) =
+            cur.read_batch(&self.path, &mut self.buf, &self.opts, events);
+        let at_eof = at_eof?;
         note_head(cur, &mut self.known);
         if !lines.is_empty() || !at_eof {
             return Ok(Some(Batch {
@@ -680,16 +684,7 @@ impl FileTailer {
             cur.rotation_seen = true;
             cur.deleted_reported = true;
         }
-        let mut lines = Vec::new();
-        let mut offsets = Vec::new();
-        let read = cur.read(
-            &self.path,
-            &mut self.buf,
-            &self.opts,
-            &mut lines,
-            &mut offsets,
-            events,
-        );
+        let (lines, offsets, read) = cur.read_batch(&self.path, &mut self.buf, &self.opts, events);
         let checkpoint = cur.checkpoint();
         note_head(&mut cur, &mut self.known);
         self.current = Some(cur);

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -492,16 +492,40 @@ fn refusal(
     None
 }
 
-/// `POST /status/retry` (`id`, `csrf`): puts one dead letter back in the queue.
-async fn retry(
-    State(page): State<Arc<StatusPage>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+/// A form posted from the page with a session and that session's CSRF token. Any other
+/// post is answered by [`refusal`] and reaches no handler.
+struct PagePost {
+    form: PageForm,
     headers: HeaderMap,
-    Form(form): Form<PageForm>,
-) -> Response {
-    if let Some(refused) = refusal(&page, &headers, &form, peer) {
-        return refused;
+    peer: SocketAddr,
+}
+
+impl FromRequest<Arc<StatusPage>> for PagePost {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, page: &Arc<StatusPage>) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        let Some(&ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, "no peer address\n").into_response());
+        };
+        let headers = parts.headers.clone();
+        let Form(form) = Form::<PageForm>::from_request(Request::from_parts(parts, body), page)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match refusal(page, &headers, &form, peer) {
+            Some(refused) => Err(refused),
+            None => Ok(Self {
+                form,
+                headers,
+                peer,
+            }),
+        }
     }
+}
+
+/// `POST /status/retry` (`id`, `csrf`): puts one dead letter back in the queue.
+async fn retry(State(page): State<Arc<StatusPage>>, post: PagePost) -> Response {
+    let PagePost { form, peer, .. } = post;
     let Some(id) = form
         .id
         .as_deref()
@@ -535,17 +559,9 @@ async fn retry(
 }
 
 /// `POST /logout` (`csrf`): ends the session in this browser.
-async fn logout(
-    State(page): State<Arc<StatusPage>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(form): Form<PageForm>,
-) -> Response {
-    if let Some(refused) = refusal(&page, &headers, &form, peer) {
-        return refused;
-    }
+async fn logout(State(page): State<Arc<StatusPage>>, post: PagePost) -> Response {
     let mut response = see_other("/");
-    if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie(page.secure(&headers))) {
+    if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie(page.secure(&post.headers))) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response

@@ -97,7 +97,7 @@ fn add_call(store: &Store, id: &str, body: serde_json::Value, dead: Option<&str>
         .expect("a row");
     match dead {
         Some(error) => store
-            .mark_dead(row.id, "call_log", Some(400), error)
+            .mark_dead(row.id, "call_log", 400, error)
             .expect("dead"),
         None => store
             .mark_delivered(row.id, "call_log", 200, "{}")

@@ -400,12 +400,13 @@ impl Store {
         })
     }
 
-    /// Moves a row to the dead letters with the CRM's answer.
+    /// Moves a row to the dead letters with the CRM's answer: the HTTP status it refused the
+    /// row with, and why.
     pub fn mark_dead(
         &self,
         id: i64,
         endpoint: &str,
-        status: Option<u16>,
+        refused_with: u16,
         error: &str,
     ) -> Result<(), StoreError> {
         let now = now_ms();
@@ -414,7 +415,7 @@ impl Store {
                 "UPDATE outbox SET state = 'dead', attempts = attempts + 1, updated_at = ?2,
                      last_status = ?3, last_error = ?4, in_flight_since = NULL
                  WHERE id = ?1",
-                params![id, now, status, error],
+                params![id, now, refused_with, error],
             )?;
             record_endpoint_error(tx, endpoint, now, error, None)?;
             add_counters(tx, &[("dead_lettered", 1)])

@@ -163,7 +163,7 @@ fn dead_letters_can_be_retried_and_pruning_keeps_keys() {
         .next_due(KIND_CALL_LOG, now_ms() + 10)
         .expect("read")
         .expect("due");
-    s.mark_dead(a.id, "call_log", Some(400), "bad field")
+    s.mark_dead(a.id, "call_log", 400, "bad field")
         .expect("dead");
     assert_eq!(s.dead_letters().expect("list").len(), 1);
     assert_eq!(s.retry_dead(Some(a.id)).expect("retry"), 1);

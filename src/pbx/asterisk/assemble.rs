@@ -33,7 +33,7 @@ use super::cdr::{CdrRow, Disposition};
 use crate::call::{
     AgentSegment, CallFacts, CallRecord, CallRules, DialResult, Directory, RecordingRef,
 };
-use crate::pbx::grouping::{self, KeyedUnionFind};
+use crate::pbx::grouping::{self, KeyedUnionFind, Settling};
 
 mod transfers;
 use crate::pbx::{AssembledCall, CallAssembler};
@@ -53,14 +53,8 @@ pub struct AsteriskAssembler {
     source: String,
     directory: Directory,
     rules: CallRules,
-    settle_ms: i64,
-    /// A group whose rows all ended this long before the newest row seen is complete
-    /// whatever its read time (bounds memory while a backlog is read).
-    watermark_lag_ms: i64,
-    /// A group without its root row is released after this long without new rows.
-    max_call_ms: i64,
+    settling: Settling,
     pending: Vec<Pending>,
-    newest_end_ms: i64,
 }
 
 impl AsteriskAssembler {
@@ -72,16 +66,12 @@ impl AsteriskAssembler {
         settle_ms: u64,
         max_call_secs: u64,
     ) -> Self {
-        let settle_ms = i64::try_from(settle_ms).unwrap_or(i64::MAX);
         Self {
             source,
             directory,
             rules,
-            settle_ms,
-            watermark_lag_ms: settle_ms.max(60_000),
-            max_call_ms: i64::try_from(max_call_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            settling: Settling::new(settle_ms, max_call_secs),
             pending: Vec::new(),
-            newest_end_ms: i64::MIN,
         }
     }
 
@@ -113,12 +103,9 @@ impl AsteriskAssembler {
     }
 
     fn take_groups(&mut self, keep: impl Fn(&[&Pending]) -> bool) -> Vec<AssembledCall> {
-        let taken = grouping::select(&self.pending, self.groups(), keep);
-        let calls = taken
-            .iter()
-            .map(|(_, members)| self.assemble(members))
-            .collect();
-        let taken: Vec<usize> = taken.into_iter().flat_map(|(group, _)| group).collect();
+        let (calls, taken) = grouping::take(&self.pending, self.groups(), keep, |members| {
+            self.assemble(members)
+        });
         grouping::remove_taken(&mut self.pending, taken);
         calls
     }
@@ -133,17 +120,8 @@ impl AsteriskAssembler {
             .collect::<Vec<_>>()
             .join("\n");
         let cdr_rows: Vec<&CdrRow> = rows.iter().map(|p| &p.row).collect();
-        let (call, skipped) = match classify(&self.source, &self.directory, &self.rules, &cdr_rows)
-        {
-            Ok(call) => (Some(call), None),
-            Err(reason) => (None, Some(reason)),
-        };
-        AssembledCall {
-            call,
-            skipped,
-            staged_ids,
-            raw,
-        }
+        let classified = classify(&self.source, &self.directory, &self.rules, &cdr_rows);
+        AssembledCall::new(classified, staged_ids, raw)
     }
 }
 
@@ -151,7 +129,7 @@ impl CallAssembler for AsteriskAssembler {
     type Record = CdrRow;
 
     fn add(&mut self, staged_id: i64, row: CdrRow, raw: String, read_at_ms: i64) {
-        self.newest_end_ms = self.newest_end_ms.max(row.end.timestamp_millis());
+        self.settling.saw_end(row.end.timestamp_millis());
         self.pending.push(Pending {
             staged_id,
             row,
@@ -164,23 +142,14 @@ impl CallAssembler for AsteriskAssembler {
         if self.pending.is_empty() {
             return Vec::new();
         }
-        let settle = self.settle_ms;
-        let newest_end = self.newest_end_ms;
-        let lag = self.watermark_lag_ms;
-        let max_call = self.max_call_ms;
+        let settling = self.settling;
         self.take_groups(|members| {
-            let last_read = members.iter().map(|p| p.read_at_ms).max().unwrap_or(now_ms);
-            let quiet_for = now_ms.saturating_sub(last_read);
-            if !members.iter().any(|p| is_root(&p.row)) {
-                return quiet_for < max_call;
-            }
-            let last_end = members
-                .iter()
-                .map(|p| p.row.end.timestamp_millis())
-                .max()
-                .unwrap_or(newest_end);
-            let overtaken = newest_end.saturating_sub(last_end) >= lag;
-            !(quiet_for >= settle || overtaken)
+            settling.waits(
+                now_ms,
+                members.iter().map(|p| p.read_at_ms).max(),
+                members.iter().any(|p| is_root(&p.row)),
+                members.iter().map(|p| p.row.end.timestamp_millis()).max(),
+            )
         })
     }
 

@@ -24,24 +24,11 @@ use crate::call::sink::CallSink;
 use crate::config::{CallLogSource, Config};
 use crate::metrics::{MetricsSource, Scrape};
 use crate::outbox::Store;
-use crate::pbx::parts::{FileImport, FileSourceRun, LivePart, PbxContext, PbxParts};
+use crate::pbx::parts::{FileImport, LivePart, PbxContext, PbxParts};
 use crate::pipeline::{SourceUpdate, counters};
 
 /// The `source` label of the CDR file's counters on `/metrics`.
 pub const CDR_SOURCE_LABEL: &str = "asterisk-cdr";
-
-/// The outbox's persistent counters the CDR file reader keeps.
-pub const CDR_COUNTERS: [&str; 9] = [
-    counters::PARSE_ERRORS,
-    counters::ROWS_READ,
-    counters::CALLS_ENQUEUED,
-    counters::CALLS_SKIPPED,
-    counters::ROTATIONS,
-    counters::TRUNCATIONS,
-    counters::OVERSIZED_LINES,
-    counters::NUL_BYTES,
-    counters::READ_ERRORS,
-];
 
 /// Adds the parts `[asterisk]` configures to `parts`.
 pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
@@ -81,9 +68,7 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
                 ast.originate.clone(),
                 ast.free_agent,
             )),
-            label: "AMI",
-            state: ami.state(),
-            close: Box::pin(async move { ami.shutdown().await }),
+            connection: ami.connection(),
         });
     }
     Ok(())
@@ -110,22 +95,16 @@ fn cdr_file(
         None,
     )?
     .with_updates(updates)
-    .with_heartbeat(heartbeat.clone());
+    .with_heartbeat(heartbeat.clone())
+    .with_config_path(ctx.config_path);
     if let Some(reconciler) = reconciler {
         source = source.with_sink(reconciler);
     }
-    if let Some(config_path) = ctx.config_path {
-        source = source.with_config_path(config_path);
-    }
     let poll = Duration::from_millis(ast.poll_interval_ms);
-    parts.file_sources.push(FileSourceRun {
-        thread_name: "asterisk-cdr".into(),
-        heartbeat,
-        run: Box::new(move |stop| {
-            source
-                .run(poll, stop)
-                .map_err(|e| format!("CDR source stopped: {e}"))
-        }),
+    parts.add_file_source("asterisk-cdr", heartbeat, move |stop| {
+        source
+            .run(poll, stop)
+            .map_err(|e| format!("CDR source stopped: {e}"))
     });
     let follow_symlink = ast.cdr_follow_symlink;
     parts.status.push(Box::new(move || {
@@ -150,7 +129,7 @@ fn cdr_file(
             }
         }));
     ctx.metrics
-        .label_store_counters(CDR_SOURCE_LABEL, &CDR_COUNTERS);
+        .label_store_counters(CDR_SOURCE_LABEL, &counters::FILE_SOURCE);
     Ok(())
 }
 

@@ -33,7 +33,9 @@ mod supervisor;
 pub(crate) use link::impl_framing;
 pub use link::{Framing, Link, LinkError, within_step};
 pub use state::{ConnectionState, ConnectionStats};
-pub use supervisor::{Backlog, Failure, Outgoing, Protocol, Supervisor, SupervisorSettings};
+pub use supervisor::{
+    Backlog, Failure, Outgoing, Protocol, SupervisedConnection, Supervisor, SupervisorSettings,
+};
 
 #[cfg(test)]
 mod tests;

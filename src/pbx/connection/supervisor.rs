@@ -172,6 +172,32 @@ impl<P> std::fmt::Debug for Supervisor<P> {
     }
 }
 
+/// A supervised connection as the daemon sees it: its name on the `STATUS=` line, its
+/// state, and its close at shutdown. Every [`Supervisor`] is one; a PBX's wiring hands it to
+/// [`crate::pbx::parts::LivePart`].
+pub trait SupervisedConnection: Send + Sync {
+    /// The protocol's name (`AMI`, `ESL`).
+    fn name(&self) -> &'static str;
+    /// The connection state, updated as it changes.
+    fn state(&self) -> watch::Receiver<ConnectionState>;
+    /// Closes the connection and stops its task ([`Supervisor::shutdown`]).
+    fn close(&self) -> crate::pbx::PbxFuture<'_, ()>;
+}
+
+impl<P: Default + Send + 'static> SupervisedConnection for Supervisor<P> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn state(&self) -> watch::Receiver<ConnectionState> {
+        Supervisor::state(self)
+    }
+
+    fn close(&self) -> crate::pbx::PbxFuture<'_, ()> {
+        Box::pin(self.shutdown())
+    }
+}
+
 /// The live generation (if logged in) and the callers waiting on it.
 #[derive(Default)]
 struct Live<P> {

@@ -37,7 +37,7 @@ use crate::metrics::{MetricsSource, Scrape};
 use crate::outbox::Store;
 use crate::pbx::connection::SupervisorSettings;
 use crate::pbx::live::{CALL_LOG_QUEUE, LiveStats, store_call_logs};
-use crate::pbx::parts::{FileImport, FileSourceRun, LivePart, PbxContext, PbxParts};
+use crate::pbx::parts::{FileImport, LivePart, PbxContext, PbxParts};
 use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError, PbxFuture};
 use crate::pipeline::{FileSource, counters};
 
@@ -46,22 +46,21 @@ pub const JSON_CDR_SOURCE_LABEL: &str = "freeswitch-json_cdr";
 /// The `source` label of the cdr_csv file's counters on `/metrics`.
 pub const CDR_CSV_SOURCE_LABEL: &str = "freeswitch-cdr";
 
-/// The outbox's persistent counters a FreeSWITCH file source keeps.
-const FILE_COUNTERS: [&str; 13] = [
-    counters::PARSE_ERRORS,
-    counters::ROWS_READ,
-    counters::CALLS_ENQUEUED,
-    counters::CALLS_SKIPPED,
-    counters::ROTATIONS,
-    counters::TRUNCATIONS,
-    counters::OVERSIZED_LINES,
-    counters::NUL_BYTES,
-    counters::READ_ERRORS,
+/// The outbox's persistent counters a FreeSWITCH file source keeps beyond
+/// [`counters::FILE_SOURCE`].
+const JSON_CDR_COUNTERS: [&str; 4] = [
     json_counters::FILES_READ,
     json_counters::FILES_HISTORY,
     json_counters::FILES_TOO_LARGE,
     json_counters::NOT_REGULAR,
 ];
+
+/// Labels a FreeSWITCH file source's counters with its `source` on `/metrics`.
+fn label_file_counters(ctx: &PbxContext<'_>, source: &str) {
+    ctx.metrics
+        .label_store_counters(source, &counters::FILE_SOURCE);
+    ctx.metrics.label_store_counters(source, &JSON_CDR_COUNTERS);
+}
 
 /// How long a click to call waits for FreeSWITCH's BACKGROUND_JOB before it answers the HTTP
 /// caller that the job is accepted. A refusal FreeSWITCH knows at once
@@ -236,9 +235,7 @@ pub fn build(ctx: &PbxContext<'_>, parts: &mut PbxParts) -> anyhow::Result<()> {
                 },
                 ctx.config,
             )),
-            label: "ESL",
-            state: client.state(),
-            close: Box::pin(async move { client.shutdown().await }),
+            connection: client.connection(),
         });
     }
     Ok(())
@@ -271,26 +268,19 @@ fn file_part(
                 assembler,
                 ctx.wake_delivery.clone(),
             )
-            .with_heartbeat(heartbeat.clone());
+            .with_heartbeat(heartbeat.clone())
+            .with_config_path(ctx.config_path);
             if let Some(sink) = sink {
                 reader = reader.with_sink(sink);
             }
-            if let Some(path) = ctx.config_path {
-                reader = reader.with_config_path(path);
-            }
-            parts.file_sources.push(FileSourceRun {
-                thread_name: "freeswitch-json".into(),
-                heartbeat,
-                run: Box::new(move |stop| {
-                    reader
-                        .run(stop)
-                        .map_err(|e| format!("json_cdr source stopped: {e}"))
-                }),
+            parts.add_file_source("freeswitch-json", heartbeat, move |stop| {
+                reader
+                    .run(stop)
+                    .map_err(|e| format!("json_cdr source stopped: {e}"))
             });
             let dir = dir.clone();
             parts.status.push(Box::new(move || json_cdr_line(&dir)));
-            ctx.metrics
-                .label_store_counters(JSON_CDR_SOURCE_LABEL, &FILE_COUNTERS);
+            label_file_counters(ctx, JSON_CDR_SOURCE_LABEL);
         }
         FreeSwitchFileSource::CdrCsv { path, .. } => {
             let assembler = FsAssembler::new(name.clone(), times, classify);
@@ -302,29 +292,22 @@ fn file_part(
                 ctx.wake_delivery.clone(),
                 assembler,
             )?
-            .with_heartbeat(heartbeat.clone());
-            if let Some(path) = ctx.config_path {
-                reader = reader.with_config_path(path);
-            }
+            .with_heartbeat(heartbeat.clone())
+            .with_config_path(ctx.config_path);
             if let Some(sink) = sink {
                 reader = reader.with_sink(sink);
             }
             let poll = Duration::from_millis(settings.poll_ms);
-            parts.file_sources.push(FileSourceRun {
-                thread_name: "freeswitch-cdr".into(),
-                heartbeat,
-                run: Box::new(move |stop| {
-                    reader
-                        .run(poll, stop)
-                        .map_err(|e| format!("cdr_csv source stopped: {e}"))
-                }),
+            parts.add_file_source("freeswitch-cdr", heartbeat, move |stop| {
+                reader
+                    .run(poll, stop)
+                    .map_err(|e| format!("cdr_csv source stopped: {e}"))
             });
             let path = path.clone();
             parts.status.push(Box::new(move || {
                 crate::service::status::cdr_line(&path, false)
             }));
-            ctx.metrics
-                .label_store_counters(CDR_CSV_SOURCE_LABEL, &FILE_COUNTERS);
+            label_file_counters(ctx, CDR_CSV_SOURCE_LABEL);
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use super::connection::AmiProtocol;
 use super::dispatch::{AmiStats, Dispatcher};
 use super::{Action, AmiError, Message};
 use crate::config::AmiSettings;
-use crate::pbx::connection::{ConnectionState, Outgoing, Supervisor};
+use crate::pbx::connection::{ConnectionState, Outgoing, SupervisedConnection, Supervisor};
 
 const COMMAND_CAPACITY: usize = 256;
 
@@ -160,6 +160,11 @@ impl AmiClient {
     /// The connection state, updated as it changes.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.dispatcher.sup.state()
+    }
+
+    /// The connection, for the daemon's status line and shutdown.
+    pub fn connection(&self) -> Arc<dyn SupervisedConnection> {
+        self.dispatcher.sup.clone()
     }
 
     /// A snapshot of the counters.

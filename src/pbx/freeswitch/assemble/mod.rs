@@ -32,7 +32,7 @@ pub use facts::{LegRole, call_facts, is_mirror, role, root_leg};
 
 use crate::call::{CallFacts, CallRecord};
 use crate::pbx::freeswitch::cdr::FsLeg;
-use crate::pbx::grouping::{self, KeyedUnionFind};
+use crate::pbx::grouping::{self, KeyedUnionFind, Settling};
 use crate::pbx::{AssembledCall, CallAssembler};
 
 /// Turns a call's facts into the call log the CRM is told about, or says why it is not
@@ -72,12 +72,9 @@ pub struct AssembledFacts {
 pub struct FsAssembler {
     source: String,
     classify: Classifier,
-    settle_ms: i64,
-    watermark_lag_ms: i64,
-    max_call_ms: i64,
+    settling: Settling,
     pending: Vec<Pending>,
     by_uuid: HashMap<String, usize>,
-    newest_end_ms: i64,
 }
 
 impl std::fmt::Debug for FsAssembler {
@@ -93,17 +90,12 @@ impl FsAssembler {
     /// An assembler for the source `source` (e.g. `freeswitch-json_cdr`), classifying each
     /// call with `classify`.
     pub fn new(source: String, times: SettleTimes, classify: Classifier) -> Self {
-        let settle_ms = i64::try_from(times.settle_ms).unwrap_or(i64::MAX);
         Self {
             source,
             classify,
-            settle_ms,
-            watermark_lag_ms: settle_ms.max(60_000),
-            max_call_ms: i64::try_from(times.max_call_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
+            settling: Settling::new(times.settle_ms, times.max_call_secs),
             pending: Vec::new(),
             by_uuid: HashMap::new(),
-            newest_end_ms: i64::MIN,
         }
     }
 
@@ -114,7 +106,7 @@ impl FsAssembler {
 
     /// Adds a leg staged under `staged_id`, read at `read_at_ms`.
     pub fn add_leg(&mut self, staged_id: i64, leg: FsLeg, raw: String, read_at_ms: i64) {
-        self.newest_end_ms = self.newest_end_ms.max(leg.end.timestamp_millis());
+        self.settling.saw_end(leg.end.timestamp_millis());
         if let Some(&i) = self.by_uuid.get(&leg.uuid) {
             let p = &mut self.pending[i];
             p.staged_ids.push(staged_id);
@@ -170,12 +162,9 @@ impl FsAssembler {
     }
 
     fn take_groups(&mut self, keep: impl Fn(&[&Pending]) -> bool) -> Vec<AssembledFacts> {
-        let taken = grouping::select(&self.pending, self.groups(), keep);
-        let out = taken
-            .iter()
-            .map(|(_, members)| self.assemble(members))
-            .collect();
-        let taken: Vec<usize> = taken.into_iter().flat_map(|(group, _)| group).collect();
+        let (out, taken) = grouping::take(&self.pending, self.groups(), keep, |members| {
+            self.assemble(members)
+        });
         grouping::remove_taken(&mut self.pending, taken);
         self.by_uuid = self
             .pending
@@ -211,24 +200,15 @@ impl FsAssembler {
         if self.pending.is_empty() {
             return Vec::new();
         }
-        let settle = self.settle_ms;
-        let newest_end = self.newest_end_ms;
-        let lag = self.watermark_lag_ms;
-        let max_call = self.max_call_ms;
+        let settling = self.settling;
         self.take_groups(|members| {
-            let last_read = members.iter().map(|p| p.read_at_ms).max().unwrap_or(now_ms);
-            let quiet_for = now_ms.saturating_sub(last_read);
             let legs: Vec<&FsLeg> = members.iter().map(|p| &p.leg).collect();
-            if root_leg(&legs).is_none() {
-                return quiet_for < max_call;
-            }
-            let last_end = legs
-                .iter()
-                .map(|l| l.end.timestamp_millis())
-                .max()
-                .unwrap_or(newest_end);
-            let overtaken = newest_end.saturating_sub(last_end) >= lag;
-            !(quiet_for >= settle || overtaken)
+            settling.waits(
+                now_ms,
+                members.iter().map(|p| p.read_at_ms).max(),
+                root_leg(&legs).is_some(),
+                legs.iter().map(|l| l.end.timestamp_millis()).max(),
+            )
         })
     }
 
@@ -241,16 +221,8 @@ impl FsAssembler {
         calls
             .into_iter()
             .map(|a| {
-                let (call, skipped) = match a.facts.and_then(|f| (self.classify)(&f)) {
-                    Ok(call) => (Some(call), None),
-                    Err(reason) => (None, Some(reason)),
-                };
-                AssembledCall {
-                    call,
-                    skipped,
-                    staged_ids: a.staged_ids,
-                    raw: a.raw,
-                }
+                let classified = a.facts.and_then(|f| (self.classify)(&f));
+                AssembledCall::new(classified, a.staged_ids, a.raw)
             })
             .collect()
     }

@@ -40,8 +40,8 @@ use super::{
 };
 use crate::logtext::{Escaped, excerpt};
 use crate::pbx::connection::{
-    ConnectionState, ConnectionStats, Failure, Link, LinkError, Outgoing, Protocol, Supervisor,
-    SupervisorSettings,
+    ConnectionState, ConnectionStats, Failure, Link, LinkError, Outgoing, Protocol,
+    SupervisedConnection, Supervisor, SupervisorSettings,
 };
 
 /// Events buffered per [`EslClient::events`] receiver before it lags. An event is a few KB,
@@ -453,6 +453,11 @@ impl EslClient {
     /// The connection state, updated as it changes.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.shared.sup.state()
+    }
+
+    /// The connection, for the daemon's status line and shutdown.
+    pub fn connection(&self) -> Arc<dyn SupervisedConnection> {
+        self.shared.sup.clone()
     }
 
     /// A snapshot of the counters.

@@ -149,8 +149,9 @@ impl JsonCdrDirSource {
     }
 
     /// The configuration file the daemon runs with, named in the `pbxlink import` hint.
-    pub fn with_config_path(mut self, path: &Path) -> Self {
-        self.config_path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+    pub fn with_config_path(mut self, path: Option<&Path>) -> Self {
+        self.config_path =
+            path.map(|path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
         self
     }
 
