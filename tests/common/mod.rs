@@ -227,8 +227,17 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and wait for a clean exit.
+    /// SIGTERM and wait for a clean exit. A daemon still starting (on a loaded machine the
+    /// binary may not have reached its signal handler yet) is given up to 30 s to say it
+    /// started first, so the signal tests its shutdown, not the race with its start.
     pub fn stop(mut self) {
+        let starting = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < starting
+            && !self.log_contains("pbxlink started")
+            && matches!(self.child.try_wait(), Ok(None))
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
