@@ -27,7 +27,9 @@ use pbxlink::outbox::Store;
 use serde_json::Value;
 
 mod rig;
-use rig::{CUSTOM_COLUMNS, RigGuard, rig_ok, rig_root, rig_tz, root_or_skip, tail_of};
+use rig::{
+    CUSTOM_COLUMNS, RigGuard, channel_counts, rig_ok, rig_root, rig_tz, root_or_skip, tail_of,
+};
 
 const LEAD: &str = "+919611795983";
 const LEAD_LOCAL: &str = "09611795983";
@@ -57,19 +59,6 @@ fn csv_path() -> PathBuf {
 
 fn custom_path() -> PathBuf {
     rig_root().join("var/log/asterisk/cdr-custom/Master.csv")
-}
-
-/// (active channels, calls processed) from `core show channels count`.
-fn channel_counts() -> (u64, u64) {
-    let out = rig_ok(&["rx", "core show channels count"]);
-    let find = |what: &str| {
-        out.lines()
-            .find(|l| l.contains(what))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {what:?} in `core show channels count`: {out}"))
-    };
-    (find("active channels"), find("calls processed"))
 }
 
 /// Places one call (`call-in DID CALLERID` or `call-out EXT NUMBER`) and waits until

@@ -38,7 +38,9 @@ use pbxlink::pbx::asterisk::live::{LiveAsterisk, LiveStats};
 use tokio::sync::{Notify, watch};
 
 mod rig;
-use rig::{CUSTOM_COLUMNS, RigGuard, RigLock, rig_ok, rig_root, rig_tz, root_or_skip};
+use rig::{
+    CUSTOM_COLUMNS, RigGuard, RigLock, channel_counts, rig_ok, rig_root, rig_tz, root_or_skip,
+};
 
 const LEAD: &str = "+919611795983";
 /// Times of the two sources may differ by this much (whole-second CDR vs. event arrival).
@@ -198,19 +200,6 @@ fn call_logs(db: &Path) -> BTreeMap<String, (String, CallRecord)> {
         }
     }
     logs
-}
-
-/// (active channels, calls processed) from `core show channels count`.
-fn channel_counts() -> (u64, u64) {
-    let out = rig_ok(&["rx", "core show channels count"]);
-    let find = |what: &str| {
-        out.lines()
-            .find(|l| l.contains(what))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {what:?} in `core show channels count`: {out}"))
-    };
-    (find("active channels"), find("calls processed"))
 }
 
 /// Places a call with rig.sh (`call-in`, `call-out` or a raw `ami Originate`) and waits

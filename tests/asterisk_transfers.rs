@@ -30,7 +30,9 @@ use pbxlink::crm::leadsquared::standin::{Expectations, StandIn};
 use serde_json::Value;
 
 mod rig;
-use rig::{CUSTOM_COLUMNS, RigGuard, RigLock, rig_ok, rig_root, rig_tz, root_or_skip};
+use rig::{
+    CUSTOM_COLUMNS, RigGuard, RigLock, channel_counts, rig_ok, rig_root, rig_tz, root_or_skip,
+};
 
 const LEAD: &str = "+919611795983";
 const TRANSFER_DID: &str = "918044556610";
@@ -188,18 +190,9 @@ async fn bridged_agent_channel(ext: &str) -> String {
     }
 }
 
-fn active_channels() -> u64 {
-    let out = rig_ok(&["rx", "core show channels count"]);
-    out.lines()
-        .find(|l| l.contains("active channel"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no channel count in {out}"))
-}
-
 async fn calls_over(limit: Duration) {
     let started = Instant::now();
-    while active_channels() > 0 {
+    while channel_counts().0 > 0 {
         assert!(started.elapsed() < limit, "calls still up after {limit:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -95,6 +95,21 @@ pub fn rig_tz() -> String {
     std::env::var("PBXLINK_ASTERISK_TZ").unwrap_or_else(|_| "Asia/Kolkata".into())
 }
 
+/// (active channels, calls processed) from `core show channels count`. Asterisk writes the
+/// singular for one ("1 active channel", "1 call processed"), so the words are matched
+/// without their plural `s`.
+pub fn channel_counts() -> (u64, u64) {
+    let out = rig_ok(&["rx", "core show channels count"]);
+    let find = |what: &str| {
+        out.lines()
+            .find(|l| l.contains(what))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {what:?} in `core show channels count`: {out}"))
+    };
+    (find("active channel"), find(" processed"))
+}
+
 pub fn rig_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asterisk/rig.sh")
 }
