@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use chrono_tz::Tz;
+use pbxlink::call::TimeWindow;
 use pbxlink::call::{CallFacts, CallRecord, Direction, Number, Outcome};
 use pbxlink::config::Synchronous;
 use pbxlink::outbox::store::Store;
-use pbxlink::pbx::asterisk::cdr::TimeWindow;
 use pbxlink::pbx::freeswitch::assemble::{FsAssembler, SettleTimes};
 use pbxlink::pbx::freeswitch::cdr::{CsvLayout, FsCdrSettings, FsCsvParser, FsLeg, templates};
 use pbxlink::pbx::freeswitch::json_cdr::{JsonCdrDirSource, parse_json_cdr};

@@ -13,7 +13,7 @@ pub mod rules;
 pub mod sink;
 pub mod transfer;
 
-pub use clock::monotonic_ms;
+pub use clock::{TimeWindow, monotonic_ms};
 pub use directory::{AgentInfo, Directory, VirtualNumberInfo};
 pub use facts::{
     AgentSegment, CallFacts, DialResult, RecordingRef, RingingFacts, SegmentArrival,

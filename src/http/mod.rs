@@ -256,18 +256,44 @@ pub fn router(state: Arc<ApiState>) -> anyhow::Result<Router> {
         .layer(middleware::from_fn_with_state(policy, auth::guard)))
 }
 
+/// A request rate per client address (`[http] requests_per_second`, the status page's own).
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+/// The 429 answer when `peer` is over its rate in `limiter`.
+fn over_rate(limiter: &KeyedLimiter, peer: IpAddr) -> Option<Response> {
+    limiter
+        .check_key(&peer)
+        .is_err()
+        .then(|| (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response())
+}
+
+/// The client address axum's connect info puts in a request's extensions (None only when
+/// the server was not started with it: such a request is refused).
+fn peer_of(request: &Request) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+}
+
+/// The answer to a request without a client address.
+fn no_peer() -> Response {
+    (StatusCode::FORBIDDEN, "no peer address\n").into_response()
+}
 
 async fn rate_limit(
     State(limiter): State<Arc<KeyedLimiter>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    if limiter.check_key(&peer.ip()).is_err() {
-        return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response();
+    let refused = match peer_of(&request) {
+        Some(peer) => over_rate(&limiter, peer.ip()),
+        None => Some(no_peer()),
+    };
+    match refused {
+        Some(refused) => refused,
+        None => next.run(request).await,
     }
-    next.run(request).await
 }
 
 /// How the API is served: plain HTTP, or HTTPS with `[http] tls_cert`/`tls_key`, within

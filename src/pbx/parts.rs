@@ -21,10 +21,13 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::connection::SupervisedConnection;
 use super::{PbxControl, PbxFuture};
 use crate::call::reconcile::{ReconcileStats, ReconcilingSink};
+use crate::call::sink::CallSink;
 use crate::call::{Directory, PopupRequest};
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsSource, Scrape};
 use crate::outbox::Store;
+use crate::outbox::store::now_ms;
+use crate::pipeline::FileReader;
 
 /// What the daemon gives a PBX's wiring to build its parts with.
 pub struct PbxContext<'a> {
@@ -106,17 +109,26 @@ pub struct LivePart {
 }
 
 impl PbxParts {
-    /// Adds a file source's reader thread `thread_name` (see [`FileSourceRun`]).
-    pub fn add_file_source(
+    /// Adds `reader` as the thread `thread_name` (see [`FileSourceRun`]), with a fresh
+    /// heartbeat, the context's configuration path and `sink` (the reconciler in "both").
+    pub fn add_file_reader(
         &mut self,
         thread_name: &str,
-        heartbeat: Arc<AtomicI64>,
-        run: impl FnOnce(Arc<AtomicBool>) -> Result<(), String> + Send + 'static,
+        reader: impl FileReader,
+        config_path: Option<&Path>,
+        sink: Option<Arc<dyn CallSink>>,
     ) {
+        let heartbeat = Arc::new(AtomicI64::new(now_ms()));
+        let reader = reader.attach(heartbeat.clone(), config_path, sink);
+        let what = thread_name.to_owned();
         self.file_sources.push(FileSourceRun {
             thread_name: thread_name.to_owned(),
             heartbeat,
-            run: Box::new(run),
+            run: Box::new(move |stop| {
+                reader
+                    .read_until(stop)
+                    .map_err(|e| format!("{what} reader stopped: {e}"))
+            }),
         });
     }
 

@@ -100,6 +100,61 @@ pub mod counters {
 /// A change applied to a running source's assembler between two reads (config reload).
 pub type SourceUpdate<A> = Box<dyn FnOnce(&mut A) + Send>;
 
+/// A blocking reader of the files a PBX writes, as the daemon runs it on a thread of its own
+/// ([`crate::pbx::parts::PbxParts::add_file_reader`]): a tailed CDR file, or a watched
+/// directory of per-call files.
+pub trait FileReader: Send + 'static {
+    /// Takes what the daemon hands every reader: the heartbeat its watchdog reads (stored at
+    /// the top of every loop), the configuration file the `pbxlink import` hint names, and the
+    /// sink settled calls go to instead of the outbox (`call_log_source = "both"`).
+    fn attach(
+        self,
+        heartbeat: Arc<AtomicI64>,
+        config_path: Option<&Path>,
+        sink: Option<Arc<dyn CallSink>>,
+    ) -> Self;
+
+    /// Reads until `stop` is set.
+    fn read_until(self, stop: Arc<AtomicBool>) -> Result<(), StoreError>;
+}
+
+/// A CDR file tailed by a [`FileSource`], checked every `poll` (file events wake it sooner).
+pub struct Tailed<P: LineParser, A: CallAssembler<Record = P::Record>> {
+    /// The pipeline reading the file.
+    pub source: FileSource<P, A>,
+    /// How often the file is checked when no file event arrives.
+    pub poll: Duration,
+}
+
+impl<P, A> FileReader for Tailed<P, A>
+where
+    P: LineParser + 'static,
+    A: CallAssembler<Record = P::Record> + Send + 'static,
+{
+    fn attach(
+        self,
+        heartbeat: Arc<AtomicI64>,
+        config_path: Option<&Path>,
+        sink: Option<Arc<dyn CallSink>>,
+    ) -> Self {
+        let mut source = self
+            .source
+            .with_heartbeat(heartbeat)
+            .with_config_path(config_path);
+        if let Some(sink) = sink {
+            source = source.with_sink(sink);
+        }
+        Self {
+            source,
+            poll: self.poll,
+        }
+    }
+
+    fn read_until(self, stop: Arc<AtomicBool>) -> Result<(), StoreError> {
+        self.source.run(self.poll, stop)
+    }
+}
+
 /// A CDR file feeding the outbox.
 pub struct FileSource<P: LineParser, A: CallAssembler<Record = P::Record>> {
     name: String,

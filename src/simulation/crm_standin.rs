@@ -109,11 +109,11 @@ impl StandIn {
             )
             .route(
                 "/v2/Telephony.svc/GetSingleSignOnKey",
-                axum::routing::get(sign_on_key),
+                v2_endpoint("sso", sign_on_key),
             )
             .route(
                 "/v2/LeadManagement.svc/RetrieveLeadByPhoneNumber",
-                axum::routing::get(lead_by_phone),
+                v2_endpoint("lead_by_phone", lead_by_phone),
             )
             .with_state(AppState {
                 shared: shared.clone(),
@@ -518,17 +518,24 @@ fn v2_refusal(
     ))
 }
 
-async fn sign_on_key(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    let at = SystemTime::now();
-    let query = uri.query().unwrap_or_default().to_owned();
-    if let Some(answer) = v2_refusal(&state, "sso", &query, &headers, at) {
-        return answer;
-    }
-    let Some(user) = url_query_value(&query, "userName").filter(|u| u.contains('@')) else {
+/// A v2 GET endpoint: the keys are checked (a refusal recorded and sent) before `answer`
+/// gets the query string.
+fn v2_endpoint(
+    endpoint: &'static str,
+    answer: fn(&AppState, SystemTime, &str) -> Response,
+) -> axum::routing::MethodRouter<AppState> {
+    axum::routing::get(
+        move |State(state): State<AppState>, headers: HeaderMap, uri: axum::http::Uri| async move {
+            let at = SystemTime::now();
+            let query = uri.query().unwrap_or_default();
+            v2_refusal(&state, endpoint, query, &headers, at)
+                .unwrap_or_else(|| answer(&state, at, query))
+        },
+    )
+}
+
+fn sign_on_key(state: &AppState, at: SystemTime, query: &str) -> Response {
+    let Some(user) = url_query_value(query, "userName").filter(|u| u.contains('@')) else {
         let problem = "userName must be the user's e-mail";
         return state.refuse(at, "sso", Value::Null, problem, "Invalid userName");
     };
@@ -536,17 +543,8 @@ async fn sign_on_key(
     axum::Json(json!(format!("sso-key-for-{user}"))).into_response()
 }
 
-async fn lead_by_phone(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    let at = SystemTime::now();
-    let query = uri.query().unwrap_or_default().to_owned();
-    if let Some(answer) = v2_refusal(&state, "lead_by_phone", &query, &headers, at) {
-        return answer;
-    }
-    let phone = url_query_value(&query, "phone").unwrap_or_default();
+fn lead_by_phone(state: &AppState, at: SystemTime, query: &str) -> Response {
+    let phone = url_query_value(query, "phone").unwrap_or_default();
     let body = json!({ "phone": phone });
     if phone.is_empty() || !phone.chars().all(|c| c.is_ascii_digit()) {
         let problem = "phone must be digits only";
@@ -594,8 +592,9 @@ fn optional_texts(object: &serde_json::Map<String, Value>, keys: &[&str]) -> Res
     Ok(())
 }
 
-/// The Call Log fields of shared/leadsquared-api.md.
-const KNOWN_FIELDS: &[&str] = &[
+/// The Call Log fields of shared/leadsquared-api.md that must be there, each checked for
+/// its own format.
+const MANDATORY_FIELDS: &[&str] = &[
     "SourceNumber",
     "DestinationNumber",
     "DisplayNumber",
@@ -604,9 +603,13 @@ const KNOWN_FIELDS: &[&str] = &[
     "CallDuration",
     "Status",
     "Direction",
+    "CallSessionId",
+];
+
+/// The optional Call Log fields: strings when present.
+const OPTIONAL_TEXT_FIELDS: &[&str] = &[
     "CallNotes",
     "ResourceURL",
-    "CallSessionId",
     "CallerName",
     "CallerCity",
     "CallerState",
@@ -622,7 +625,8 @@ const KNOWN_FIELDS: &[&str] = &[
 pub fn check_call_log(body: &Value) -> Result<(), String> {
     let object = body.as_object().ok_or("body is not a JSON object")?;
     for key in object.keys() {
-        if !KNOWN_FIELDS.contains(&key.as_str()) {
+        let key_str = key.as_str();
+        if !MANDATORY_FIELDS.contains(&key_str) && !OPTIONAL_TEXT_FIELDS.contains(&key_str) {
             return Err(format!("unknown field {key}"));
         }
     }
@@ -665,22 +669,7 @@ pub fn check_call_log(body: &Value) -> Result<(), String> {
             "Status {status:?} is not Answered, Missed or Voicemail"
         ));
     }
-    optional_texts(
-        object,
-        &[
-            "CallNotes",
-            "ResourceURL",
-            "CallerName",
-            "CallerCity",
-            "CallerState",
-            "CallerCountry",
-            "CallerZipCode",
-            "LeadId",
-            "UserId",
-            "Tag",
-            "CallerSource",
-        ],
-    )?;
+    optional_texts(object, OPTIONAL_TEXT_FIELDS)?;
     if let Some(Value::String(link)) = object.get("ResourceURL") {
         match url::Url::parse(link) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}

@@ -21,7 +21,7 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -92,9 +92,6 @@ struct LoginTemplate<'a> {
     css: &'a str,
     problem: Option<&'a str>,
 }
-
-type KeyedLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
-
 /// The status page: where its figures come from, and its sessions.
 pub struct StatusPage {
     store: Arc<Store>,
@@ -108,12 +105,32 @@ pub struct StatusPage {
     started_config: Config,
     restart_needed: Mutex<Vec<&'static str>>,
     policy: AccessPolicy,
-    limiter: KeyedLimiter,
+    limiter: super::KeyedLimiter,
     sessions: SessionKeys,
     https: bool,
 }
 
 impl StatusPage {
+    /// Why a request from `peer` for `path` is refused before any handler: an address
+    /// outside `allow_from`, over the per-address rate, or throttled after failed token checks.
+    fn refusal(&self, peer: SocketAddr, path: &str) -> Option<Response> {
+        if !self.policy.allows(peer.ip()) {
+            tracing::warn!(peer = %peer, path = %Escaped(path), "status page request from an address outside allow_from");
+            return Some((StatusCode::FORBIDDEN, "address not allowed\n").into_response());
+        }
+        if let Some(refused) = super::over_rate(&self.limiter, peer.ip()) {
+            return Some(refused);
+        }
+        let throttled = self
+            .policy
+            .failures()
+            .throttled(Source::of(peer.ip()), tokio::time::Instant::now());
+        throttled.then(|| {
+            let why = "too many failed token checks from this address; try again later\n";
+            (StatusCode::TOO_MANY_REQUESTS, why).into_response()
+        })
+    }
+
     /// The page for `config` (its `[http]` token and address rules) reading `store`.
     pub fn new(config: &Config, store: Arc<Store>) -> anyhow::Result<StatusPage> {
         let http = config.http.clone().unwrap_or_default();
@@ -338,30 +355,16 @@ fn see_other(to: &str) -> Response {
 }
 
 /// Address rules, the per-address rate, the failed-check throttle; security headers on
-/// every answer.
-async fn gate(
-    State(page): State<Arc<StatusPage>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = if !page.policy.allows(peer.ip()) {
-        tracing::warn!(peer = %peer, path = %Escaped(request.uri().path()), "status page request from an address outside allow_from");
-        (StatusCode::FORBIDDEN, "address not allowed\n").into_response()
-    } else if page.limiter.check_key(&peer.ip()).is_err() {
-        (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response()
-    } else if page
-        .policy
-        .failures()
-        .throttled(Source::of(peer.ip()), tokio::time::Instant::now())
-    {
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed token checks from this address; try again later\n",
-        )
-            .into_response()
-    } else {
-        next.run(request).await
+/// every answer. The peer address is the one axum's connect info puts in the request's
+/// extensions; a request without one is refused.
+async fn gate(State(page): State<Arc<StatusPage>>, request: Request, next: Next) -> Response {
+    let refused = match super::peer_of(&request) {
+        Some(peer) => page.refusal(peer, request.uri().path()),
+        None => Some(super::no_peer()),
+    };
+    let mut response = match refused {
+        Some(refused) => refused,
+        None => next.run(request).await,
     };
     let headers = response.headers_mut();
     for (name, value) in [

@@ -11,53 +11,16 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use crate::call::TimeWindow;
 use crate::logtext::{EXCERPT_BYTES, excerpt};
 
 /// A value of a line as an error text shows it: bounded and escaped.
 fn shown(value: &str) -> String {
     excerpt(value.as_bytes(), EXCERPT_BYTES)
-}
-
-/// The times a CDR may carry: from 2000-01-01 00:00 UTC to one day past the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeWindow {
-    earliest: DateTime<Utc>,
-    latest: DateTime<Utc>,
-}
-
-impl TimeWindow {
-    /// How far past the clock a CDR time may be (clock skew between the PBX and this host).
-    pub const AHEAD: TimeDelta = TimeDelta::days(1);
-
-    /// The window for lines read at `now`.
-    pub fn at(now: DateTime<Utc>) -> Self {
-        Self {
-            earliest: DateTime::<Utc>::from_timestamp(946_684_800, 0)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC),
-            latest: now
-                .checked_add_signed(Self::AHEAD)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        }
-    }
-
-    /// The first time accepted (2000-01-01 00:00:00 UTC).
-    pub fn earliest(&self) -> DateTime<Utc> {
-        self.earliest
-    }
-
-    /// The last time accepted.
-    pub fn latest(&self) -> DateTime<Utc> {
-        self.latest
-    }
-
-    /// Whether `t` is inside the window.
-    pub fn contains(&self, t: DateTime<Utc>) -> bool {
-        self.earliest <= t && t <= self.latest
-    }
 }
 
 /// A CDR field pbxlink understands.
@@ -660,6 +623,7 @@ fn unbalanced_quotes(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
 
     fn utc_parser() -> CdrParser {
         CdrParser::new(None, chrono_tz::UTC)

@@ -29,7 +29,7 @@ impl LineParser for CdrParser {
         line: &[u8],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<Self::Record>, Self::Error> {
-        self.parse_within(line, &cdr::TimeWindow::at(now))
+        self.parse_within(line, &crate::call::TimeWindow::at(now))
     }
 }
 

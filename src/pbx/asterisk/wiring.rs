@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,8 +24,9 @@ use crate::call::sink::CallSink;
 use crate::config::{CallLogSource, Config};
 use crate::metrics::{MetricsSource, Scrape};
 use crate::outbox::Store;
+use crate::pbx::connection::ConnectionMetricNames;
 use crate::pbx::parts::{FileImport, LivePart, PbxContext, PbxParts};
-use crate::pipeline::{SourceUpdate, counters};
+use crate::pipeline::{SourceUpdate, Tailed, counters};
 
 /// The `source` label of the CDR file's counters on `/metrics`.
 pub const CDR_SOURCE_LABEL: &str = "asterisk-cdr";
@@ -87,25 +88,19 @@ fn cdr_file(
         return Ok(());
     };
     let (updates_tx, updates) = std::sync::mpsc::channel::<SourceUpdate<AsteriskAssembler>>();
-    let heartbeat = Arc::new(AtomicI64::new(crate::outbox::store::now_ms()));
-    let mut source = super::cdr_source(
+    let source = super::cdr_source(
         ctx.config,
         ctx.store.clone(),
         ctx.wake_delivery.clone(),
         None,
     )?
-    .with_updates(updates)
-    .with_heartbeat(heartbeat.clone())
-    .with_config_path(ctx.config_path);
-    if let Some(reconciler) = reconciler {
-        source = source.with_sink(reconciler);
-    }
-    let poll = Duration::from_millis(ast.poll_interval_ms);
-    parts.add_file_source("asterisk-cdr", heartbeat, move |stop| {
-        source
-            .run(poll, stop)
-            .map_err(|e| format!("CDR source stopped: {e}"))
-    });
+    .with_updates(updates);
+    let tailed = Tailed {
+        source,
+        poll: Duration::from_millis(ast.poll_interval_ms),
+    };
+    let sink = reconciler.map(|r| r as Arc<dyn CallSink>);
+    parts.add_file_reader("asterisk-cdr", tailed, ctx.config_path, sink);
     let follow_symlink = ast.cdr_follow_symlink;
     parts.status.push(Box::new(move || {
         crate::service::status::cdr_line(&path, follow_symlink)
@@ -169,42 +164,25 @@ impl MetricsSource for AmiMetrics {
     }
 }
 
+/// The AMI connection's figures, under the names they always had.
+const AMI_CONNECTION_METRICS: ConnectionMetricNames = ConnectionMetricNames {
+    server: "the Asterisk Manager Interface",
+    connected: "ami_connected",
+    logins: "ami_logins",
+    reconnects: "ami_reconnects",
+    connect_failures: "ami_connect_failures",
+    half_open_drops: "ami_half_open_drops",
+    malformed_frames: "ami_malformed_frames",
+};
+
 fn write_ami_stats(scrape: &mut Scrape, ami: &AmiStats) {
-    scrape.gauge(
-        "ami_connected",
-        "1 while logged in to the Asterisk Manager Interface",
-        i64::from(ami.connected),
+    ami.connection
+        .write_metrics(scrape, &AMI_CONNECTION_METRICS);
+    scrape.counter(
+        "ami_refused_actions",
+        "AMI actions refused before the wire (CR/LF in a value)",
+        ami.refused_actions,
     );
-    for (name, help, value) in [
-        ("ami_logins", "Successful AMI logins", ami.logins),
-        (
-            "ami_reconnects",
-            "AMI logins after the first one",
-            ami.reconnects,
-        ),
-        (
-            "ami_connect_failures",
-            "AMI connection attempts that failed",
-            ami.connect_failures,
-        ),
-        (
-            "ami_half_open_drops",
-            "AMI connections dropped as half-open (silent despite pings)",
-            ami.half_open_drops,
-        ),
-        (
-            "ami_malformed_frames",
-            "AMI connections dropped after a malformed or oversized frame",
-            ami.malformed_frames,
-        ),
-        (
-            "ami_refused_actions",
-            "AMI actions refused before the wire (CR/LF in a value)",
-            ami.refused_actions,
-        ),
-    ] {
-        scrape.counter(name, help, value);
-    }
     for (event, n) in &ami.events_by_type {
         scrape.counter_with(
             "ami_received_events",

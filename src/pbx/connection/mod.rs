@@ -32,7 +32,7 @@ mod supervisor;
 
 pub(crate) use link::impl_framing;
 pub use link::{Framing, Link, LinkError, within_step};
-pub use state::{ConnectionState, ConnectionStats};
+pub use state::{ConnectionMetricNames, ConnectionState, ConnectionStats};
 pub use supervisor::{
     Backlog, Failure, Outgoing, Protocol, SupervisedConnection, Supervisor, SupervisorSettings,
 };

@@ -2,6 +2,8 @@
 
 use std::time::SystemTime;
 
+use crate::metrics::Scrape;
+
 /// Where a PBX connection stands (AMI, event socket ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
@@ -63,4 +65,60 @@ pub struct ConnectionStats {
     pub malformed_frames: u64,
     /// Requests that failed at once because the client was not connected.
     pub sent_while_down: u64,
+}
+
+/// The `/metrics` names of a connection's figures (each client keeps the names it always
+/// had: `ami_logins`, `esl_logins` ...) and the server its help texts name.
+pub struct ConnectionMetricNames {
+    /// What the help texts call the server ("the Asterisk Manager Interface").
+    pub server: &'static str,
+    /// 1 while logged in.
+    pub connected: &'static str,
+    /// Successful logins.
+    pub logins: &'static str,
+    /// Logins after the first one.
+    pub reconnects: &'static str,
+    /// Connection attempts that failed.
+    pub connect_failures: &'static str,
+    /// Connections dropped as half-open.
+    pub half_open_drops: &'static str,
+    /// Connections dropped after a malformed or oversized frame.
+    pub malformed_frames: &'static str,
+}
+
+impl ConnectionStats {
+    /// Writes these counters to `scrape` under `names`.
+    pub fn write_metrics(&self, scrape: &mut Scrape, names: &ConnectionMetricNames) {
+        let server = names.server;
+        scrape.gauge(
+            names.connected,
+            &format!("1 while logged in to {server}"),
+            i64::from(self.connected),
+        );
+        for (name, help, value) in [
+            (names.logins, "Successful logins to", self.logins),
+            (
+                names.reconnects,
+                "Logins after the first one to",
+                self.reconnects,
+            ),
+            (
+                names.connect_failures,
+                "Connection attempts that failed to",
+                self.connect_failures,
+            ),
+            (
+                names.half_open_drops,
+                "Connections dropped as half-open (silent despite keepalives) to",
+                self.half_open_drops,
+            ),
+            (
+                names.malformed_frames,
+                "Connections dropped after a malformed or oversized frame from",
+                self.malformed_frames,
+            ),
+        ] {
+            scrape.counter(name, &format!("{help} {server}"), value);
+        }
+    }
 }

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -35,11 +35,11 @@ use crate::config::{
 use crate::logtext::Escaped;
 use crate::metrics::{MetricsSource, Scrape};
 use crate::outbox::Store;
-use crate::pbx::connection::SupervisorSettings;
+use crate::pbx::connection::{ConnectionMetricNames, SupervisorSettings};
 use crate::pbx::live::{CALL_LOG_QUEUE, LiveStats, store_call_logs};
 use crate::pbx::parts::{FileImport, LivePart, PbxContext, PbxParts};
 use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError, PbxFuture};
-use crate::pipeline::{FileSource, counters};
+use crate::pipeline::{FileSource, Tailed, counters};
 
 /// The `source` label of the json_cdr directory's counters on `/metrics`.
 pub const JSON_CDR_SOURCE_LABEL: &str = "freeswitch-json_cdr";
@@ -257,52 +257,36 @@ fn file_part(
         settle_ms: settings.settle_ms,
         max_call_secs: settings.max_call_secs,
     };
-    let heartbeat = Arc::new(AtomicI64::new(crate::outbox::store::now_ms()));
     match source {
         FreeSwitchFileSource::JsonCdr { dir } => {
             let assembler = FsAssembler::new(name.clone(), times, classify);
-            let mut reader = JsonCdrDirSource::new(
+            let reader = JsonCdrDirSource::new(
                 name,
                 &settings,
                 ctx.store.clone(),
                 assembler,
                 ctx.wake_delivery.clone(),
-            )
-            .with_heartbeat(heartbeat.clone())
-            .with_config_path(ctx.config_path);
-            if let Some(sink) = sink {
-                reader = reader.with_sink(sink);
-            }
-            parts.add_file_source("freeswitch-json", heartbeat, move |stop| {
-                reader
-                    .run(stop)
-                    .map_err(|e| format!("json_cdr source stopped: {e}"))
-            });
+            );
+            parts.add_file_reader("freeswitch-json", reader, ctx.config_path, sink);
             let dir = dir.clone();
             parts.status.push(Box::new(move || json_cdr_line(&dir)));
             label_file_counters(ctx, JSON_CDR_SOURCE_LABEL);
         }
         FreeSwitchFileSource::CdrCsv { path, .. } => {
             let assembler = FsAssembler::new(name.clone(), times, classify);
-            let mut reader = csv_source(
+            let source = csv_source(
                 name,
                 path.clone(),
                 &settings,
                 ctx.store.clone(),
                 ctx.wake_delivery.clone(),
                 assembler,
-            )?
-            .with_heartbeat(heartbeat.clone())
-            .with_config_path(ctx.config_path);
-            if let Some(sink) = sink {
-                reader = reader.with_sink(sink);
-            }
-            let poll = Duration::from_millis(settings.poll_ms);
-            parts.add_file_source("freeswitch-cdr", heartbeat, move |stop| {
-                reader
-                    .run(poll, stop)
-                    .map_err(|e| format!("cdr_csv source stopped: {e}"))
-            });
+            )?;
+            let tailed = Tailed {
+                source,
+                poll: Duration::from_millis(settings.poll_ms),
+            };
+            parts.add_file_reader("freeswitch-cdr", tailed, ctx.config_path, sink);
             let path = path.clone();
             parts.status.push(Box::new(move || {
                 crate::service::status::cdr_line(&path, false)
@@ -714,6 +698,17 @@ impl PbxControl for FsControl {
     }
 }
 
+/// The event-socket connection's figures, under the names they always had.
+const ESL_CONNECTION_METRICS: ConnectionMetricNames = ConnectionMetricNames {
+    server: "the FreeSWITCH event socket",
+    connected: "esl_connected",
+    logins: "esl_logins",
+    reconnects: "esl_reconnects",
+    connect_failures: "esl_connect_failures",
+    half_open_drops: "esl_half_open_drops",
+    malformed_frames: "esl_malformed_frames",
+};
+
 /// The event socket's and its call tracker's figures (`pbxlink_esl_*`).
 struct EslMetrics {
     client: EslClient,
@@ -724,35 +719,10 @@ struct EslMetrics {
 impl MetricsSource for EslMetrics {
     fn write(&self, scrape: &mut Scrape) {
         let esl: EslStats = self.client.stats();
-        let c = &esl.connection;
-        scrape.gauge(
-            "esl_connected",
-            "1 while logged in to the FreeSWITCH event socket",
-            i64::from(c.connected),
-        );
+        esl.connection
+            .write_metrics(scrape, &ESL_CONNECTION_METRICS);
         let tracker = *self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, help, value) in [
-            ("esl_logins", "Successful event-socket logins", c.logins),
-            (
-                "esl_reconnects",
-                "Event-socket logins after the first one",
-                c.reconnects,
-            ),
-            (
-                "esl_connect_failures",
-                "Event-socket connection attempts that failed",
-                c.connect_failures,
-            ),
-            (
-                "esl_half_open_drops",
-                "Event-socket connections dropped as half-open",
-                c.half_open_drops,
-            ),
-            (
-                "esl_malformed_frames",
-                "Event-socket connections dropped after a malformed or oversized message",
-                c.malformed_frames,
-            ),
             (
                 "esl_refused_commands",
                 "Event-socket commands refused before the wire (a value that could break out)",

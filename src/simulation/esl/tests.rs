@@ -297,7 +297,7 @@ async fn a_leg_s_json_cdr_file_reads_back_through_the_real_parser() {
     let parsed = parse_json_cdr(
         &bytes,
         chrono_tz::UTC,
-        crate::pbx::asterisk::cdr::TimeWindow::at(Utc::now()),
+        crate::call::TimeWindow::at(Utc::now()),
     )
     .expect("a json_cdr leg");
     assert_eq!(parsed.uuid, leg.uuid);

@@ -5,8 +5,8 @@ use proptest::prelude::*;
 
 use super::transfer_fixtures::{TRANSFER_SCENARIOS, transfer_segments};
 use super::*;
+use crate::call::TimeWindow;
 use crate::call::{AgentSegment, DialResult, RecordingRef};
-use crate::pbx::asterisk::cdr::TimeWindow;
 use crate::pbx::freeswitch::cdr::{CsvLayout, FsCsvParser, templates};
 use crate::pbx::freeswitch::json_cdr::parse_json_cdr;
 

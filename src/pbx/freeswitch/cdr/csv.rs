@@ -16,8 +16,8 @@ use chrono_tz::Tz;
 use super::leg::FsLeg;
 use super::templates;
 use super::vars::{LegError, VarReader};
+use crate::call::TimeWindow;
 use crate::logtext::{EXCERPT_BYTES, excerpt};
-use crate::pbx::asterisk::cdr::TimeWindow;
 
 /// Longest line accepted (the tailer bounds lines too; this bounds a line given directly).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;

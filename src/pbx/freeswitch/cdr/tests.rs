@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::csv::split_fields;
 use super::*;
 use crate::call::DialResult;
-use crate::pbx::asterisk::cdr::TimeWindow;
+use crate::call::TimeWindow;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -10,8 +10,8 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::leg::{FsLeg, LegDirection, push_unique};
+use crate::call::TimeWindow;
 use crate::logtext::{EXCERPT_BYTES, excerpt};
-use crate::pbx::asterisk::cdr::TimeWindow;
 
 /// Why a leg's variables do not make a leg.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The ESL framer: bytes from the event socket in, whole [`Frame`]s out.
 //!
-//! Like mini-redis' `Connection` and the AMI [`crate::pbx::asterisk::ami::Framer`], the framer
+//! Like mini-redis' `Connection` and the Asterisk AMI framer, the framer
 //! owns the read buffer and works in two steps: [`Framer::next_frame`] first *checks* that a
 //! whole message is buffered (the header block up to its empty line, then `Content-Length`
 //! bytes of body) without allocating, and only then *parses* it. An incomplete message is the

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
-use crate::pbx::asterisk::cdr::TimeWindow;
+use crate::call::TimeWindow;
 use crate::pbx::freeswitch::cdr::leg::{FsLeg, push_unique};
 use crate::pbx::freeswitch::cdr::vars::{LegError, VarReader};
 

@@ -31,12 +31,12 @@ use chrono_tz::Tz;
 use tokio::sync::Notify;
 
 use super::parse::{JsonCdrError, parse_json_cdr};
+use crate::call::TimeWindow;
 use crate::logtext::{EXCERPT_BYTES, Escaped, excerpt};
 use crate::outbox::store::{FileOffset, Store, StoreError, now_ms};
-use crate::pbx::asterisk::cdr::TimeWindow;
 use crate::pbx::freeswitch::assemble::FsAssembler;
 use crate::pbx::freeswitch::cdr::{FsCdrSettings, FsLeg};
-use crate::pipeline::{FileSource, LineParser, counters};
+use crate::pipeline::{FileReader, FileSource, LineParser, counters};
 use crate::tail::StartAt;
 
 /// Counter names of the json_cdr source (besides the pipeline's `cdr_rows_read`,
@@ -182,7 +182,8 @@ impl JsonCdrDirSource {
         format!("{}#history", self.name)
     }
 
-    /// Scans until `stop` is set. Blocking: run it on its own thread.
+    /// Scans until `stop` is set. Blocking: run it on its own thread (the daemon does, as a
+    /// [`FileReader`]).
     pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), StoreError> {
         let restored = self.pipeline.restore()?;
         tracing::info!(source = %self.name, dir = %Escaped(&self.dir.to_string_lossy()), restored_legs = restored, "watching json_cdr directory");
@@ -523,4 +524,23 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+impl FileReader for JsonCdrDirSource {
+    fn attach(
+        self,
+        heartbeat: Arc<AtomicI64>,
+        config_path: Option<&Path>,
+        sink: Option<Arc<dyn crate::call::sink::CallSink>>,
+    ) -> Self {
+        let reader = self.with_heartbeat(heartbeat).with_config_path(config_path);
+        match sink {
+            Some(sink) => reader.with_sink(sink),
+            None => reader,
+        }
+    }
+
+    fn read_until(self, stop: Arc<AtomicBool>) -> Result<(), StoreError> {
+        self.run(stop)
+    }
 }

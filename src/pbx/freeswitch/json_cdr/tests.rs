@@ -7,10 +7,10 @@ use proptest::prelude::*;
 use tokio::sync::Notify;
 
 use super::*;
+use crate::call::TimeWindow;
 use crate::call::{CallFacts, CallRecord, Direction, Number, Outcome};
 use crate::config::Synchronous;
 use crate::outbox::store::Store;
-use crate::pbx::asterisk::cdr::TimeWindow;
 use crate::pbx::freeswitch::assemble::{FsAssembler, SettleTimes};
 use crate::pbx::freeswitch::cdr::{FsCdrSettings, FsLeg, LegDirection};
 use crate::tail::StartAt;
