@@ -672,12 +672,12 @@ fn metric(text: &str, key: &str) -> u64 {
 /// The daemon's own popup and AMI counters, for the report.
 fn daemon_counters(text: &str) -> String {
     format!(
-        "daemon /metrics: popups sent {}, dropped {}, retried {}, queue overflow {}, AMI events lagged {}, popup_latency_max_ms (event -> request leaving) {}",
+        "daemon /metrics: popups sent {}, dropped {}, retried {}, queue overflow {}, AMI reader waits {}, popup_latency_max_ms (event -> request leaving) {}",
         metric(text, "pbxlink_popups_total{outcome=\"sent\"}"),
         metric(text, "pbxlink_popups_total{outcome=\"dropped\"}"),
         metric(text, "pbxlink_popups_total{outcome=\"retried\"}"),
         metric(text, "pbxlink_popups_overflow_total"),
-        metric(text, "pbxlink_ami_events_lagged_total"),
+        metric(text, "pbxlink_ami_reader_waits_total"),
         metric(text, "pbxlink_popup_latency_max_ms"),
     )
 }
@@ -1367,8 +1367,8 @@ async fn bench_rss(summary: &mut Summary) {
     );
     println!("    after the burst: {}", daemon_counters(&metrics));
     println!(
-        "    after the hangups: AMI events lagged {}, popups sent {}",
-        metric(&metrics_end, "pbxlink_ami_events_lagged_total"),
+        "    after the hangups: AMI reader waits {}, popups sent {}",
+        metric(&metrics_end, "pbxlink_ami_reader_waits_total"),
         metric(&metrics_end, "pbxlink_popups_total{outcome=\"sent\"}")
     );
     for w in log

@@ -16,8 +16,8 @@
 //!    which the AMI connection is cut (a TCP relay between pbxlink and Asterisk is closed)
 //!    is posted from the CDR after the wait. The counters say which source was missing.
 //!
-//! The daemon's wiring of `"both"` (config key `reconcile_wait_ms`) is not part of this
-//! branch; the components are the ones it wires. Needs root (the rig is a chroot); without
+//! These are the components the daemon wires for `"both"` (`pbx::parts::PbxParts::add_reconciler`,
+//! config key `reconcile_wait_ms`). Needs root (the rig is a chroot); without
 //! root it prints a loud SKIPPED message. Holds `/var/tmp/pbxlink-asterisk.lock`.
 
 use std::collections::BTreeMap;

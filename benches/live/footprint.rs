@@ -180,7 +180,7 @@ struct DaemonRun {
     blast_cpu: f64,
     blast_peak_kib: u64,
     blast_after_kib: u64,
-    lagged: u64,
+    reader_waits: u64,
     burst_peak_kib: u64,
     burst_after_kib: u64,
     burst_popups: usize,
@@ -241,7 +241,7 @@ async fn daemon_run(bin: &Path, blast: &[u8], sentinel: &SimCall) -> DaemonRun {
     tokio::time::sleep(AFTER).await;
     run.blast_after_kib = rss_kib(pid).map_or(0, |(rss, _)| rss);
     let metrics = scrape_metrics(r.http_port).await;
-    run.lagged = metric(&metrics, "pbxlink_ami_events_lagged_total");
+    run.reader_waits = metric(&metrics, "pbxlink_ami_reader_waits_total");
     sampler.finish();
 
     // The ringing burst, as in section 3.
@@ -512,7 +512,7 @@ pub(super) async fn bench(summary: &mut Summary, everything: bool) {
         for (i, b) in builds.iter().enumerate() {
             let d = daemon_run(&b.bin, &blast, &sentinel).await;
             println!(
-                "  run {} {:<6}: idle {:.1} MiB; blast {:.3} s = {:.0} events/s, {:.2} CPU-s, peak {:.1} MiB, {:.1} MiB 10 s after, {} lagged; burst {} popups, peak {:.1} MiB, {:.1} MiB 10 s after",
+                "  run {} {:<6}: idle {:.1} MiB; blast {:.3} s = {:.0} events/s, {:.2} CPU-s, peak {:.1} MiB, {:.1} MiB 10 s after, {} reader waits; burst {} popups, peak {:.1} MiB, {:.1} MiB 10 s after",
                 run + 1,
                 b.label,
                 mib(d.idle_kib),
@@ -521,7 +521,7 @@ pub(super) async fn bench(summary: &mut Summary, everything: bool) {
                 d.blast_cpu,
                 mib(d.blast_peak_kib),
                 mib(d.blast_after_kib),
-                d.lagged,
+                d.reader_waits,
                 d.burst_popups,
                 mib(d.burst_peak_kib),
                 mib(d.burst_after_kib),

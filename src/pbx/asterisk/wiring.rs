@@ -183,6 +183,16 @@ fn write_ami_stats(scrape: &mut Scrape, ami: &AmiStats) {
         "AMI actions refused before the wire (CR/LF in a value)",
         ami.refused_actions,
     );
+    scrape.counter(
+        "ami_reader_waits",
+        "Times the AMI reader stopped reading because the call tracker was behind (TCP pushes back on Asterisk; no event is lost)",
+        ami.reader_waits,
+    );
+    scrape.gauge(
+        "ami_events_parked_peak",
+        "Most AMI events parked at once for a full receiver while an action waited for its answer",
+        i64::try_from(ami.events_parked_peak).unwrap_or(i64::MAX),
+    );
     for (event, n) in &ami.events_by_type {
         scrape.counter_with(
             "ami_received_events",
@@ -209,11 +219,6 @@ impl MetricsSource for LiveMetrics {
                 "ami_calls_expired",
                 "Calls forgotten by the tracker without a hangup",
                 &live.calls_expired,
-            ),
-            (
-                "ami_events_lagged",
-                "AMI events the call tracker missed (it fell behind)",
-                &live.events_lagged,
             ),
             (
                 "ami_calls_evicted",
