@@ -31,6 +31,7 @@ use crate::call::{AgentInfo, Directory};
 use crate::config::{Config, HttpConfig};
 use crate::crm::leadsquared::lead::LeadApi;
 use crate::crm::leadsquared::route::RouteClient;
+use crate::logtext::Escaped;
 use crate::metrics::Metrics;
 use crate::outbox::Store;
 use crate::pbx::{AgentRelease, OriginateRequest, PbxControl, PbxError};
@@ -299,9 +300,10 @@ async fn rate_limit(
 /// How the API is served: plain HTTP, or HTTPS with `[http] tls_cert`/`tls_key`, within
 /// the connection limits of `[http]`.
 pub struct Transport {
-    /// The certificate chain and key (PEM) for HTTPS; None: plain HTTP (loopback, or
-    /// behind a reverse proxy).
-    pub tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// The TLS server configuration for HTTPS (the certificate chain and key of
+    /// `tls_cert`/`tls_key`, HTTP/1.1 only); None: plain HTTP (loopback, or behind a reverse
+    /// proxy).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Open connections, header and idle timeouts.
     pub limits: ConnectionLimits,
     /// Counters of incoming connections, filled while serving.
@@ -323,25 +325,54 @@ impl Transport {
         let mut transport = Transport::plain(ConnectionLimits::from_config(http));
         match (&http.tls_cert, &http.tls_key) {
             (Some(cert), Some(key)) => {
-                // One process-wide crypto provider (ring, as reqwest uses); a second
-                // install attempt is harmless.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                let (cert, key) = (cert.clone(), key.clone());
+                let config = tokio::task::spawn_blocking(move || tls_config(&cert, &key))
                     .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "[http] tls_cert {} / tls_key {}: {e}",
-                            cert.display(),
-                            key.display()
-                        )
-                    })?;
-                transport.tls = Some(config);
+                    .map_err(|e| anyhow::anyhow!("reading [http] tls_cert/tls_key: {e}"))??;
+                transport.tls = Some(Arc::new(config));
                 Ok(transport)
             }
             (None, None) => Ok(transport),
             _ => anyhow::bail!("[http] tls_cert and tls_key go together"),
         }
     }
+}
+
+/// The TLS server configuration of `[http] tls_cert` (a PEM chain, leaf first) and `tls_key`
+/// (a PEM PKCS#8, PKCS#1 or SEC1 key), with ring as the crypto provider (as reqwest uses) and
+/// HTTP/1.1 only: its header read timeout is what bounds a slow client.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let shown = |path: &std::path::Path| Escaped(&path.to_string_lossy()).to_string();
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("[http] tls_cert {}: {e}", shown(cert)))?;
+    if chain.is_empty() {
+        anyhow::bail!("[http] tls_cert {}: no certificate in it", shown(cert));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("[http] tls_key {}: {e}", shown(key)))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| {
+            builder
+                .with_no_client_auth()
+                .with_single_cert(chain, private_key)
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "[http] tls_cert {} / tls_key {}: {e}",
+                shown(cert),
+                shown(key)
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Serves the API on a bound `[http] listen` socket until `shutdown` resolves (see
@@ -352,12 +383,7 @@ pub async fn serve(
     transport: Transport,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let tls = transport.tls.map(|config| {
-        // HTTP/1.1 only: its header read timeout is what bounds a slow client.
-        let mut server_config = (*config.get_inner()).clone();
-        server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        tokio_rustls::TlsAcceptor::from(Arc::new(server_config))
-    });
+    let tls = transport.tls.map(tokio_rustls::TlsAcceptor::from);
     server::serve(
         router,
         listener,
